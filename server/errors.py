@@ -1,0 +1,112 @@
+"""One exception tree. Each class carries its HTTP status and error type; app.py renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type = "invalid_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    type = "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status = 409
+    type = "conflict"
+
+
+class SessionBusy(ApiError):
+    status = 409
+    type = "session_busy"
+
+    def __init__(self, message: str, run_id: str, retry_after: int = 1) -> None:
+        super().__init__(message, run_id=run_id)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class Archived(ApiError):
+    status = 409
+    type = "archived"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    type = "unsupported_media_type"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limited"
+
+
+class InternalError(ApiError):
+    status = 500
+    type = "internal_error"
+
+
+class ProviderError(ApiError):
+    """The model provider failed: bad key, bad model, upstream outage, a cut stream."""
+
+    status = 502
+    type = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message, **extra)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+
+class ShuttingDown(ApiError):
+    status = 503
+    type = "unavailable"
+
+
+class StoreError(ApiError):
+    """SQLite failed underneath us (disk full, corrupt file); never shown with its traceback."""
+
+    status = 500
+    type = "internal_error"
+
+
+class ToolError(Exception):
+    """A tool could not do what was asked; becomes a tool_result with is_error: true."""

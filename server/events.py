@@ -1,0 +1,138 @@
+"""The run's event union and its one wire encoding.
+
+The loop and the runner pass these Structs around; only `frame()` knows the SSE text form.
+Each event is JSON-encoded once, when the runner numbers it; replay sends the stored bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from server.models import ContentBlock, ErrorInfo, PendingToolCall, Usage
+
+
+class StepInfo(msgspec.Struct):
+    id: str
+    model: str | None
+    role: str = "assistant"
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+class StopInfo(msgspec.Struct):
+    stop_reason: str | None
+
+
+class MessageStart(msgspec.Struct, tag="message_start", tag_field="type"):
+    message: StepInfo
+
+
+class ContentBlockStart(msgspec.Struct, tag="content_block_start", tag_field="type"):
+    index: int
+    content_block: ContentBlock
+
+
+class TextDelta(msgspec.Struct, tag="text_delta", tag_field="type"):
+    text: str
+    index: int
+
+
+class InputJsonDelta(msgspec.Struct, tag="input_json_delta", tag_field="type"):
+    partial_json: str
+    index: int
+
+
+class ContentBlockStop(msgspec.Struct, tag="content_block_stop", tag_field="type"):
+    index: int
+
+
+class MessageDelta(msgspec.Struct, tag="message_delta", tag_field="type"):
+    delta: StopInfo
+    usage: Usage
+
+
+class MessageStop(msgspec.Struct, tag="message_stop", tag_field="type"):
+    pass
+
+
+class ToolResult(msgspec.Struct, tag="tool_result", tag_field="type"):
+    tool_use_id: str
+    name: str
+    content: str
+    is_error: bool
+
+
+class RequiresAction(msgspec.Struct, tag="requires_action", tag_field="type"):
+    run_id: str
+    tool_calls: list[PendingToolCall]
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    error: ErrorInfo
+
+
+class Done(msgspec.Struct, tag="done", tag_field="type"):
+    usage: Usage
+    steps: int
+    run_id: str
+    stop_reason: str | None
+    status: str
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type"):
+    pass
+
+
+# What a provider yields for one model step.
+StepEvent = (
+    MessageStart
+    | ContentBlockStart
+    | TextDelta
+    | InputJsonDelta
+    | ContentBlockStop
+    | MessageDelta
+    | MessageStop
+)
+Event = StepEvent | ToolResult | RequiresAction | Error | Done | Ping
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def event_type(event: Event) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event:
+    return _decoder.decode(data)
+
+
+def frame(event_id: str | int, type_: str, data: bytes) -> bytes:
+    """One SSE block. msgspec JSON holds no raw newline, so one `data:` line is always enough."""
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (str(event_id).encode(), type_.encode(), data)
+
+
+def retry_frame(ms: int) -> bytes:
+    return b"retry: %d\n\n" % ms
+
+
+_CARRY_RUN_ID = frozenset({"done", "requires_action"})
+
+
+def with_run_id(type_: str, data: bytes, run_id: str) -> bytes:
+    """The session channel's form of an event: the same JSON object with `run_id` added."""
+    if type_ in _CARRY_RUN_ID:
+        return data
+    return b'{"run_id":"%s",%s' % (run_id.encode(), data[1:])
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(event)
+    return result

@@ -1,0 +1,163 @@
+"""The data sessiond stores and serves: agents, sessions, messages and their content blocks, runs.
+
+Content blocks are a tagged union so that a message's `content` is always a list of typed
+blocks, whatever the client sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Role = Literal["user", "assistant"]
+RunStatus = Literal[
+    "queued", "running", "requires_action", "completed", "failed", "cancelled", "interrupted"
+]
+FINISHED_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+
+class TextBlock(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+    text: str
+
+
+class ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type", forbid_unknown_fields=True):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(
+    msgspec.Struct, tag="tool_result", tag_field="type", forbid_unknown_fields=True
+):
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+
+
+ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+class ErrorInfo(msgspec.Struct):
+    type: str
+    message: str
+
+
+class ClientTool(msgspec.Struct, forbid_unknown_fields=True):
+    """A tool the client runs itself: the run pauses until the client posts its result."""
+
+    name: str
+    input_schema: dict[str, Any]
+    description: str = ""
+    executor: Literal["client"] = "client"
+
+
+ToolRef = str | ClientTool
+
+
+class ToolSpec(msgspec.Struct):
+    """A tool as the model sees it."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class Agent(msgspec.Struct):
+    id: str
+    name: str
+    provider: str
+    model: str | None
+    system: str | None
+    tools: list[ToolRef]
+    max_steps: int
+    max_tokens: int | None
+    temperature: float | None
+    options: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class SessionRecord(msgspec.Struct):
+    """A session as the API shows it (the runnable Session lives in session.py)."""
+
+    id: str
+    name: str | None
+    agent_id: str
+    work_dir: str | None
+    title: str | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    status: str
+    message_count: int
+    turn_count: int
+    usage: Usage
+    parent_id: str | None
+    forked_from_message_id: str | None
+    ttl_seconds: int | None
+    expires_at: str | None
+    archived_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class Message(msgspec.Struct):
+    id: str
+    session_id: str
+    seq: int
+    role: Role
+    content: list[ContentBlock]
+    run_id: str | None
+    created_at: str
+
+
+class Turn(msgspec.Struct):
+    """One history entry as a provider sees it: a role and its blocks, nothing stored."""
+
+    role: Role
+    content: list[ContentBlock]
+
+
+class ToolCallRecord(msgspec.Struct):
+    """A tool call a run made, as GET /runs/{id} shows it."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+    output_bytes: int
+    is_error: bool
+    duration_ms: int
+    step: int
+
+
+class PendingToolCall(msgspec.Struct):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class Run(msgspec.Struct):
+    id: str
+    session_id: str
+    agent_id: str
+    status: RunStatus
+    steps: int
+    usage: Usage
+    stop_reason: str | None
+    error: ErrorInfo | None
+    tool_calls: list[ToolCallRecord]
+    pending_tool_calls: list[PendingToolCall]
+    queue_position: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None

@@ -1,0 +1,57 @@
+"""What every provider is: given a step's request, yield the step's events.
+
+A provider yields Anthropic-style step events (events.StepEvent): `message_start` (with the
+step's input usage), per content block `content_block_start`, deltas, `content_block_stop`,
+then `message_delta` (stop_reason, cumulative usage) and `message_stop`. A tool call is a
+`tool_use` block whose input arrives as `input_json_delta` fragments; the loop assembles the
+final message from the events, so every provider is normalised in one place.
+
+A provider raises errors.ProviderError for anything that goes wrong upstream. Cancelling the
+task that iterates `stream()` must close the upstream request at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import msgspec
+
+from server.events import StepEvent
+from server.models import ToolSpec, Turn
+
+
+class ProviderRequest(msgspec.Struct):
+    model: str | None
+    system: str | None
+    messages: list[Turn]
+    tools: list[ToolSpec]
+    max_tokens: int | None
+    temperature: float | None
+    options: dict[str, Any]
+    step: int  # 0-based index of this model call within the run
+
+
+class Provider(Protocol):
+    name: str
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]: ...
+
+
+class ProviderSettings(msgspec.Struct, frozen=True):
+    """Server-wide knobs for providers that speak HTTP."""
+
+    max_retries: int = 3
+    retry_base_s: float = 0.5
+    retry_max_s: float = 20.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
+
+
+class ProviderContext(msgspec.Struct, frozen=True):
+    """What a provider may reach: the shared HTTP client, settings, and the environment
+    (read for API keys by name; keys are never stored or shown)."""
+
+    http: Any  # httpx.AsyncClient; typed Any so that only providers/ import httpx
+    settings: ProviderSettings
+    env: Mapping[str, str]

@@ -1,0 +1,35 @@
+"""What a built-in tool is, and what it may know about the run that calls it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+
+class ToolSettings(msgspec.Struct, frozen=True):
+    read_max_bytes: int = 256 * 1024
+    output_max_bytes: int = 64 * 1024
+    list_max_entries: int = 1000
+    grep_max_matches: int = 200
+    command_timeout_s: float = 30.0
+
+
+class ToolContext(msgspec.Struct, frozen=True):
+    """`work_dir` is the session's absolute working folder (None: the session has none)."""
+
+    work_dir: str | None
+    session_id: str
+    run_id: str
+    settings: ToolSettings = ToolSettings()
+
+
+class Tool(Protocol):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    read_only: bool
+
+    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+        """Do the work; raise errors.ToolError with a message a model can act on."""
+        ...
