@@ -60,10 +60,6 @@ class PayloadTooLarge(ApiError):
     type = "payload_too_large"
 
 
-class UnsupportedMediaType(ApiError):
-    status = 415
-    type = "unsupported_media_type"
-
 
 class RateLimited(ApiError):
     status = 429

@@ -111,7 +111,8 @@ def encode(event: Event) -> bytes:
 
 
 def decode(data: bytes) -> Event:
-    return _decoder.decode(data)
+    event: Event = _decoder.decode(data)
+    return event
 
 
 def frame(event_id: str | int, type_: str, data: bytes) -> bytes:

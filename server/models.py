@@ -6,7 +6,7 @@ blocks, whatever the client sent.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -161,3 +161,13 @@ class Run(msgspec.Struct):
     created_at: str
     started_at: str | None
     finished_at: str | None
+
+
+T = TypeVar("T")
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """Every list: `{"data": [...], "next_cursor": "<opaque>" | null}`."""
+
+    data: list[T]
+    next_cursor: str | None

@@ -1,0 +1,105 @@
+-- sessiond's database schema: the one source of it.
+--
+-- The file is a list of numbered steps. At start-up the server applies, in order and each in
+-- its own transaction, every step whose number is above the database's PRAGMA user_version,
+-- then sets user_version to that number. A step, once released, is never edited: a change to
+-- the schema is a new step at the end.
+--
+-- Timestamps are RFC 3339 UTC strings with milliseconds; ids are ULIDs; JSON columns hold
+-- msgspec-encoded JSON.
+
+-- step 1: agents, sessions, messages, runs, events
+CREATE TABLE agents (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    provider    TEXT NOT NULL,
+    model       TEXT,
+    system      TEXT,
+    tools       TEXT NOT NULL DEFAULT '[]',
+    max_steps   INTEGER NOT NULL DEFAULT 16 CHECK (max_steps >= 1),
+    max_tokens  INTEGER,
+    temperature REAL,
+    options     TEXT NOT NULL DEFAULT '{}',
+    -- 1 while the server manages this agent (the built-in default follows the API keys it
+    -- finds at start-up); a PUT hands it to the user.
+    auto        INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE sessions (
+    id                     TEXT PRIMARY KEY,
+    name                   TEXT UNIQUE,
+    agent_id               TEXT NOT NULL REFERENCES agents (id),
+    work_dir               TEXT,
+    title                  TEXT,
+    tags                   TEXT NOT NULL DEFAULT '[]',
+    metadata               TEXT NOT NULL DEFAULT '{}',
+    status                 TEXT NOT NULL DEFAULT 'idle'
+                           CHECK (status IN ('idle', 'running', 'requires_action', 'failed')),
+    last_seq               INTEGER NOT NULL DEFAULT 0,
+    message_count          INTEGER NOT NULL DEFAULT 0,
+    turn_count             INTEGER NOT NULL DEFAULT 0,
+    input_tokens           INTEGER NOT NULL DEFAULT 0,
+    output_tokens          INTEGER NOT NULL DEFAULT 0,
+    parent_id              TEXT,
+    forked_from_message_id TEXT,
+    ttl_seconds            INTEGER,
+    expires_at             TEXT,
+    archived_at            TEXT,
+    created_at             TEXT NOT NULL,
+    updated_at             TEXT NOT NULL
+);
+CREATE INDEX sessions_by_updated ON sessions (updated_at DESC, id DESC);
+CREATE INDEX sessions_by_created ON sessions (created_at DESC, id DESC);
+CREATE INDEX sessions_by_agent ON sessions (agent_id);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
+
+-- One row per message, append-only; seq counts from 1 within its session.
+CREATE TABLE messages (
+    id         TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content    TEXT NOT NULL,
+    run_id     TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (session_id, seq)
+);
+CREATE INDEX messages_by_run ON messages (run_id);
+
+-- One row per message call. `input` keeps the request's content blocks until the run starts
+-- (a queued run's message enters the history only when its turn comes).
+CREATE TABLE runs (
+    id                 TEXT PRIMARY KEY,
+    session_id         TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    agent_id           TEXT NOT NULL,
+    status             TEXT NOT NULL CHECK (status IN ('queued', 'running', 'requires_action',
+                           'completed', 'failed', 'cancelled', 'interrupted')),
+    input              TEXT NOT NULL,
+    options            TEXT NOT NULL DEFAULT '{}',
+    steps              INTEGER NOT NULL DEFAULT 0,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    stop_reason        TEXT,
+    error              TEXT,
+    tool_calls         TEXT NOT NULL DEFAULT '[]',
+    pending_tool_calls TEXT NOT NULL DEFAULT '[]',
+    -- while paused for client tools: the results of the same step's server tools
+    held_results       TEXT NOT NULL DEFAULT '[]',
+    idempotency_key    TEXT UNIQUE,
+    created_at         TEXT NOT NULL,
+    started_at         TEXT,
+    finished_at        TEXT
+);
+CREATE INDEX runs_by_session ON runs (session_id, id DESC);
+CREATE INDEX runs_unfinished ON runs (status) WHERE status IN ('queued', 'running', 'requires_action');
+
+-- Every SSE event of a run, as sent: `data` is the event's JSON, byte for byte.
+CREATE TABLE events (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    type   TEXT NOT NULL,
+    data   BLOB NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;

@@ -1,0 +1,1 @@
+"""HTTP edge only: decode the request, call the core, encode the response."""

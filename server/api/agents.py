@@ -1,0 +1,125 @@
+"""/agents: stored agent definitions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import providers, tools
+from server.api.request import decode_body, json_response, page_params, store
+from server.errors import InvalidRequest
+from server.ids import new_ulid, now
+from server.models import Agent, ClientTool, ToolRef
+
+Name = Annotated[str, Meta(min_length=1, max_length=100)]
+MaxSteps = Annotated[int, Meta(ge=1, le=1000)]
+MaxTokens = Annotated[int, Meta(ge=1, le=1_000_000)]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+
+
+class CreateAgent(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    provider: str
+    model: str | None = None
+    system: str | None = None
+    tools: list[ToolRef] | None = None
+    max_steps: MaxSteps = 16
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    options: dict[str, Any] = {}
+
+
+class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name | UnsetType = UNSET
+    provider: str | UnsetType = UNSET
+    model: str | UnsetType | None = UNSET
+    system: str | UnsetType | None = UNSET
+    tools: list[ToolRef] | UnsetType | None = UNSET
+    max_steps: MaxSteps | UnsetType = UNSET
+    max_tokens: MaxTokens | UnsetType | None = UNSET
+    temperature: Temperature | UnsetType | None = UNSET
+    options: dict[str, Any] | UnsetType = UNSET
+
+
+create_decoder = msgspec.json.Decoder(CreateAgent)
+update_decoder = msgspec.json.Decoder(UpdateAgent)
+
+
+def check(agent: Agent) -> Agent:
+    """Refuse a definition that could never run: unknown provider, tool or option."""
+    providers.check_agent(agent.provider, agent.options)
+    seen: set[str] = set()
+    for tool in agent.tools:
+        name = tool.name if isinstance(tool, ClientTool) else tool
+        if name in seen:
+            raise InvalidRequest(f"tool {name!r} is listed twice", field="tools")
+        seen.add(name)
+        if isinstance(tool, str) and not tools.is_builtin(tool):
+            known = ", ".join(sorted(tools.BUILTIN))
+            raise InvalidRequest(f"unknown tool {tool!r}; built-in tools: {known}", field="tools")
+        if isinstance(tool, ClientTool) and tools.is_builtin(tool.name):
+            raise InvalidRequest(
+                f"client tool {tool.name!r} has the name of a built-in tool", field="tools"
+            )
+    return agent
+
+
+async def create_agent(request: Request) -> Response:
+    body = await decode_body(request, create_decoder)
+    stamp = now()
+    agent = Agent(
+        new_ulid(),
+        body.name,
+        body.provider,
+        body.model,
+        body.system,
+        body.tools or [],
+        body.max_steps,
+        body.max_tokens,
+        body.temperature,
+        body.options,
+        stamp,
+        stamp,
+    )
+    return json_response(await store(request).agents.create(check(agent)), 201)
+
+
+async def list_agents(request: Request) -> Response:
+    limit, cursor = page_params(request)
+    return json_response(await store(request).agents.page(limit, cursor))
+
+
+async def get_agent(request: Request) -> Response:
+    return json_response(await store(request).agents.get(request.path_params["agent_id"]))
+
+
+async def update_agent(request: Request) -> Response:
+    body = await decode_body(request, update_decoder)
+    agents = store(request).agents
+    agent = await agents.get(request.path_params["agent_id"])
+    changes = {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}
+    if changes.get("tools", UNSET) is None:
+        changes["tools"] = []
+    if "max_steps" in changes and changes["max_steps"] is None:
+        raise InvalidRequest("max_steps cannot be null", field="max_steps")
+    updated = msgspec.structs.replace(agent, **changes, updated_at=now())
+    return json_response(await agents.replace(check(updated)))
+
+
+async def delete_agent(request: Request) -> Response:
+    await store(request).agents.delete(request.path_params["agent_id"])
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/agents", create_agent, methods=["POST"]),
+    Route("/agents", list_agents, methods=["GET"]),
+    Route("/agents/{agent_id}", get_agent, methods=["GET"]),
+    Route("/agents/{agent_id}", update_agent, methods=["PUT"]),
+    Route("/agents/{agent_id}", delete_agent, methods=["DELETE"]),
+]

@@ -1,0 +1,176 @@
+"""POST /sessions/{id}/message (blocking) and /message/stream (SSE), and POST …/runs (202)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.api import sse
+from server.api.request import decode_body, json_response, runner, store
+from server.errors import ApiError, InvalidRequest
+from server.models import (
+    ClientTool,
+    ContentBlock,
+    Message,
+    PendingToolCall,
+    Run,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    Usage,
+)
+from server.runner import ActiveRun, RunRequest
+
+
+class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
+    message: str | list[ContentBlock]
+    agent_id: str | None = None
+    if_busy: Literal["reject", "queue", "interrupt"] = "reject"
+    cancel_on_disconnect: bool = False
+    tools: list[ClientTool] = []
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    name: str
+    input: dict[str, Any]
+    output: str | None
+    is_error: bool
+
+
+class MessageResult(msgspec.Struct):
+    response: str
+    tool_calls: list[ToolCallOut]
+    usage: Usage
+    steps: int
+    stop_reason: str | None
+    status: str
+    run_id: str
+    session_id: str
+    pending_tool_calls: list[PendingToolCall]
+
+
+class RunStarted(msgspec.Struct):
+    run_id: str
+    session_id: str
+    status: str
+    queue_position: int | None
+    events_url: str
+
+
+body_decoder = msgspec.json.Decoder(MessageBody)
+
+
+def to_request(body: MessageBody) -> RunRequest:
+    if isinstance(body.message, str):
+        content: list[ContentBlock] = [TextBlock(body.message)]
+    else:
+        content = list(body.message)
+    if not any(isinstance(b, TextBlock) and b.text.strip() for b in content):
+        raise InvalidRequest("message must hold some text", field="message")
+    if any(not isinstance(b, TextBlock) for b in content):
+        raise InvalidRequest(
+            "a message may hold only text blocks; send tool results to "
+            "POST /sessions/{id}/runs/{run_id}/tool_results",
+            field="message",
+        )
+    return RunRequest(content, body.agent_id, body.if_busy, body.cancel_on_disconnect, body.tools)
+
+
+def result_of(run: Run, messages: list[Message]) -> MessageResult:
+    """The blocking answer, built from the run and the messages it stored."""
+    outputs: dict[str, ToolResultBlock] = {}
+    calls: list[ToolUseBlock] = []
+    response = ""
+    for message in messages:
+        for block in message.content:
+            if isinstance(block, ToolResultBlock):
+                outputs[block.tool_use_id] = block
+            elif isinstance(block, ToolUseBlock):
+                calls.append(block)
+        if message.role == "assistant":
+            text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
+            response = text or response
+    tool_calls = [
+        ToolCallOut(
+            c.id,
+            c.name,
+            c.input,
+            outputs[c.id].content if c.id in outputs else None,
+            outputs[c.id].is_error if c.id in outputs else False,
+        )
+        for c in calls
+    ]
+    return MessageResult(
+        response,
+        tool_calls,
+        run.usage,
+        run.steps,
+        run.stop_reason,
+        run.status,
+        run.id,
+        run.session_id,
+        run.pending_tool_calls,
+    )
+
+
+async def start(request: Request) -> ActiveRun | Run:
+    body = await decode_body(request, body_decoder)
+    key = request.headers.get("idempotency-key") or None
+    if key is not None and len(key) > 255:
+        raise InvalidRequest("Idempotency-Key must be at most 255 characters")
+    return await runner(request).submit(request.path_params["session_id"], to_request(body), key)
+
+
+async def finished_result(request: Request, started: ActiveRun | Run) -> MessageResult:
+    if isinstance(started, ActiveRun):
+        await started.done.wait()
+        run, messages = started.run, started.messages
+    else:
+        run = started
+        messages = await store(request).messages.of_run(run.id)
+    if run.status == "failed" and run.error is not None:
+        error = ApiError(run.error.message, run_id=run.id)
+        error.type = run.error.type
+        error.status = 502 if run.error.type == "provider_error" else 500
+        raise error
+    return result_of(run, messages)
+
+
+async def post_message(request: Request) -> Response:
+    started = await start(request)
+    return json_response(await finished_result(request, started))
+
+
+async def stream_message(request: Request) -> Response:
+    started = await start(request)
+    run_id = started.id
+    cancel = isinstance(started, ActiveRun) and started.request.cancel_on_disconnect
+    batches = runner(request).follow(run_id, 0, request.app.state.settings.ping_s)
+
+    async def disconnected() -> None:
+        if cancel and isinstance(started, ActiveRun):
+            await runner(request).cancel(started)
+
+    return sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
+
+
+async def start_run(request: Request) -> Response:
+    started = await start(request)
+    sid = started.session_id
+    url = f"/sessions/{sid}/runs/{started.id}/events"
+    status = started.run.status if isinstance(started, ActiveRun) else started.status
+    position = runner(request).queue_position(started.id)
+    body = RunStarted(started.id, sid, status, position, url)
+    return json_response(body, 202, {"Location": f"/sessions/{sid}/runs/{started.id}"})
+
+
+routes = [
+    Route("/sessions/{session_id}/message", post_message, methods=["POST"]),
+    Route("/sessions/{session_id}/message/stream", stream_message, methods=["POST"]),
+    Route("/sessions/{session_id}/runs", start_run, methods=["POST"]),
+]

@@ -1,0 +1,101 @@
+"""Decoding at the edge: bodies (size-capped, typed, unknown fields refused), query
+parameters and path keys. Anything wrong is an InvalidRequest naming the field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.errors import InvalidRequest, PayloadTooLarge
+from server.runner import Runner
+from server.store import Store
+from server.store.pages import DEFAULT_LIMIT, MAX_LIMIT
+
+T = TypeVar("T")
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+_REQUIRED = re.compile(r"missing required field `([^`]*)`")
+_encoder = msgspec.json.Encoder()
+
+
+def field_of(message: str) -> str | None:
+    for pattern in (_UNKNOWN, _REQUIRED):
+        found = pattern.search(message)
+        if found:
+            path = _PATH.search(message)
+            prefix = path.group(1) if path and path.group(1) else ""
+            return f"{prefix}.{found.group(1)}" if prefix else found.group(1)
+    path = _PATH.search(message)
+    return path.group(1) or None if path else None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_body(request: Request, decoder: msgspec.json.Decoder[T]) -> T:
+    # The body is read as JSON whatever its Content-Type: `curl -d` sends form-encoded.
+    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    if not body.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid request body: {exc}", field=field_of(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be an integer, not {raw!r}", field=name) from exc
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+def page_params(request: Request) -> tuple[int, str | None]:
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    return limit, request.query_params.get("cursor") or None
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...], default: str | None) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise InvalidRequest(f"{name} must be one of {', '.join(choices)}", field=name)
+    return raw
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(value), status, headers, media_type="application/json")
+
+
+def store(request: Request) -> Store:
+    result: Store = request.app.state.store
+    return result
+
+
+def runner(request: Request) -> Runner:
+    result: Runner = request.app.state.runner
+    return result

@@ -1,0 +1,86 @@
+"""/sessions/{id}/runs/…: read runs, follow or replay their events, cancel them; and the
+session channel /sessions/{id}/events."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.api import sse
+from server.api.request import json_response, page_params, runner, store
+from server.errors import InvalidRequest
+from server.models import Run
+
+
+def last_event_id(request: Request) -> str | None:
+    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+
+
+def run_position(request: Request) -> int:
+    raw = last_event_id(request)
+    if raw is None or raw == "":
+        return 0
+    if ":" in raw:  # an id from the session channel: <run_id>:<seq>
+        raw = raw.rsplit(":", 1)[1]
+    if not raw.isdigit():
+        raise InvalidRequest(f"Last-Event-ID {raw!r} is not an event id of this run")
+    return int(raw)
+
+
+async def _run(request: Request) -> Run:
+    st = store(request)
+    record = await st.sessions.get(request.path_params["session_id"])
+    stored = await st.runs.get(request.path_params["run_id"], record.id)
+    position = runner(request).queue_position(stored.run.id)
+    return msgspec.structs.replace(stored.run, queue_position=position)
+
+
+async def list_runs(request: Request) -> Response:
+    st = store(request)
+    record = await st.sessions.get(request.path_params["session_id"])
+    limit, cursor = page_params(request)
+    return json_response(await st.runs.page(record.id, limit, cursor))
+
+
+async def get_run(request: Request) -> Response:
+    return json_response(await _run(request))
+
+
+async def run_events(request: Request) -> Response:
+    run = await _run(request)
+    after = run_position(request)
+    batches = runner(request).follow(run.id, after, request.app.state.settings.ping_s)
+    return sse.stream(request, sse.framed(request, batches, sse.run_frames))
+
+
+async def cancel_run(request: Request) -> Response:
+    run = await _run(request)
+    await runner(request).cancel_run(run)
+    return json_response(await _run(request))
+
+
+async def session_events(request: Request) -> Response:
+    st = store(request)
+    record = await st.sessions.get(request.path_params["session_id"])
+    resume = last_event_id(request)
+    position: tuple[str, int] | None = None
+    if resume:
+        run_id, _, seq = resume.rpartition(":")
+        if not run_id or not seq.isdigit():
+            raise InvalidRequest(
+                f"Last-Event-ID {resume!r} is not a session channel id (<run_id>:<seq>)"
+            )
+        position = (run_id, int(seq))
+    batches = runner(request).watch(record.id, position, request.app.state.settings.ping_s)
+    return sse.stream(request, sse.framed(request, batches, sse.session_frames))
+
+
+routes = [
+    Route("/sessions/{session_id}/runs", list_runs, methods=["GET"]),
+    Route("/sessions/{session_id}/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/sessions/{session_id}/runs/{run_id}/events", run_events, methods=["GET"]),
+    Route("/sessions/{session_id}/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+    Route("/sessions/{session_id}/events", session_events, methods=["GET"]),
+]

@@ -1,0 +1,178 @@
+"""/sessions: create, list, read, update and delete sessions; read their history."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.api.request import (
+    decode_body,
+    json_response,
+    page_params,
+    query_choice,
+    query_int,
+    runner,
+    store,
+)
+from server.errors import InvalidRequest
+from server.ids import new_ulid, now
+from server.models import Page, SessionRecord, Usage
+from server.store.agents import DEFAULT_ID
+from server.store.pages import MAX_LIMIT
+from server.store.sessions import SessionFilter
+
+SessionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+Title = Annotated[str, Meta(max_length=1000)]
+Tag = Annotated[str, Meta(min_length=1, max_length=100)]
+Tags = Annotated[list[Tag], Meta(max_length=100)]
+Ttl = Annotated[int, Meta(ge=1, le=10 * 365 * 86400)]
+STATUSES = ("idle", "running", "requires_action", "failed", "archived")
+
+
+class CreateSession(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: str | None = None
+    work_dir: str | None = None
+    title: Title | None = None
+    metadata: dict[str, Any] = {}
+    name: SessionName | None = None
+    tags: Tags = []
+    ttl_seconds: Ttl | None = None
+    if_exists: Literal["error", "resume"] = "error"
+
+
+class UpdateSession(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: str | UnsetType = UNSET
+    work_dir: str | UnsetType | None = UNSET
+    title: Title | UnsetType | None = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+    name: SessionName | UnsetType | None = UNSET
+    tags: Tags | UnsetType = UNSET
+    ttl_seconds: Ttl | UnsetType | None = UNSET
+
+
+create_decoder = msgspec.json.Decoder(CreateSession)
+update_decoder = msgspec.json.Decoder(UpdateSession)
+
+
+def check_work_dir(request: Request, work_dir: str | None) -> str | None:
+    """A work_dir must be an existing folder under one of the server's allowed roots."""
+    if work_dir is None:
+        return None
+    if not work_dir or "\x00" in work_dir:
+        raise InvalidRequest("work_dir must be a folder path", field="work_dir")
+    real = os.path.realpath(work_dir)
+    roots = [os.path.realpath(root) for root in request.app.state.settings.allow_roots]
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        raise InvalidRequest(
+            f"work_dir {work_dir!r} is outside the allowed roots: {', '.join(roots)} "
+            "(start the server with --allow-root to add one)",
+            field="work_dir",
+        )
+    if not os.path.isdir(real):
+        raise InvalidRequest(f"work_dir {work_dir!r} is not an existing folder", field="work_dir")
+    return real
+
+
+async def create_session(request: Request) -> Response:
+    body = await decode_body(request, create_decoder)
+    sessions = store(request).sessions
+    if body.name is not None and body.if_exists == "resume":
+        existing = await sessions.find_by_name(body.name)
+        if existing is not None:
+            return json_response(existing, 200)
+    agent_id = body.agent_id or DEFAULT_ID
+    await store(request).agents.get(agent_id)
+    stamp = now()
+    record = SessionRecord(
+        new_ulid(),
+        body.name,
+        agent_id,
+        check_work_dir(request, body.work_dir),
+        body.title,
+        body.tags,
+        body.metadata,
+        "idle",
+        0,
+        0,
+        Usage(),
+        None,
+        None,
+        body.ttl_seconds,
+        None,
+        None,
+        stamp,
+        stamp,
+    )
+    return json_response(await sessions.create(record), 201)
+
+
+async def list_sessions(request: Request) -> Response:
+    limit, cursor = page_params(request)
+    where = SessionFilter(
+        status=query_choice(request, "status", STATUSES, None),
+        tags=request.query_params.getlist("tag"),
+        agent_id=request.query_params.get("agent_id"),
+        work_dir=request.query_params.get("work_dir"),
+        name=request.query_params.get("name"),
+        order=query_choice(request, "order", ("updated_at", "created_at"), "updated_at"),
+    )
+    page: Page[SessionRecord] = await store(request).sessions.page(where, limit, cursor)
+    return json_response(page)
+
+
+async def get_session(request: Request) -> Response:
+    return json_response(await store(request).sessions.get(request.path_params["session_id"]))
+
+
+async def update_session(request: Request) -> Response:
+    body = await decode_body(request, update_decoder)
+    st = store(request)
+    record = await st.sessions.get(request.path_params["session_id"])
+    changes = {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}
+    if "agent_id" in changes:
+        await st.agents.get(changes["agent_id"])
+    if "work_dir" in changes:
+        changes["work_dir"] = check_work_dir(request, changes["work_dir"])
+    if not changes:
+        return json_response(record)
+    return json_response(await st.sessions.update(record.id, changes, now()))
+
+
+async def delete_session(request: Request) -> Response:
+    st = store(request)
+    record = await st.sessions.get(request.path_params["session_id"])
+    await runner(request).stop_session(record.id)
+    await st.sessions.delete(record.id)
+    return Response(status_code=204)
+
+
+async def list_messages(request: Request) -> Response:
+    st = store(request)
+    record = await st.sessions.get(request.path_params["session_id"])
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    cursor = request.query_params.get("cursor")
+    after = query_int(request, "after", 0, 0, 2**62)
+    if cursor:
+        if not cursor.isdigit():
+            raise InvalidRequest("cursor is not one this server issued", field="cursor")
+        after = int(cursor)
+    messages = await st.messages.page(record.id, after, limit + 1)
+    more = len(messages) > limit
+    data = messages[:limit]
+    return json_response(Page(data, str(data[-1].seq) if more and data else None))
+
+
+routes = [
+    Route("/sessions", create_session, methods=["POST"]),
+    Route("/sessions", list_sessions, methods=["GET"]),
+    Route("/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/sessions/{session_id}", update_session, methods=["PUT", "PATCH"]),
+    Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/sessions/{session_id}/messages", list_messages, methods=["GET"]),
+]

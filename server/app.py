@@ -1,0 +1,144 @@
+"""create_app(settings): the route table, the lifespan that opens and closes everything, and
+the one error renderer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import providers
+from server.api import agents, messages, runs, sessions
+from server.api.request import json_response
+from server.config import Settings
+from server.errors import ApiError
+from server.hub import Hub
+from server.ids import now
+from server.loop import LoopSettings
+from server.models import Agent
+from server.providers.base import ProviderContext, ProviderSettings
+from server.runner import Runner, RunnerSettings
+from server.store import Store
+from server.store.agents import DEFAULT_ID
+from server.tools import READ_ONLY
+from server.tools.base import ToolSettings
+
+log = logging.getLogger("sessiond")
+_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_body(kind: str, message: str, **extra: object) -> dict[str, object]:
+    return {"type": "error", "error": {"type": kind, "message": message, **extra}}
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    extra = {k: v for k, v in exc.extra.items() if v is not None}
+    return json_response(error_body(exc.type, exc.message, **extra), exc.status, exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = _KINDS.get(
+        exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error"
+    )
+    message = {
+        404: f"no route for {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    return json_response(error_body(kind, message), exc.status_code, dict(exc.headers or {}))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response(error_body("internal_error", "the server failed; see its log"), 500)
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+def default_agent(env: dict[str, str]) -> Agent:
+    provider, model, options = providers.choose_default(env)
+    stamp = now()
+    return Agent(
+        DEFAULT_ID,
+        "default",
+        provider,
+        model,
+        "You are a helpful assistant working in the user's session.",
+        list(READ_ONLY),
+        16,
+        None,
+        None,
+        options,
+        stamp,
+        stamp,
+    )
+
+
+def runner_settings(settings: Settings) -> RunnerSettings:
+    return RunnerSettings(
+        loop=LoopSettings(settings.tool_concurrency, settings.tool_timeout_s),
+        tools=ToolSettings(command_timeout_s=settings.command_timeout_s),
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = Store(settings.db, event_flush_s=settings.event_flush_ms / 1000)
+        await store.open()
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.provider_read_timeout_s, connect=settings.provider_connect_timeout_s
+            )
+        )
+        hub = Hub()
+        provider_settings = ProviderSettings(
+            max_retries=settings.provider_max_retries,
+            connect_timeout_s=settings.provider_connect_timeout_s,
+            read_timeout_s=settings.provider_read_timeout_s,
+        )
+        env = dict(os.environ)
+        runner = Runner(
+            store, hub, ProviderContext(http, provider_settings, env), runner_settings(settings)
+        )
+        try:
+            agent = await store.agents.ensure_default(default_agent(env))
+            log.info("default agent: provider %s, model %s", agent.provider, agent.model or "-")
+            await runner.recover()
+            app.state.store, app.state.runner = store, runner
+            yield
+            await runner.shutdown()
+        finally:
+            await http.aclose()
+            await store.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *agents.routes,
+        *sessions.routes,
+        *messages.routes,
+        *runs.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+    )
+    app.state.settings = settings
+    return app

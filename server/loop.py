@@ -1,0 +1,240 @@
+"""The tool-calling loop: provider.stream → tool calls → results → repeat.
+
+The loop yields every event as the provider produces it, and a `StepOutcome` each time a
+step is complete (the assistant message, its tool results in call order, usage). The runner
+persists each outcome before the loop resumes, so a step is stored before the next one asks
+the model anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from server import tools
+from server.events import (
+    ContentBlockStart,
+    ContentBlockStop,
+    Event,
+    InputJsonDelta,
+    MessageDelta,
+    MessageStart,
+    StepEvent,
+    TextDelta,
+    ToolResult,
+)
+from server.models import (
+    ContentBlock,
+    PendingToolCall,
+    TextBlock,
+    ToolCallRecord,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+    Turn,
+    Usage,
+)
+from server.providers.base import Provider, ProviderRequest
+from server.session import Session
+from server.tools.base import ToolContext
+
+_decode_input = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class StepOutcome(msgspec.Struct):
+    step: int
+    assistant: list[ContentBlock]
+    results: list[ToolResultBlock]
+    pending: list[PendingToolCall]
+    tool_calls: list[ToolCallRecord]
+    usage: Usage
+    stop_reason: str | None
+    final: bool
+
+
+class LoopSettings(msgspec.Struct, frozen=True):
+    tool_concurrency: int = 8
+    tool_timeout_s: float = 120.0
+
+
+class Accumulator:
+    """Builds the step's assistant message from its events."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, ContentBlock] = {}
+        self.parts: dict[int, list[str]] = {}
+        self.bad_input: dict[str, str] = {}
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+
+    def add(self, event: StepEvent) -> None:
+        match event:
+            case MessageStart(message=info):
+                self.usage = Usage(info.usage.input_tokens, info.usage.output_tokens)
+            case ContentBlockStart(index=index, content_block=block):
+                self.blocks[index] = block
+                self.parts[index] = []
+            case TextDelta(text=text, index=index) | InputJsonDelta(partial_json=text, index=index):
+                self.parts.setdefault(index, []).append(text)
+            case ContentBlockStop(index=index):
+                self._close(index)
+            case MessageDelta(delta=delta, usage=usage):
+                self.stop_reason = delta.stop_reason
+                self.usage = Usage(
+                    max(usage.input_tokens, self.usage.input_tokens), usage.output_tokens
+                )
+
+    def _close(self, index: int) -> None:
+        block = self.blocks.get(index)
+        joined = "".join(self.parts.get(index, []))
+        if isinstance(block, TextBlock):
+            self.blocks[index] = TextBlock(block.text + joined)
+        elif isinstance(block, ToolUseBlock):
+            self.blocks[index] = ToolUseBlock(block.id, block.name, self._input(block, joined))
+
+    def _input(self, block: ToolUseBlock, raw: str) -> dict[str, Any]:
+        if not raw.strip():
+            return dict(block.input)
+        try:
+            return _decode_input(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.bad_input[block.id] = raw
+            return {}
+
+    def content(self) -> list[ContentBlock]:
+        blocks = [self.blocks[i] for i in sorted(self.blocks)]
+        return [b for b in blocks if not (isinstance(b, TextBlock) and not b.text)]
+
+
+async def run_loop(
+    session: Session,
+    provider: Provider,
+    ctx: ToolContext,
+    settings: LoopSettings,
+    first_step: int = 0,
+) -> AsyncIterator[Event | StepOutcome]:
+    agent = session.agent
+    specs = tool_specs(session)
+    client = {tool.name for tool in session.client_tools}
+    for step in range(first_step, agent.max_steps):
+        acc = Accumulator()
+        request = ProviderRequest(
+            model=agent.model,
+            system=agent.system,
+            messages=list(session.turns),
+            tools=specs,
+            max_tokens=agent.max_tokens,
+            temperature=agent.temperature,
+            options=agent.options,
+            step=step,
+        )
+        async for event in provider.stream(request):
+            acc.add(event)
+            yield event
+        assistant = acc.content()
+        calls = [b for b in assistant if isinstance(b, ToolUseBlock)]
+        session.append(Turn("assistant", assistant))
+        last = step == agent.max_steps - 1
+        if not calls:
+            yield _outcome(step, assistant, acc, [], [], [], acc.stop_reason, final=True)
+            return
+        pending = [PendingToolCall(c.id, c.name, c.input) for c in calls if c.name in client]
+        server_calls = [c for c in calls if c.name not in client]
+        results: list[ToolResultBlock] = []
+        records: list[ToolCallRecord] = []
+        async for item in run_tools(server_calls, session, ctx, settings, acc.bad_input, step):
+            if isinstance(item, ToolResult):
+                yield item
+            else:
+                results, records = item
+        if pending:
+            yield _outcome(step, assistant, acc, results, pending, records, "requires_action", True)
+            return
+        session.append(Turn("user", list(results)))
+        stop = "max_steps" if last else acc.stop_reason
+        yield _outcome(step, assistant, acc, results, [], records, stop, final=last)
+    return
+
+
+def _outcome(
+    step: int,
+    assistant: list[ContentBlock],
+    acc: Accumulator,
+    results: list[ToolResultBlock],
+    pending: list[PendingToolCall],
+    records: list[ToolCallRecord],
+    stop_reason: str | None,
+    final: bool,
+) -> StepOutcome:
+    return StepOutcome(step, assistant, results, pending, records, acc.usage, stop_reason, final)
+
+
+def tool_specs(session: Session) -> list[ToolSpec]:
+    specs = [tools.spec(name) for name in session.tool_names if tools.is_builtin(name)]
+    specs += [ToolSpec(t.name, t.description, t.input_schema) for t in session.client_tools]
+    return specs
+
+
+async def run_tools(
+    calls: list[ToolUseBlock],
+    session: Session,
+    ctx: ToolContext,
+    settings: LoopSettings,
+    bad_input: dict[str, str],
+    step: int,
+) -> AsyncIterator[ToolResult | tuple[list[ToolResultBlock], list[ToolCallRecord]]]:
+    """Run one step's calls concurrently (bounded); yield each result event as it lands, then
+    the results and records in call order."""
+    allowed = set(session.tool_names)
+    gate = asyncio.Semaphore(max(1, settings.tool_concurrency))
+    done: asyncio.Queue[tuple[int, ToolResultBlock, int]] = asyncio.Queue()
+
+    async def one(i: int, call: ToolUseBlock) -> None:
+        async with gate:
+            started = time.monotonic()
+            content, is_error = await _call(call, allowed, ctx, settings, bad_input)
+            elapsed = int((time.monotonic() - started) * 1000)
+            await done.put((i, ToolResultBlock(call.id, content, is_error), elapsed))
+
+    tasks = [asyncio.create_task(one(i, call)) for i, call in enumerate(calls)]
+    slots: list[tuple[ToolResultBlock, int] | None] = [None] * len(calls)
+    try:
+        for _ in calls:
+            i, result, elapsed = await done.get()
+            slots[i] = (result, elapsed)
+            yield ToolResult(result.tool_use_id, calls[i].name, result.content, result.is_error)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    results = [slot[0] for slot in slots if slot is not None]
+    records = [
+        ToolCallRecord(c.id, c.name, c.input, len(r.content.encode()), r.is_error, elapsed, step)
+        for c, (r, elapsed) in zip(calls, [s for s in slots if s is not None], strict=True)
+    ]
+    yield results, records
+
+
+async def _call(
+    call: ToolUseBlock,
+    allowed: set[str],
+    ctx: ToolContext,
+    settings: LoopSettings,
+    bad_input: dict[str, str],
+) -> tuple[str, bool]:
+    if call.id in bad_input:
+        return f"the tool input was not valid JSON: {bad_input[call.id][:200]!r}", True
+    if call.name not in allowed or not tools.is_builtin(call.name):
+        names = ", ".join(sorted(allowed)) or "none"
+        return f"unknown tool {call.name!r}; tools available to this agent: {names}", True
+    try:
+        outcome = await asyncio.wait_for(
+            tools.call(call.name, call.input, ctx), settings.tool_timeout_s
+        )
+    except TimeoutError:
+        return f"tool {call.name} timed out after {settings.tool_timeout_s:g} s", True
+    return outcome.content, outcome.is_error

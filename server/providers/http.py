@@ -1,0 +1,271 @@
+"""The HTTP side every remote provider shares: POST one streaming request, retry what is safe
+to retry, read the reply's Server-Sent Events, and turn every failure into a ProviderError.
+
+Retrying is safe only before the reply's body starts: once events have reached the loop a
+retry would repeat them, so a failure mid-stream is final (`retryable=False`). A `retry-after`
+longer than `retry_max_s` is not waited out: we give up at once and pass it on in the error.
+
+The API key travels only in `Call.headers`, which stay out of reprs; upstream error text is
+scrubbed of it before it reaches a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from server.errors import InvalidRequest, ProviderError
+from server.providers.base import ProviderContext, ProviderSettings
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+_RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+_DETAIL_LIMIT = 500
+
+
+class HttpOptions(msgspec.Struct):
+    """The `agent.options` every HTTP provider understands; other keys are left alone."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class UpstreamError(msgspec.Struct):
+    type: str = ""
+    message: str = ""
+
+
+class _ErrorBody(msgspec.Struct):
+    error: UpstreamError | str
+
+
+class ServerSentEvent(msgspec.Struct, frozen=True):
+    event: str
+    data: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """One upstream request. `headers` and `secret` hold the key, so repr() leaves them out."""
+
+    provider: str
+    url: str
+    model: str
+    key_env: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
+
+
+def parse_options(options: Mapping[str, Any]) -> HttpOptions:
+    if "api_key" in options:
+        raise InvalidRequest(
+            "options.api_key is not accepted: sessiond never stores API keys. Set the key in "
+            "the server's environment and name the variable in options.api_key_env",
+            field="options",
+        )
+    try:
+        parsed = msgspec.convert(options, HttpOptions)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid provider options: {exc}", field="options") from exc
+    if parsed.base_url is not None and not _is_http_url(parsed.base_url):
+        raise InvalidRequest(
+            f"options.base_url must be an http(s) URL, got {parsed.base_url!r}", field="options"
+        )
+    if parsed.api_key_env == "":
+        raise InvalidRequest("options.api_key_env must not be empty", field="options")
+    return parsed
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def base_url(options: HttpOptions, env: Mapping[str, str], env_name: str, default: str) -> str:
+    """options.base_url, else the SDKs' environment variable, else the public endpoint."""
+    return (options.base_url or env.get(env_name) or default).rstrip("/")
+
+
+async def post_sse(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSentEvent, None]:
+    """POST `call` and yield the reply's events, retrying failures that happen before them."""
+    attempt = 0
+    while True:
+        try:
+            async with aclosing(_attempt(ctx, call)) as events:
+                async for event in events:
+                    yield event
+            return
+        except ProviderError as exc:
+            delay = retry_delay(exc, attempt, ctx.settings)
+            if delay is None:
+                raise
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+def retry_delay(exc: ProviderError, attempt: int, settings: ProviderSettings) -> float | None:
+    """Seconds to wait before the next attempt, or None when `exc` is final."""
+    if not exc.retryable or attempt >= settings.max_retries:
+        return None
+    if exc.retry_after is not None:
+        return exc.retry_after if exc.retry_after <= settings.retry_max_s else None
+    # Full jitter: spreads the retries of many runs hit by the same outage.
+    return random.uniform(0, min(settings.retry_max_s, settings.retry_base_s * 2**attempt))
+
+
+async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSentEvent, None]:
+    started = False
+    try:
+        async with ctx.http.stream(
+            "POST", call.url, json=call.body, headers=call.headers, timeout=_timeout(ctx.settings)
+        ) as response:
+            if response.status_code != 200:
+                raise await _status_error(response, call)
+            started = True
+            decoder = SseDecoder()
+            async for line in response.aiter_lines():
+                event = decoder.feed(line)
+                if event is not None:
+                    yield event
+    except httpx.HTTPError as exc:
+        if started:
+            raise broken_stream(call, _reason(exc, ctx.settings)) from exc
+        raise _unreachable(call, exc) from exc
+
+
+def _timeout(settings: ProviderSettings) -> httpx.Timeout:
+    return httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+
+
+class SseDecoder:
+    """Turns the lines of a `text/event-stream` body into events (the WHATWG parsing rules,
+    minus `id` and `retry`, which no model API uses)."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        event = ServerSentEvent(self._event or "message", "\n".join(self._data))
+        has_data = bool(self._data)
+        self._event, self._data = "", []
+        return event if has_data else None
+
+
+def broken_stream(call: Call, reason: str, status: int = 200) -> ProviderError:
+    """A failure after events were yielded: final, because a retry would repeat them."""
+    return ProviderError(
+        f"provider {call.provider} failed mid-stream (HTTP {status}): {reason}",
+        upstream_status=status,
+    )
+
+
+def stream_error(call: Call, data: str) -> ProviderError:
+    """An error the upstream reported inside a 200 stream."""
+    kind, message = error_detail(data.encode(), call.secret)
+    return broken_stream(call, f"{kind or 'error'}: {message}")
+
+
+def _reason(exc: httpx.HTTPError, settings: ProviderSettings) -> str:
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"no data for {settings.read_timeout_s:g} s (read timeout)"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection closed mid-stream ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _unreachable(call: Call, exc: httpx.HTTPError) -> ProviderError:
+    return ProviderError(
+        f"cannot reach provider {call.provider} at {call.url}: {type(exc).__name__}: {exc}",
+        retryable=isinstance(exc, _RETRY_ERRORS),
+    )
+
+
+async def _status_error(response: httpx.Response, call: Call) -> ProviderError:
+    status = response.status_code
+    kind, detail = error_detail(await response.aread(), call.secret)
+    return ProviderError(
+        f"{_status_message(call, status, detail)} [HTTP {status}{' ' + kind if kind else ''}]",
+        retryable=status in RETRY_STATUSES,
+        retry_after=retry_after(response.headers),
+        upstream_status=status,
+    )
+
+
+def _status_message(call: Call, status: int, detail: str) -> str:
+    name = call.provider
+    if status == 401 and call.secret is None:
+        return f"provider {name} at {call.url} requires an API key: set {call.key_env}"
+    if status == 401:
+        # Upstream 401 text is left out: OpenAI's quotes part of the key back.
+        return f"invalid API key for provider {name} ({call.key_env})"
+    if status == 403:
+        return f"provider {name} denied access with {call.key_env}: {detail}"
+    if status == 404:
+        return f"model {call.model!r} not found at provider {name} ({call.url}): {detail}"
+    if status == 429:
+        return f"provider {name} is rate limiting requests: {detail}"
+    if status >= 500:
+        return f"provider {name} is unavailable: {detail}"
+    return f"provider {name} rejected the request: {detail}"
+
+
+def error_detail(body: bytes, secret: str | None) -> tuple[str, str]:
+    """(error type, message) from an upstream error body, which may not even be JSON."""
+    try:
+        error = msgspec.json.decode(body, type=_ErrorBody).error
+    except msgspec.DecodeError:
+        kind, message = "", body.decode(errors="replace").strip() or "(empty body)"
+    else:
+        kind, message = ("", error) if isinstance(error, str) else (error.type, error.message)
+    if secret:
+        message = message.replace(secret, "***")
+    return kind, message[:_DETAIL_LIMIT]
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date), if any."""
+    ms = _number(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    return seconds if seconds is not None else _seconds_until(value)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - time.time())

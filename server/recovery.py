@@ -1,0 +1,86 @@
+"""Start-up repair after a crash: runs a dead process left `running` or `queued` become
+`interrupted`, their sessions go back to `idle`, a dangling `tool_use` gets an `is_error`
+result, and each such run's event log is closed with `error` and `done` so that replaying it
+ends cleanly. Usage of the step that was cut short is recovered from the event log."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from server import events
+from server.events import Done, Error, Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
+from server.ids import now
+from server.models import ErrorInfo, Run, Turn, Usage
+from server.session import INTERRUPTED, answer_all, unanswered
+from server.store import Store
+from server.store import messages as message_ops
+from server.store import runs as run_ops
+
+log = logging.getLogger("sessiond.recovery")
+MESSAGE = "the server stopped before the run finished; completed steps are kept"
+
+
+def usage_from_log(rows: list[tuple[int, str, bytes]]) -> tuple[Usage, int]:
+    """The run's usage as its events show it, and the number of completed steps."""
+    total, step, steps = Usage(), Usage(), 0
+    for _, _, data in rows:
+        match events.decode(data):
+            case MessageStart(message=info):
+                total, step = total + step, Usage(info.usage.input_tokens, 0)
+            case TextDelta() | InputJsonDelta():
+                step.output_tokens += 1
+            case MessageDelta(usage=usage):
+                step = Usage(max(step.input_tokens, usage.input_tokens), usage.output_tokens)
+                steps += 1
+    return total + step, steps
+
+
+async def interrupt_unfinished(store: Store) -> int:
+    count = 0
+    for stored in await store.runs.unfinished():
+        if stored.run.status != "requires_action":  # a paused run survives restarts as it is
+            await _interrupt(store, stored.run)
+            count += 1
+    await store.db.write(_idle_orphans)
+    if count:
+        log.warning("marked %d unfinished run(s) from an earlier process as interrupted", count)
+    return count
+
+
+async def _interrupt(store: Store, run: Run) -> None:
+    rows = await store.runs.events(run.id, 0, 10**9)
+    seen, _ = usage_from_log(rows)
+    delta = Usage(
+        max(0, seen.input_tokens - run.usage.input_tokens),
+        max(0, seen.output_tokens - run.usage.output_tokens),
+    )
+    history = await store.messages.history(run.session_id)
+    missing = unanswered([Turn(m.role, m.content) for m in history])
+    repair = answer_all(missing, INTERRUPTED) if run.status == "running" else []
+    error = ErrorInfo("interrupted", MESSAGE)
+    last = rows[-1][0] if rows else 0
+    closing: list[Event] = [
+        Error(error),
+        Done(run.usage + delta, run.steps, run.id, "interrupted", "interrupted"),
+    ]
+    store.db.append_events(
+        (run.id, last + i + 1, events.event_type(ev), events.encode(ev))
+        for i, ev in enumerate(closing)
+    )
+    end = run_ops.Finish("interrupted", "interrupted", error, delta, [], None)
+    stamp = now()
+
+    def op(conn: sqlite3.Connection) -> None:
+        if repair:
+            message_ops.append(conn, run.session_id, "user", repair, run.id, stamp)
+        run_ops.finish(conn, run.id, run.session_id, end, stamp)
+
+    await store.db.write(op)
+
+
+def _idle_orphans(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE sessions SET status = 'idle' WHERE status = 'running' AND NOT EXISTS "
+        "(SELECT 1 FROM runs WHERE runs.session_id = sessions.id AND runs.status = 'running')"
+    )

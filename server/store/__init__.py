@@ -1,0 +1,24 @@
+"""The only code that speaks SQL. `Store` bundles the database and one object per table."""
+
+from __future__ import annotations
+
+from server.store.agents import Agents
+from server.store.messages import Messages
+from server.store.runs import Runs
+from server.store.sessions import Sessions
+from server.store.sqlite import Database
+
+
+class Store:
+    def __init__(self, path: str, *, event_flush_s: float = 0.05) -> None:
+        self.db = Database(path, event_flush_s=event_flush_s)
+        self.agents = Agents(self.db)
+        self.sessions = Sessions(self.db)
+        self.messages = Messages(self.db)
+        self.runs = Runs(self.db)
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,142 @@
+"""Agents: stored definitions of provider, model, prompt and tools."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from server.errors import Conflict, NotFound
+from server.models import Agent, Page
+from server.store import codec
+from server.store.pages import decode_cursor, encode_cursor
+from server.store.sqlite import Database
+
+DEFAULT_ID = "default"
+_COLUMNS = (
+    "id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options, "
+    "created_at, updated_at"
+)
+
+
+def _agent(row: Any) -> Agent:
+    return Agent(
+        id=row["id"],
+        name=row["name"],
+        provider=row["provider"],
+        model=row["model"],
+        system=row["system"],
+        tools=codec.decode_tools(row["tools"]),
+        max_steps=row["max_steps"],
+        max_tokens=row["max_tokens"],
+        temperature=row["temperature"],
+        options=codec.decode_object(row["options"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _values(agent: Agent) -> tuple[Any, ...]:
+    return (
+        agent.name,
+        agent.provider,
+        agent.model,
+        agent.system,
+        codec.text(agent.tools),
+        agent.max_steps,
+        agent.max_tokens,
+        agent.temperature,
+        codec.text(agent.options),
+        agent.updated_at,
+    )
+
+
+def _name_taken(agent: Agent) -> Conflict:
+    return Conflict(f"an agent named {agent.name!r} already exists", field="name")
+
+
+class Agents:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, agent_id: str) -> Agent:
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM agents WHERE id = ?", (agent_id,))
+        if row is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return _agent(row)
+
+    async def page(self, limit: int, cursor: str | None) -> Page[Agent]:
+        after = decode_cursor(cursor, 2) if cursor else ["", ""]
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM agents WHERE (created_at, id) > (?, ?) "
+            "ORDER BY created_at, id LIMIT ?",
+            (after[0], after[1], limit + 1),
+        )
+        agents = [_agent(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = agents[-1] if agents else None
+        return Page(agents, encode_cursor(last.created_at, last.id) if more and last else None)
+
+    async def create(self, agent: Agent) -> Agent:
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise _name_taken(agent) from exc
+
+        await self.db.write(op)
+        return agent
+
+    async def replace(self, agent: Agent) -> Agent:
+        def op(conn: sqlite3.Connection) -> int:
+            try:
+                cursor = conn.execute(
+                    "UPDATE agents SET name = ?, provider = ?, model = ?, system = ?, tools = ?, "
+                    "max_steps = ?, max_tokens = ?, temperature = ?, options = ?, updated_at = ?, "
+                    "auto = 0 WHERE id = ?",
+                    (*_values(agent), agent.id),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise _name_taken(agent) from exc
+            return cursor.rowcount
+
+        if await self.db.write(op) == 0:
+            raise NotFound(f"agent {agent.id!r} not found")
+        return agent
+
+    async def delete(self, agent_id: str) -> None:
+        if agent_id == DEFAULT_ID:
+            raise Conflict("the built-in default agent cannot be deleted")
+
+        def op(conn: sqlite3.Connection) -> int:
+            used = conn.execute(
+                "SELECT COUNT(*) FROM sessions WHERE agent_id = ?", (agent_id,)
+            ).fetchone()[0]
+            if used:
+                raise Conflict(
+                    f"agent {agent_id!r} is used by {used} session(s); move or delete them first"
+                )
+            return conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,)).rowcount
+
+        if await self.db.write(op) == 0:
+            raise NotFound(f"agent {agent_id!r} not found")
+
+    async def ensure_default(self, agent: Agent) -> Agent:
+        """Create the built-in agent, or refresh it while the server still manages it."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO agents ({_COLUMNS}, auto) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                "ON CONFLICT (id) DO UPDATE SET provider = excluded.provider, "
+                "model = excluded.model, options = excluded.options, "
+                "updated_at = excluded.updated_at WHERE agents.auto = 1 AND "
+                "(agents.provider, coalesce(agents.model, ''), agents.options) IS NOT "
+                "(excluded.provider, coalesce(excluded.model, ''), excluded.options)",
+                (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
+            )
+
+        await self.db.write(op)
+        return await self.get(agent.id)

@@ -1,0 +1,214 @@
+"""Sessions: their settings, counters and usage totals (the history is in messages.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from server.errors import Conflict, NotFound
+from server.models import Page, SessionRecord, Usage
+from server.store import codec
+from server.store.pages import decode_cursor, encode_cursor
+from server.store.sqlite import Database
+
+_COLUMNS = (
+    "id, name, agent_id, work_dir, title, tags, metadata, status, message_count, turn_count, "
+    "input_tokens, output_tokens, parent_id, forked_from_message_id, ttl_seconds, expires_at, "
+    "archived_at, created_at, updated_at"
+)
+EDITABLE = frozenset({"name", "agent_id", "work_dir", "title", "tags", "metadata", "ttl_seconds"})
+_JSON_COLUMNS = frozenset({"tags", "metadata"})
+# expires_at follows updated_at: `?` is the new updated_at.
+TOUCH_EXPIRY = (
+    "expires_at = CASE WHEN ttl_seconds IS NULL THEN NULL "
+    "ELSE strftime('%Y-%m-%dT%H:%M:%fZ', ?, '+' || ttl_seconds || ' seconds') END"
+)
+
+
+class SessionFilter(msgspec.Struct):
+    status: str | None = None
+    tags: list[str] = []
+    agent_id: str | None = None
+    work_dir: str | None = None
+    name: str | None = None
+    order: str = "updated_at"
+
+
+def record(row: Any) -> SessionRecord:
+    status = "archived" if row["archived_at"] else row["status"]
+    return SessionRecord(
+        id=row["id"],
+        name=row["name"],
+        agent_id=row["agent_id"],
+        work_dir=row["work_dir"],
+        title=row["title"],
+        tags=codec.decode_strings(row["tags"]),
+        metadata=codec.decode_object(row["metadata"]),
+        status=status,
+        message_count=row["message_count"],
+        turn_count=row["turn_count"],
+        usage=Usage(row["input_tokens"], row["output_tokens"]),
+        parent_id=row["parent_id"],
+        forked_from_message_id=row["forked_from_message_id"],
+        ttl_seconds=row["ttl_seconds"],
+        expires_at=row["expires_at"],
+        archived_at=row["archived_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _integrity(exc: sqlite3.IntegrityError, name: str | None) -> Exception:
+    if "sessions.name" in str(exc):
+        return Conflict(f"a session named {name!r} already exists", field="name")
+    if "FOREIGN KEY" in str(exc):
+        return NotFound("agent not found", field="agent_id")
+    return exc
+
+
+def insert(conn: sqlite3.Connection, rec: SessionRecord, last_seq: int = 0) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO sessions ({_COLUMNS}, last_seq) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.id,
+                rec.name,
+                rec.agent_id,
+                rec.work_dir,
+                rec.title,
+                codec.text(rec.tags),
+                codec.text(rec.metadata),
+                "idle",
+                rec.message_count,
+                rec.turn_count,
+                rec.usage.input_tokens,
+                rec.usage.output_tokens,
+                rec.parent_id,
+                rec.forked_from_message_id,
+                rec.ttl_seconds,
+                None,
+                rec.archived_at,
+                rec.created_at,
+                rec.updated_at,
+                last_seq,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise _integrity(exc, rec.name) from exc
+    conn.execute(f"UPDATE sessions SET {TOUCH_EXPIRY} WHERE id = ?", (rec.updated_at, rec.id))
+
+
+class Sessions:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, key: str) -> SessionRecord:
+        """By id or by unique name."""
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM sessions WHERE id = ? "
+            f"UNION ALL SELECT {_COLUMNS} FROM sessions WHERE name = ? LIMIT 1",
+            (key, key),
+        )
+        if row is None:
+            raise NotFound(f"session {key!r} not found")
+        return record(row)
+
+    async def find_by_name(self, name: str) -> SessionRecord | None:
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM sessions WHERE name = ?", (name,))
+        return record(row) if row is not None else None
+
+    async def create(self, rec: SessionRecord) -> SessionRecord:
+        await self.db.write(lambda conn: insert(conn, rec))
+        return await self.get(rec.id)
+
+    async def update(self, session_id: str, changes: dict[str, Any], now: str) -> SessionRecord:
+        unknown = set(changes) - EDITABLE
+        assert not unknown, unknown
+        sets = [f"{column} = ?" for column in changes]
+        values = [
+            codec.text(value) if column in _JSON_COLUMNS else value
+            for column, value in changes.items()
+        ]
+
+        def op(conn: sqlite3.Connection) -> int:
+            try:
+                cursor = conn.execute(
+                    f"UPDATE sessions SET {', '.join([*sets, 'updated_at = ?'])} WHERE id = ?",
+                    (*values, now, session_id),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise _integrity(exc, changes.get("name")) from exc
+            conn.execute(f"UPDATE sessions SET {TOUCH_EXPIRY} WHERE id = ?", (now, session_id))
+            return cursor.rowcount
+
+        if await self.db.write(op) == 0:
+            raise NotFound(f"session {session_id!r} not found")
+        return await self.get(session_id)
+
+    async def set_archived(self, session_id: str, archived_at: str | None, now: str) -> None:
+        await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE sessions SET archived_at = ?, updated_at = ? WHERE id = ?",
+                (archived_at, now, session_id),
+            )
+        )
+
+    async def delete(self, session_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+
+        if await self.db.write(op) == 0:
+            raise NotFound(f"session {session_id!r} not found")
+
+    async def page(
+        self, where: SessionFilter, limit: int, cursor: str | None
+    ) -> Page[SessionRecord]:
+        order = where.order
+        clauses, params = _filters(where)
+        if cursor:
+            key = decode_cursor(cursor, 2)
+            clauses.append(f"({order}, id) < (?, ?)")
+            params += [str(key[0]), str(key[1])]
+        sql = f"SELECT {_COLUMNS} FROM sessions"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY {order} DESC, id DESC LIMIT ?"
+        rows = await self.db.fetchall(sql, (*params, limit + 1))
+        data = [record(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit and data:
+            last = data[-1]
+            next_cursor = encode_cursor(getattr(last, order), last.id)
+        return Page(data, next_cursor)
+
+    async def expired(self, now: str, limit: int = 100) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ? "
+            "AND status NOT IN ('running', 'requires_action') LIMIT ?",
+            (now, limit),
+        )
+        return [row["id"] for row in rows]
+
+
+def _filters(where: SessionFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.status == "archived":
+        clauses.append("archived_at IS NOT NULL")
+    else:
+        clauses.append("archived_at IS NULL")
+        if where.status is not None:
+            clauses.append("status = ?")
+            params.append(where.status)
+    for column in ("agent_id", "work_dir", "name"):
+        value = getattr(where, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    for tag in where.tags:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
+        params.append(tag)
+    return clauses, params

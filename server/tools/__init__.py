@@ -1,0 +1,66 @@
+"""The built-in tools and the one way the loop calls them.
+
+`call` never raises for anything a tool does wrong: every failure becomes a ToolOutcome
+with is_error set and a message the model can act on. Only cancellation propagates, so
+that a cancelled run stops its tools.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import msgspec
+
+from server.errors import ToolError
+from server.models import ToolSpec
+from server.tools import schema
+from server.tools.base import Tool, ToolContext
+from server.tools.edit_file import EditFile
+from server.tools.glob import Glob
+from server.tools.grep import Grep
+from server.tools.list_files import ListFiles
+from server.tools.read_file import ReadFile
+from server.tools.run_command import RunCommand
+from server.tools.write_file import WriteFile
+
+__all__ = ["BUILTIN", "READ_ONLY", "ToolOutcome", "call", "is_builtin", "spec"]
+
+_log = logging.getLogger(__name__)
+
+BUILTIN: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (ListFiles(), ReadFile(), Glob(), Grep(), WriteFile(), EditFile(), RunCommand())
+}
+READ_ONLY: tuple[str, ...] = tuple(name for name, tool in BUILTIN.items() if tool.read_only)
+
+
+class ToolOutcome(msgspec.Struct):
+    content: str
+    is_error: bool
+
+
+def is_builtin(name: str) -> bool:
+    return name in BUILTIN
+
+
+def spec(name: str) -> ToolSpec:
+    """How the tool is shown to a model; KeyError for an unknown name."""
+    tool = BUILTIN[name]
+    return ToolSpec(tool.name, tool.description, copy.deepcopy(tool.input_schema))
+
+
+async def call(name: str, input: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+    tool = BUILTIN.get(name)
+    if tool is None:
+        return ToolOutcome(f"unknown tool {name!r}; available: {', '.join(BUILTIN)}", True)
+    if problem := schema.problem(tool.input_schema, input):
+        return ToolOutcome(f"invalid input for {name}: {problem}", True)
+    try:
+        return ToolOutcome(await tool.run(input, ctx), False)
+    except ToolError as exc:
+        return ToolOutcome(str(exc), True)
+    except Exception as exc:
+        _log.exception("tool %s failed (session %s, run %s)", name, ctx.session_id, ctx.run_id)
+        return ToolOutcome(f"tool {name} failed: {type(exc).__name__}: {exc}", True)

@@ -1,0 +1,87 @@
+"""edit_file: replace one exact, unique piece of text in a file."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from server.errors import ToolError
+from server.tools import paths, text
+from server.tools.base import ToolContext
+
+
+class EditFile:
+    name = "edit_file"
+    description = (
+        "Replace one piece of text in a text file of the working directory. `old` must "
+        "match exactly once, including whitespace and indentation; if it matches more than "
+        "once, include more surrounding lines to make it unique. Read the file first."
+    )
+    input_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "path": {
+                "type": "string",
+                "description": "File to edit, relative to the working directory.",
+                "minLength": 1,
+            },
+            "old": {
+                "type": "string",
+                "description": "The exact text to replace; must occur exactly once.",
+                "minLength": 1,
+            },
+            "new": {"type": "string", "description": "The text to put in its place."},
+        },
+        "required": ["path", "old", "new"],
+        "additionalProperties": False,
+    }
+    read_only = False
+
+    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+        path, old, new = input["path"], input["old"], input["new"]
+        if old == new:
+            raise ToolError("old and new are the same text; there is nothing to change")
+        real = paths.resolve(ctx, path)
+        return await asyncio.to_thread(_edit, real, path, old, new)
+
+
+def _edit(real: str, path: str, old: str, new: str) -> str:
+    try:
+        content = _read(real, path)
+        at = _unique_match(content, old, path)
+        with open(real, "wb") as file:
+            file.write((content[:at] + new + content[at + len(old) :]).encode("utf-8"))
+    except OSError as exc:
+        raise paths.os_error(path, exc) from exc
+    line = content.count("\n", 0, at) + 1
+    return f"edited {path!r} at line {line}"
+
+
+def _read(real: str, path: str) -> str:
+    with text.open_text(real, path) as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ToolError(f"{path!r} is not UTF-8 text; edit_file only edits UTF-8 files") from exc
+
+
+def _unique_match(content: str, old: str, path: str) -> int:
+    """Where `old` occurs in `content`; ToolError unless it occurs exactly once."""
+    at = content.find(old)
+    if at < 0:
+        raise ToolError(
+            f"old text not found in {path!r}; read the file and copy the text exactly, "
+            "including whitespace"
+        )
+    count = _count_overlapping(content, old, at)
+    if count > 1:
+        raise ToolError(f"old text matches {count} times in {path!r}; give more context")
+    return at
+
+
+def _count_overlapping(content: str, old: str, first: int) -> int:
+    count, at = 1, content.find(old, first + 1)
+    while at >= 0:
+        count, at = count + 1, content.find(old, at + 1)
+    return count

@@ -1,0 +1,125 @@
+"""glob: find files by name pattern, e.g. "**/*.py".
+
+Matching is done here rather than with pathlib: pathlib follows a symlinked folder named in
+the pattern ("link/**"), which could walk the whole disk; this walks only the work_dir's own
+tree (see walk.py) and matches each path against the pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from itertools import islice
+from typing import Any
+
+from server.errors import ToolError
+from server.tools import paths
+from server.tools.base import ToolContext
+from server.tools.walk import walk
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+class Glob:
+    name = "glob"
+    description = (
+        "Find files and folders in the working directory whose path matches a glob pattern. "
+        "`*` matches within one name, `?` one character, `[abc]` one of a set, and `**` any "
+        "number of folders: '**/*.py' finds Python files at any depth, 'src/*.ts' only "
+        "directly in src. Results are relative to the working directory, sorted, folders end "
+        "with '/'; .git and symlinked folders are not searched."
+    )
+    input_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "pattern": {
+                "type": "string",
+                "description": "Glob pattern relative to the working directory.",
+                "minLength": 1,
+            },
+        },
+        "required": ["pattern"],
+        "additionalProperties": False,
+    }
+    read_only = True
+
+    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+        pattern: str = input["pattern"]
+        paths.check_text(pattern)
+        parts = [part for part in pattern.split("/") if part not in ("", ".")]
+        if not parts:
+            raise ToolError(f"pattern {pattern!r} matches nothing but the working directory")
+        fixed = _fixed_prefix(parts)
+        real = paths.resolve(ctx, "/".join(fixed) or ".")
+        cap = ctx.settings.list_max_entries
+        found = await asyncio.to_thread(_search, real, parts, len(fixed), cap)
+        if not found:
+            return f"no files match {pattern!r}"
+        if len(found) > cap:
+            found[cap:] = [f"[truncated: showing the first {cap} matches; narrow the pattern]"]
+        return "\n".join(found)
+
+
+def _search(real: str, parts: list[str], fixed: int, cap: int) -> list[str]:
+    """Up to cap + 1 matches below `real`, which is where the first `fixed` parts lead."""
+    regex = compile_pattern(parts)
+    prefix = "".join(part + "/" for part in parts[:fixed])
+    depth = None if "**" in parts else len(parts) - fixed
+    try:
+        entries = walk(real, prefix, max_depth=depth)
+        matches = (
+            shown + ("/" if entry.is_dir() else "")
+            for shown, entry in entries
+            if regex.fullmatch(shown)
+        )
+        return list(islice(matches, cap + 1))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise paths.os_error(prefix or ".", exc) from exc
+
+
+def compile_pattern(parts: list[str]) -> re.Pattern[str]:
+    """A regex for whole relative paths, where only `**` crosses a '/'."""
+    regex = ""
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if part == "**":
+            regex += ".*" if last else "(?:[^/]+/)*"
+        else:
+            regex += _translate(part) + ("" if last else "/")
+    return re.compile(regex, re.DOTALL)
+
+
+def _fixed_prefix(parts: list[str]) -> list[str]:
+    """The leading names with no wildcard: the folder the search can start in."""
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if _MAGIC.search(part):
+            break
+        fixed.append(part)
+    return fixed
+
+
+def _translate(part: str) -> str:
+    out, index = "", 0
+    while index < len(part):
+        char = part[index]
+        index += 1
+        if char == "*":
+            out += "[^/]*"
+        elif char == "?":
+            out += "[^/]"
+        elif char == "[" and (end := part.find("]", index + 1)) > 0:
+            out += _char_class(part[index:end])
+            index = end + 1
+        else:
+            out += re.escape(char)
+    return out
+
+
+def _char_class(body: str) -> str:
+    negate = body.startswith("!")
+    body = body[1:] if negate else body
+    escaped = re.sub(r"([\\^\[&~|])", r"\\\1", body)
+    return f"[^/{escaped}]" if negate else f"[{escaped}]"

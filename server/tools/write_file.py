@@ -1,0 +1,53 @@
+"""write_file: create or replace a file in the work_dir."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from server.tools import paths
+from server.tools.base import ToolContext
+
+
+class WriteFile:
+    name = "write_file"
+    description = (
+        "Write a text file in the working directory, replacing it if it exists. Missing "
+        "parent folders are created. Give the complete content; to change part of an "
+        "existing file, edit_file is safer."
+    )
+    input_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "path": {
+                "type": "string",
+                "description": "File to write, relative to the working directory.",
+                "minLength": 1,
+            },
+            "content": {"type": "string", "description": "The file's complete new content."},
+        },
+        "required": ["path", "content"],
+        "additionalProperties": False,
+    }
+    read_only = False
+
+    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+        path: str = input["path"]
+        real = paths.resolve(ctx, path)
+        data = input["content"].encode("utf-8")
+        existed = await asyncio.to_thread(_write, real, path, data)
+        what = "replaced its previous content" if existed else "new file"
+        return f"wrote {len(data)} bytes to {path!r} ({what})"
+
+
+def _write(real: str, path: str, data: bytes) -> bool:
+    """Write `data`; whether the file existed before."""
+    try:
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        existed = os.path.lexists(real)
+        with open(real, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        raise paths.os_error(path, exc) from exc
+    return existed

@@ -1,0 +1,121 @@
+"""run_command: output, exit code, environment, timeout and cancellation kill the whole group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import tools
+from server.tools.base import ToolContext, ToolSettings
+from server.tools.run_command import Output
+
+
+def context(work_dir: Any, **settings: Any) -> ToolContext:
+    return ToolContext(str(work_dir), "s1", "r1", ToolSettings(**settings))
+
+
+def run(command: str, work_dir: Any, **input: Any) -> tools.ToolOutcome:
+    call = tools.call("run_command", {"command": command, **input}, context(work_dir))
+    return asyncio.run(call)
+
+
+def gone(pid: int, within_s: float = 3.0) -> bool:
+    """The process no longer runs (it may linger as a zombie until init reaps it)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_output_and_exit_code(tmp_path):
+    outcome = run("echo out; echo err >&2; exit 3", tmp_path)
+    assert outcome == tools.ToolOutcome("out\nerr\nexit code: 3", False)
+
+
+def test_runs_in_work_dir_with_no_output(tmp_path):
+    assert run("pwd", tmp_path).content == f"{os.path.realpath(tmp_path)}\nexit code: 0"
+    assert run("true", tmp_path).content == "(no output)\nexit code: 0"
+
+
+def test_killed_by_a_signal(tmp_path):
+    assert run("kill -9 $$", tmp_path).content == "(no output)\nexit code: -9 (killed by SIGKILL)"
+
+
+def test_environment_is_minimal_and_has_no_server_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSIOND_TEST_SECRET", "hunter2")
+    outcome = run("env", tmp_path)
+    assert "SESSIOND_TEST_SECRET" not in outcome.content
+    assert "hunter2" not in outcome.content
+    env = dict(line.split("=", 1) for line in outcome.content.splitlines()[:-1])
+    assert env.pop("PWD", None) in (None, os.path.realpath(tmp_path))
+    assert env == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.path.realpath(tmp_path),
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+    }
+
+
+def test_output_is_capped_keeping_start_and_end(tmp_path):
+    ctx = context(tmp_path, output_max_bytes=1000)
+    outcome = asyncio.run(tools.call("run_command", {"command": "seq 1 5000"}, ctx))
+    assert outcome.content.startswith("1\n2\n3\n")
+    assert outcome.content.endswith("4999\n5000\nexit code: 0")
+    assert "bytes of output omitted from the middle]" in outcome.content
+    assert len(outcome.content) < 1200
+
+
+def test_output_buffer_keeps_head_and_tail():
+    output = Output(10)
+    for chunk in [b"abc", b"defgh", b"ijklmnop", b"qrstuvwxyz"]:
+        output.add(chunk)
+    assert output.text() == "abcde\n[truncated: 16 bytes of output omitted from the middle]\nvwxyz"
+    small = Output(10)
+    small.add(b"hello\n")
+    assert small.text() == "hello"
+
+
+def test_timeout_kills_the_process_group(tmp_path):
+    started = time.monotonic()
+    outcome = run("sleep 30 & echo $! > pid; wait", tmp_path, timeout_s=1)
+    assert outcome == tools.ToolOutcome("timed out after 1 s; the command was killed", True)
+    assert time.monotonic() - started < 5
+    assert gone(int((tmp_path / "pid").read_text()))
+
+
+def test_background_jobs_do_not_outlive_the_command(tmp_path):
+    started = time.monotonic()
+    outcome = run("sleep 30 & echo $! > pid; echo started", tmp_path)
+    assert outcome == tools.ToolOutcome("started\nexit code: 0", False)
+    assert time.monotonic() - started < 5
+    assert gone(int((tmp_path / "pid").read_text()))
+
+
+def test_cancellation_kills_the_process_group_and_propagates(tmp_path):
+    pid_file = tmp_path / "pid"
+
+    async def scenario() -> None:
+        ctx = context(tmp_path)
+        task = asyncio.create_task(
+            tools.call("run_command", {"command": "sleep 30 & echo $! > pid; wait"}, ctx)
+        )
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert gone(int(pid_file.read_text()))
