@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import providers
-from server.api import agents, messages, runs, sessions
+from server.api import agents, messages, runs, sessions, sse
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
@@ -141,4 +141,5 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.settings = settings
+    sse.own_shutdown()
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -59,11 +60,16 @@ class Server(uvicorn.Server):
     def __init__(self, cfg: uvicorn.Config, app: Any) -> None:
         super().__init__(cfg)
         self.sessiond_app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         runner = getattr(self.sessiond_app.state, "runner", None)
-        if runner is not None and not self.should_exit:
-            asyncio.get_event_loop().call_soon_threadsafe(runner.begin_shutdown)
+        if runner is not None and self.loop is not None and not self.should_exit:
+            self.loop.call_soon_threadsafe(runner.begin_shutdown)
         super().handle_exit(sig, frame)
 
 

@@ -60,7 +60,6 @@ class PayloadTooLarge(ApiError):
     type = "payload_too_large"
 
 
-
 class RateLimited(ApiError):
     status = 429
     type = "rate_limited"

@@ -132,9 +132,15 @@ async def run_loop(
             options=agent.options,
             step=step,
         )
-        async for event in provider.stream(request):
-            acc.add(event)
-            yield event
+        stream = provider.stream(request)
+        try:
+            async for event in stream:
+                acc.add(event)
+                yield event
+        finally:  # close the upstream request now, not when the generator is collected
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
         assistant = acc.content()
         calls = [b for b in assistant if isinstance(b, ToolUseBlock)]
         session.append(Turn("assistant", assistant))
@@ -231,10 +237,13 @@ async def _call(
     if call.name not in allowed or not tools.is_builtin(call.name):
         names = ", ".join(sorted(allowed)) or "none"
         return f"unknown tool {call.name!r}; tools available to this agent: {names}", True
+    # A tool with its own `timeout_s` (run_command) keeps it, so its own message wins.
+    own = call.input.get("timeout_s")
+    limit = settings.tool_timeout_s
+    if isinstance(own, int | float) and not isinstance(own, bool):
+        limit = max(limit, float(own) + 5)
     try:
-        outcome = await asyncio.wait_for(
-            tools.call(call.name, call.input, ctx), settings.tool_timeout_s
-        )
+        outcome = await asyncio.wait_for(tools.call(call.name, call.input, ctx), limit)
     except TimeoutError:
-        return f"tool {call.name} timed out after {settings.tool_timeout_s:g} s", True
+        return f"tool {call.name} timed out after {limit:g} s", True
     return outcome.content, outcome.is_error

@@ -5,16 +5,6 @@ import json
 
 import httpx
 import pytest
-from upstream import (
-    Reply,
-    Upstream,
-    anthropic_sse,
-    collect,
-    context,
-    json_error,
-    request,
-    split,
-)
 
 from server.events import (
     ContentBlockStart,
@@ -29,6 +19,16 @@ from server.events import (
 )
 from server.models import TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Turn, Usage
 from server.providers.anthropic import AnthropicProvider
+from tests.upstream import (
+    Reply,
+    Upstream,
+    anthropic_sse,
+    collect,
+    context,
+    json_error,
+    request,
+    split,
+)
 
 pytestmark = pytest.mark.anyio
 

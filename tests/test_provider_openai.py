@@ -5,7 +5,6 @@ import json
 
 import httpx
 import pytest
-from upstream import Reply, Upstream, collect, context, openai_sse, request, split
 
 from server.events import (
     ContentBlockStart,
@@ -20,6 +19,7 @@ from server.events import (
 )
 from server.models import TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Turn, Usage
 from server.providers.openai import OpenAIProvider
+from tests.upstream import Reply, Upstream, collect, context, openai_sse, request, split
 
 pytestmark = pytest.mark.anyio
 
@@ -120,6 +120,13 @@ def make(upstream, http, env=ENV, options=None, **settings):
 
 async def test_documented_stream_is_normalised(upstream, http):
     upstream.enqueue(Reply(chunks=split(WIRE, 11)))
+    events, error = await collect(make(upstream, http), request())
+    assert error is None
+    assert events == WIRE_EVENTS
+
+
+async def test_crlf_framing_split_anywhere_is_read(upstream, http):
+    upstream.enqueue(Reply(chunks=split(WIRE.replace(b"\n", b"\r\n"), 5)))
     events, error = await collect(make(upstream, http), request())
     assert error is None
     assert events == WIRE_EVENTS

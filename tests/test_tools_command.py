@@ -95,9 +95,10 @@ def test_timeout_kills_the_process_group(tmp_path):
     assert gone(int((tmp_path / "pid").read_text()))
 
 
-def test_background_jobs_do_not_outlive_the_command(tmp_path):
+@pytest.mark.parametrize("redirect", ["", ">/dev/null 2>&1"])
+def test_background_jobs_do_not_outlive_the_command(tmp_path, redirect):
     started = time.monotonic()
-    outcome = run("sleep 30 & echo $! > pid; echo started", tmp_path)
+    outcome = run(f"sleep 30 {redirect} & echo $! > pid; echo started", tmp_path)
     assert outcome == tools.ToolOutcome("started\nexit code: 0", False)
     assert time.monotonic() - started < 5
     assert gone(int((tmp_path / "pid").read_text()))

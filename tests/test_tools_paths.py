@@ -47,6 +47,7 @@ ATTACKS = [
     ("loop", "cannot be resolved"),
     ("loop/x.txt", "cannot be resolved"),
     ("a\0b", "contains a NUL byte"),
+    ("\ud800", "has characters no file name can have"),
     ("x" * 5000, "is too long (5000 characters"),
     ("dir/" + "n" * 300, "has a name longer than 255 bytes"),
 ]
@@ -125,3 +126,13 @@ def test_missing_work_dir_folder(tmp_path):
     outcome = call("list_files", {}, tmp_path / "gone")
     assert outcome.is_error
     assert "is not an existing folder" in outcome.content
+
+
+def test_file_names_that_are_not_utf8_come_back_encodable(tmp_path):
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("hello\n")
+    for name, input in [("list_files", {}), ("glob", {"pattern": "*"}), ("grep", {"pattern": "h"})]:
+        outcome = call(name, input, tmp_path)
+        assert outcome.content.startswith("caf\\udce9.txt"), outcome
+        outcome.content.encode("utf-8")
+    read = call("read_file", {"path": os.fsdecode(b"caf\xe9.txt")}, tmp_path)
+    assert read == tools.ToolOutcome("     1\thello", False)

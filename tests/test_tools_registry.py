@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import jsonschema
 import pytest
 
 from server import tools
@@ -13,6 +12,8 @@ from server.errors import ToolError
 from server.models import ToolSpec
 from server.tools import schema
 from server.tools.base import ToolContext
+
+jsonschema = pytest.importorskip("jsonschema")
 
 
 def call(name: str, input: dict[str, Any], work_dir: Any) -> tools.ToolOutcome:

@@ -6,12 +6,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import AppStatus
 from starlette.requests import Request
 
 from server import events
 from server.runlog import Row
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def own_shutdown() -> None:
+    """Keep sse-starlette out of shutdown: its default patches uvicorn to set a process-wide
+    flag that cancels every stream at once (and stays set for later servers in the process).
+    Our runner drains instead: run streams end after their `done`, the session channel when
+    the runner closes it."""
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
 
 def run_frames(rows: list[Row]) -> bytes:

@@ -191,13 +191,17 @@ def _reason(exc: httpx.HTTPError, settings: ProviderSettings) -> str:
     if isinstance(exc, httpx.ReadTimeout):
         return f"no data for {settings.read_timeout_s:g} s (read timeout)"
     if isinstance(exc, httpx.RemoteProtocolError):
-        return f"connection closed mid-stream ({exc})"
-    return f"{type(exc).__name__}: {exc}"
+        return f"connection closed ({exc})"
+    return _describe(exc)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _unreachable(call: Call, exc: httpx.HTTPError) -> ProviderError:
     return ProviderError(
-        f"cannot reach provider {call.provider} at {call.url}: {type(exc).__name__}: {exc}",
+        f"cannot reach provider {call.provider} at {call.url}: {_describe(exc)}",
         retryable=isinstance(exc, _RETRY_ERRORS),
     )
 

@@ -58,9 +58,15 @@ async def call(name: str, input: dict[str, Any], ctx: ToolContext) -> ToolOutcom
     if problem := schema.problem(tool.input_schema, input):
         return ToolOutcome(f"invalid input for {name}: {problem}", True)
     try:
-        return ToolOutcome(await tool.run(input, ctx), False)
+        return ToolOutcome(_encodable(await tool.run(input, ctx)), False)
     except ToolError as exc:
-        return ToolOutcome(str(exc), True)
+        return ToolOutcome(_encodable(str(exc)), True)
     except Exception as exc:
         _log.exception("tool %s failed (session %s, run %s)", name, ctx.session_id, ctx.run_id)
-        return ToolOutcome(f"tool {name} failed: {type(exc).__name__}: {exc}", True)
+        return ToolOutcome(_encodable(f"tool {name} failed: {type(exc).__name__}: {exc}"), True)
+
+
+def _encodable(text: str) -> str:
+    """Text that encodes as UTF-8: a file name that is not UTF-8 reaches us with surrogates
+    (os.fsdecode), which would make the message impossible to store or send."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -52,10 +52,17 @@ def check_text(path: str) -> None:
     if ".." in parts:
         raise ToolError(f"{_outside(path)}; '..' is not allowed")
     for part in parts:
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        if len(_fs_bytes(part, path)) > MAX_NAME_BYTES:
             raise ToolError(
                 f"path {path[:60]!r}… has a name longer than {MAX_NAME_BYTES} bytes: {part[:40]!r}…"
             )
+
+
+def _fs_bytes(part: str, path: str) -> bytes:
+    try:
+        return os.fsencode(part)
+    except UnicodeEncodeError as exc:
+        raise ToolError(f"path {path!r} has characters no file name can have") from exc
 
 
 def is_inside(root: str, real: str) -> bool:

@@ -22,6 +22,8 @@ from server.tools.base import ToolContext
 MAX_TIMEOUT_S = 600
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _CHUNK = 64 * 1024
+_POLL_S = 0.05
+_DRAIN_S = 2.0
 
 
 class RunCommand:
@@ -43,7 +45,7 @@ class RunCommand:
             },
             "timeout_s": {
                 "type": "number",
-                "description": "Seconds before the command is killed (default 30).",
+                "description": "Seconds before it is killed (default: the server's, often 30).",
                 "minimum": 1,
                 "maximum": MAX_TIMEOUT_S,
             },
@@ -113,12 +115,18 @@ class Output:
 
 
 async def _finish(proc: asyncio.subprocess.Process, output: Output) -> None:
-    """Collect output until the shell exits and the pipe closes."""
+    """Collect output until the shell has exited, then end what it left running."""
     pump = asyncio.create_task(_pump(proc, output))
     try:
-        await proc.wait()
-        _kill_group(proc.pid)  # background jobs do not outlive the command
+        # The pipe usually ends as the shell exits, but a background job can hold it open,
+        # and Process.wait() waits for the pipe too; so watch the exit status as well.
+        while not pump.done() and proc.returncode is None:
+            await asyncio.wait({pump}, timeout=_POLL_S)
+        if proc.returncode is None:
+            await proc.wait()
+        _kill_group(proc.pid)
         await pump
+        await proc.wait()
     finally:
         if not pump.done():
             pump.cancel()
@@ -133,14 +141,19 @@ async def _pump(proc: asyncio.subprocess.Process, output: Output) -> None:
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """Kill the command's whole process group, then reap it and drain its pipe."""
+    """Kill the command's whole process group, then drain its pipe and reap it."""
     _kill_group(proc.pid)
-    await proc.wait()
-    assert proc.stdout is not None
     # Everything in the group is dead, so the pipe ends at once unless a process escaped
     # into a session of its own and kept it open; don't wait long for that one.
     with suppress(TimeoutError):
-        await asyncio.wait_for(proc.stdout.read(), 1.0)
+        await asyncio.wait_for(_drain(proc), _DRAIN_S)
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None
+    while await proc.stdout.read(_CHUNK):
+        pass
+    await proc.wait()
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.config import Settings
+from tests.live import ThreadServer
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db": str(tmp_path / "sessiond.db"),
+        "allow_roots": [str(tmp_path)],
+        "event_flush_ms": 20.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process, lifespan included (for routes that do not stream)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sessiond") as client:
+            yield client
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[ThreadServer]:
+    server = ThreadServer(make_settings(tmp_path, ping_s=1.0)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def scripted_agent(script: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    options = {"script": script, **extra.pop("options", {})}
+    return {
+        "name": extra.pop("name", "scripted"),
+        "provider": "scripted",
+        "options": options,
+        **extra,
+    }

@@ -1,0 +1,136 @@
+"""Real servers for tests: uvicorn in a thread (same process) or `sessiond serve` as a child
+process (for SIGKILL and SIGTERM), each on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from server.app import create_app
+from server.cli import Server
+from server.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_healthy(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server at {url} did not become healthy")
+
+
+class ThreadServer:
+    """The app under uvicorn in a background thread; `restart()` reopens the same database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app: Any = None
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ThreadServer:
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = Server(config, self.app)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        wait_healthy(self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.handle_exit(signal.SIGTERM, None)
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "server thread did not stop"
+        self._server = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class ProcessServer:
+    """`python -m server serve` as a child process."""
+
+    def __init__(self, db: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None):
+        self.db = db
+        self.workdir = workdir
+        self.extra = extra
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"server-{self.port}.log"
+
+    def start(self) -> ProcessServer:
+        env = {**os.environ, **(self.env or {})}
+        for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            env.pop(key, None)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db),
+                "--allow-root",
+                str(self.workdir),
+                *self.extra,
+            ],
+            cwd=self.workdir,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_healthy(self.url)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> float:
+        """SIGTERM; returns the seconds the process took to exit."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate()
