@@ -66,8 +66,17 @@ class RunnerSettings(msgspec.Struct, frozen=True):
 class ActiveRun:
     """A run the server is working on (or has queued), with its live event log."""
 
-    def __init__(self, run: Run, request: RunRequest, agent: Agent, runlog: RunLog) -> None:
+    def __init__(
+        self,
+        run: Run,
+        request: RunRequest,
+        agent: Agent,
+        runlog: RunLog,
+        scratch: Session | None = None,
+    ) -> None:
         self.run = run
+        # An ephemeral run (no_persistence) carries its session here and writes nothing.
+        self.scratch = scratch
         self.request = request
         self.agent = agent
         self.log = runlog
@@ -218,6 +227,60 @@ class Runner:
             await self.cancel(busy, "interrupted")
         return active
 
+    async def run_ephemeral(
+        self, agent: Agent, work_dir: str | None, history: list[Message], request: RunRequest
+    ) -> ActiveRun:
+        """Run with nothing written to the database: events and messages live in memory only,
+        for as long as a reader holds the returned run."""
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down; retry shortly")
+        stamp = now()
+        sid = new_ulid()
+        record = SessionRecord(
+            sid,
+            None,
+            agent.id,
+            work_dir,
+            None,
+            [],
+            {},
+            "running",
+            len(history),
+            0,
+            Usage(),
+            None,
+            None,
+            None,
+            None,
+            None,
+            stamp,
+            stamp,
+        )
+        run = Run(
+            new_ulid(),
+            sid,
+            agent.id,
+            "running",
+            0,
+            Usage(),
+            None,
+            None,
+            [],
+            [],
+            None,
+            stamp,
+            stamp,
+            None,
+        )
+        user = Message(new_ulid(), sid, len(history) + 1, "user", request.content, run.id, stamp)
+        scratch = Session(record, agent, [*history, user], request.tools)
+        runlog = RunLog(run.id, sid, 1, _discard, _discard_item)
+        active = ActiveRun(run, request, agent, runlog, scratch)
+        active.messages.append(user)
+        self.runs[run.id] = active
+        active.task = asyncio.create_task(self._drive(active), name=f"run-{run.id}")
+        return active
+
     def _runlog(self, run_id: str, session_id: str, first_seq: int) -> RunLog:
         return RunLog(run_id, session_id, first_seq, self.store.db.append_events, self.hub.publish)
 
@@ -275,11 +338,15 @@ class Runner:
         await self._finish(active, status, stop_reason, error, pending)
 
     async def _session(self, active: ActiveRun) -> Session:
+        if active.scratch is not None:
+            return active.scratch
         record = await self.store.sessions.get(active.session_id)
         history = await self.store.messages.history(active.session_id)
         return Session(record, active.agent, history, active.request.tools)
 
     def _record_usage(self, active: ActiveRun) -> None:
+        if active.scratch is not None:
+            return
         delta = active.unrecorded()
         rid, sid = active.id, active.session_id
         self._background(lambda conn: run_ops.add_usage(conn, rid, sid, delta))
@@ -301,7 +368,10 @@ class Runner:
         def op(conn: Any) -> list[Message]:
             return run_ops.add_step(conn, rid, sid, entries, delta, outcome.tool_calls, stamp)
 
-        stored = await _uncancellable(self.store.db.write(op))
+        if active.scratch is not None:
+            stored = _in_memory(active, entries, stamp)
+        else:
+            stored = await _uncancellable(self.store.db.write(op))
         active.messages.extend(stored)
         active.run.steps += 1
 
@@ -327,7 +397,8 @@ class Runner:
         stamp = now()
         rid, sid = active.id, active.session_id
         try:
-            await self.store.db.write(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
+            if active.scratch is None:
+                await self.store.db.write(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
         except Exception:
             log.exception("could not record the end of run %s", rid)
         run = active.run
@@ -525,6 +596,25 @@ def _options(request: RunRequest) -> dict[str, Any]:
     result: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(request, content=[]))
     result.pop("content", None)
     return result
+
+
+def _discard(rows: Any) -> None:
+    return None
+
+
+def _discard_item(session_id: str, row: Row) -> None:
+    return None
+
+
+def _in_memory(
+    active: ActiveRun, entries: list[tuple[Any, list[ContentBlock]]], stamp: str
+) -> list[Message]:
+    assert active.scratch is not None
+    first = active.scratch.record.message_count + len(active.messages) + 1
+    return [
+        Message(new_ulid(), active.session_id, first + i, role, blocks, active.id, stamp)
+        for i, (role, blocks) in enumerate(entries)
+    ]
 
 
 def _session_status(status: str) -> str:

@@ -96,25 +96,12 @@ class ProcessServer:
         env = {**os.environ, **(self.env or {})}
         for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
             env.pop(key, None)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "serve",
-                "--port",
-                str(self.port),
-                "--db",
-                str(self.db),
-                "--allow-root",
-                str(self.workdir),
-                *self.extra,
-            ],
-            cwd=self.workdir,
-            env=env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        command = [sys.executable, "-m", "server", "serve", "--port", str(self.port)]
+        command += ["--db", str(self.db), "--allow-root", str(self.workdir), *self.extra]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_healthy(self.url)
         return self
 

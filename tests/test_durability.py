@@ -1,0 +1,363 @@
+"""Runs outlive their connection: reconnect with Last-Event-ID, watchers, cancel, if_busy,
+idempotency (in-process uvicorn); SIGKILL and SIGTERM (a child `sessiond serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import scripted_agent
+from tests.live import ProcessServer, ThreadServer
+from tests.sse import Event, collect, events, typed
+
+TOOL_SCRIPT = [
+    {"text": "Looking around now.", "tool_calls": [{"name": "list_files", "input": {}}]},
+    {"text": " ".join(f"word{i}" for i in range(30))},
+]
+
+
+def new_session(url: str, workdir: Path, script: list[Any], delay_ms: float = 0, **kw: Any) -> str:
+    agent = scripted_agent(
+        script,
+        tools=["list_files"],
+        options={"token_delay_ms": delay_ms},
+        name=f"agent-{time.monotonic_ns()}",
+    )
+    agent_id = httpx.post(f"{url}/agents", json=agent).json()["id"]
+    body = {"agent_id": agent_id, "work_dir": str(workdir), **kw}
+    return str(httpx.post(f"{url}/sessions", json=body).json()["id"])
+
+
+def strip(event: Event) -> tuple[str, Any]:
+    """An event without the ids that differ between two runs of the same script."""
+    data = event.json
+    for key in ("run_id",):
+        data.pop(key, None)
+    if event.event == "message_start":
+        data["message"].pop("id")
+        data["message"].pop("usage")
+    if event.event == "content_block_start" and data["content_block"]["type"] == "tool_use":
+        data["content_block"].pop("id")
+    if event.event == "tool_result":
+        data.pop("tool_use_id")
+    if event.event in ("message_delta", "done"):
+        data.pop("usage")  # input size depends on the history's ids
+    return event.event, data
+
+
+async def read_run(
+    url: str, sid: str, run_id: str, last_event_id: str | None = None, stop_after: int | None = None
+) -> list[Event]:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    async with httpx.AsyncClient(timeout=30) as http:
+        path = f"{url}/sessions/{sid}/runs/{run_id}/events"
+        async with http.stream("GET", path, headers=headers) as response:
+            assert response.status_code == 200
+            got: list[Event] = []
+            async for event in events(response):
+                got.append(event)
+                if event.event == "done" or (stop_after and len(typed(got)) >= stop_after):
+                    break
+            return typed(got)
+
+
+def test_reconnect_with_last_event_id_has_no_gap_and_no_duplicate(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    url = live.url
+    sid = new_session(url, tmp_path, TOOL_SCRIPT, delay_ms=5)
+    reference_sid = new_session(url, tmp_path, TOOL_SCRIPT)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            body = {"message": "go"}
+            path = f"{url}/sessions/{sid}/message/stream"
+            first: list[Event] = []
+            async with http.stream("POST", path, json=body) as response:
+                async for event in events(response):
+                    first.append(event)
+                    if len(typed(first)) == 12:
+                        break  # the client goes away mid-stream
+            first = typed(first)
+            run_id = (await http.get(f"{url}/sessions/{sid}/runs")).json()["data"][0]["id"]
+            second = await read_run(url, sid, run_id, last_event_id=first[-1].id)
+            whole = await read_run(url, sid, run_id)
+            reference_path = f"{url}/sessions/{reference_sid}/message/stream"
+            async with http.stream("POST", reference_path, json=body) as response:
+                reference = typed(await collect(response))
+        joined = first + second
+        assert [(e.id, e.event, e.data) for e in joined] == [(e.id, e.event, e.data) for e in whole]
+        assert [strip(e) for e in joined] == [strip(e) for e in reference]
+        assert joined[-1].event == "done" and joined[-1].json["status"] == "completed"
+
+    asyncio.run(go())
+
+
+def test_disconnected_run_goes_on_and_is_persisted(live: ThreadServer, tmp_path: Path) -> None:
+    sid = new_session(live.url, tmp_path, TOOL_SCRIPT, delay_ms=5)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{live.url}/sessions/{sid}/message/stream"
+            async with http.stream("POST", path, json={"message": "go"}) as response:
+                async for event in events(response):
+                    if event.event == "text_delta":
+                        break
+
+    asyncio.run(go())
+    run = wait_run(live.url, sid, lambda r: r["status"] != "running")
+    assert run["status"] == "completed" and run["steps"] == 2
+    history = httpx.get(f"{live.url}/sessions/{sid}/messages").json()["data"]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+
+
+def test_cancel_on_disconnect_opt_in(live: ThreadServer, tmp_path: Path) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "a " * 200}], delay_ms=10)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{live.url}/sessions/{sid}/message/stream"
+            body = {"message": "go", "cancel_on_disconnect": True}
+            async with http.stream("POST", path, json=body) as response:
+                async for event in events(response):
+                    if event.event == "text_delta":
+                        break
+
+    asyncio.run(go())
+    run = wait_run(live.url, sid, lambda r: r["status"] != "running")
+    assert run["status"] == "cancelled"
+
+
+def wait_run(url: str, sid: str, ready: Any, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = httpx.get(f"{url}/sessions/{sid}/runs").json()["data"]
+        if runs and ready(runs[0]):
+            return dict(runs[0])
+        time.sleep(0.05)
+    raise AssertionError(f"run did not get ready: {runs}")
+
+
+def test_two_watchers_see_the_whole_run(live: ThreadServer, tmp_path: Path) -> None:
+    sid = new_session(live.url, tmp_path, TOOL_SCRIPT, delay_ms=2)
+
+    async def watch(ready: asyncio.Event) -> list[Event]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{live.url}/sessions/{sid}/events"
+            async with http.stream("GET", path) as response:
+                got = []
+                async for event in events(response):
+                    if event.retry is not None:
+                        ready.set()
+                        continue
+                    got.append(event)
+                    if event.event == "done":
+                        return got
+        raise AssertionError("stream ended early")
+
+    async def go() -> None:
+        ready = [asyncio.Event(), asyncio.Event()]
+        watchers = [asyncio.create_task(watch(r)) for r in ready]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 10)
+        async with httpx.AsyncClient(timeout=30) as http:
+            started = await http.post(f"{live.url}/sessions/{sid}/runs", json={"message": "go"})
+            assert started.status_code == 202
+            run_id = started.json()["run_id"]
+            seen = await asyncio.wait_for(asyncio.gather(*watchers), 20)
+        whole = await read_run(live.url, sid, run_id)
+        for got in seen:
+            assert [e.id for e in got] == [f"{run_id}:{e.id}" for e in whole]
+            assert all(e.json["run_id"] == run_id for e in got)
+            assert [e.json["type"] for e in got] == [e.event for e in whole]
+
+    asyncio.run(go())
+
+
+def test_cancel_stops_promptly_and_keeps_completed_steps(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    script = [TOOL_SCRIPT[0], {"text": "slow " * 500}]
+    sid = new_session(live.url, tmp_path, script, delay_ms=20)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{live.url}/sessions/{sid}/message/stream"
+            async with http.stream("POST", path, json={"message": "go"}) as response:
+                got: list[Event] = []
+                async for event in events(response):
+                    got.append(event)
+                    if event.event == "text_delta" and any(e.event == "tool_result" for e in got):
+                        run_id = (await http.get(f"{live.url}/sessions/{sid}/runs")).json()
+                        rid = run_id["data"][0]["id"]
+                        started = time.monotonic()
+                        cancel = await http.post(f"{live.url}/sessions/{sid}/runs/{rid}/cancel")
+                        elapsed = time.monotonic() - started
+                    if event.event == "done":
+                        break
+            assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+            assert elapsed < 1.0
+            tail = typed(got)[-2:]
+            assert tail[0].event == "error" and tail[0].json["error"]["type"] == "cancelled"
+            assert tail[1].json["status"] == "cancelled"
+            run = cancel.json()
+            assert run["usage"]["input_tokens"] > 0 and run["usage"]["output_tokens"] > 5
+            history = (await http.get(f"{live.url}/sessions/{sid}/messages")).json()["data"]
+            assert [m["role"] for m in history] == ["user", "assistant", "user"]
+            again = await http.post(f"{live.url}/sessions/{sid}/runs/{rid}/cancel")
+            assert again.json() == run
+            session = (await http.get(f"{live.url}/sessions/{sid}")).json()
+            assert session["status"] == "idle" and session["usage"] == run["usage"]
+
+    asyncio.run(go())
+
+
+def test_if_busy_queue_and_interrupt(live: ThreadServer, tmp_path: Path) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "one two three four five six"}], delay_ms=50)
+    url = f"{live.url}/sessions/{sid}"
+    first = httpx.post(f"{url}/runs", json={"message": "first"}).json()
+    queued = httpx.post(f"{url}/runs", json={"message": "second", "if_busy": "queue"}).json()
+    assert queued["status"] == "queued" and queued["queue_position"] == 1
+    shown = httpx.get(f"{url}/runs/{queued['run_id']}").json()
+    assert shown["status"] == "queued" and shown["queue_position"] == 1
+    result = httpx.post(
+        f"{url}/message", json={"message": "third", "if_busy": "queue"}, timeout=30
+    ).json()
+    assert result["status"] == "completed"
+    runs = {r["id"]: r for r in httpx.get(f"{url}/runs").json()["data"]}
+    assert runs[first["run_id"]]["status"] == "completed"
+    assert runs[queued["run_id"]]["status"] == "completed"
+    texts = [m["content"][0]["text"] for m in httpx.get(f"{url}/messages").json()["data"]]
+    assert texts[0::2] == ["first", "second", "third"]
+
+    slow = httpx.post(f"{url}/runs", json={"message": "slow"}).json()
+    wait_run(live.url, sid, lambda r: r["id"] == slow["run_id"] and r["steps"] == 0)
+    urgent = httpx.post(
+        f"{url}/message", json={"message": "urgent", "if_busy": "interrupt"}, timeout=30
+    )
+    assert urgent.status_code == 200 and urgent.json()["status"] == "completed"
+    assert httpx.get(f"{url}/runs/{slow['run_id']}").json()["status"] == "interrupted"
+    texts = [m["content"][0]["text"] for m in httpx.get(f"{url}/messages").json()["data"]]
+    assert texts[-3:] == ["slow", "urgent", "one two three four five six"]
+
+
+def test_idempotency_key_returns_the_first_run(live: ThreadServer, tmp_path: Path) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "once"}])
+    headers = {"Idempotency-Key": "k-123"}
+    url = f"{live.url}/sessions/{sid}/message"
+    first = httpx.post(url, json={"message": "hi"}, headers=headers).json()
+    second = httpx.post(url, json={"message": "hi"}, headers=headers).json()
+    assert first == second
+    started = httpx.post(f"{live.url}/sessions/{sid}/runs", json={"message": "hi"}, headers=headers)
+    assert started.json()["run_id"] == first["run_id"]
+    assert httpx.get(f"{live.url}/sessions/{sid}").json()["turn_count"] == 1
+
+
+# -- a real process, killed ---------------------------------------------------------------
+
+# first step streaming; second step just started (the first is stored by then); deep in it
+KILL_POINTS = ["first_step", "second_step", "late_text"]
+
+
+def check_database(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        rows = conn.execute(
+            "SELECT s.id, s.message_count, s.last_seq, (SELECT count(*) FROM messages m "
+            "WHERE m.session_id = s.id), s.input_tokens, (SELECT sum(input_tokens) FROM runs r "
+            "WHERE r.session_id = s.id) FROM sessions s"
+        ).fetchall()
+        for _, count, last_seq, actual, tokens, run_tokens in rows:
+            assert count == last_seq == actual
+            assert tokens == (run_tokens or 0)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_mid_run_leaves_a_consistent_database(tmp_path: Path, point: str) -> None:
+    db = tmp_path / "kill.db"
+    server = ProcessServer(db, tmp_path).start()
+    try:
+        sid = new_session(server.url, tmp_path, TOOL_SCRIPT, delay_ms=20)
+
+        async def go() -> None:
+            async with httpx.AsyncClient(timeout=30) as http:
+                path = f"{server.url}/sessions/{sid}/message/stream"
+                async with http.stream("POST", path, json={"message": "go"}) as response:
+                    starts = late = 0
+                    async for event in events(response):
+                        starts += event.event == "message_start"
+                        late += starts == 2 and event.event == "text_delta"
+                        if (
+                            (point == "first_step" and starts == 1)
+                            or (point == "second_step" and starts == 2)
+                            or (point == "late_text" and late == 10)
+                        ):
+                            server.kill()
+                            return
+
+        with pytest.raises(httpx.HTTPError):
+            asyncio.run(go())
+            raise httpx.ReadError("killed")
+        check_database(db)
+        server = ProcessServer(db, tmp_path).start()
+        run = httpx.get(f"{server.url}/sessions/{sid}/runs").json()["data"][0]
+        assert run["status"] == "interrupted"
+        assert run["error"]["type"] == "interrupted"
+        history = httpx.get(f"{server.url}/sessions/{sid}/messages").json()["data"]
+        roles = [m["role"] for m in history]
+        expected = ["user"] if point == "first_step" else ["user", "assistant", "user"]
+        assert roles == expected
+        replay = asyncio.run(read_run(server.url, sid, run["id"]))
+        assert [e.event for e in replay[-2:]] == ["error", "done"]
+        assert [int(e.id) for e in replay] == list(range(1, len(replay) + 1))
+        session = httpx.get(f"{server.url}/sessions/{sid}").json()
+        assert session["status"] == "idle"
+        if point != "first_step":
+            assert run["usage"]["output_tokens"] > 0
+        again = httpx.post(
+            f"{server.url}/sessions/{sid}/message", json={"message": "again"}, timeout=30
+        )
+        assert again.status_code == 200 and again.json()["status"] == "completed"
+        check_database(db)
+    finally:
+        server.stop()
+
+
+def test_sigterm_during_a_stream_exits_within_the_grace_period(tmp_path: Path) -> None:
+    db = tmp_path / "term.db"
+    server = ProcessServer(db, tmp_path, "--shutdown-grace", "2").start()
+    sid = new_session(server.url, tmp_path, [{"text": "tick " * 2000}], delay_ms=20)
+
+    async def go() -> tuple[float, list[Event]]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{server.url}/sessions/{sid}/message/stream"
+            got: list[Event] = []
+            waited = None
+            async with http.stream("POST", path, json={"message": "go"}) as response:
+                async for event in events(response):
+                    got.append(event)
+                    if event.event == "text_delta" and waited is None:
+                        loop = asyncio.get_running_loop()
+                        waited = loop.run_in_executor(None, server.terminate)
+            assert waited is not None
+            return await waited, got
+
+    elapsed, got = asyncio.run(go())
+    assert elapsed < 2 + 1
+    assert got[-1].event == "done" and got[-1].json["status"] == "interrupted"
+    server = ProcessServer(db, tmp_path).start()
+    try:
+        run = httpx.get(f"{server.url}/sessions/{sid}/runs").json()["data"][0]
+        assert run["status"] == "interrupted"
+        check_database(db)
+    finally:
+        server.stop()
