@@ -151,16 +151,16 @@ class Run(msgspec.Struct):
     session_id: str
     agent_id: str
     status: RunStatus
-    steps: int
-    usage: Usage
-    stop_reason: str | None
-    error: ErrorInfo | None
-    tool_calls: list[ToolCallRecord]
-    pending_tool_calls: list[PendingToolCall]
-    queue_position: int | None
     created_at: str
-    started_at: str | None
-    finished_at: str | None
+    steps: int = 0
+    usage: Usage = msgspec.field(default_factory=Usage)
+    stop_reason: str | None = None
+    error: ErrorInfo | None = None
+    tool_calls: list[ToolCallRecord] = []
+    pending_tool_calls: list[PendingToolCall] = []
+    queue_position: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 T = TypeVar("T")

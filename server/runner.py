@@ -12,19 +12,32 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from server import providers
-from server.errors import ApiError, Archived, Conflict, ProviderError, SessionBusy, ShuttingDown
-from server.events import Done, Error, Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
+from server import ephemeral, providers
+from server.activerun import ActiveRun, RunRequest
+from server.errors import (
+    ApiError,
+    Archived,
+    Conflict,
+    ProviderError,
+    SessionBusy,
+    ShuttingDown,
+)
+from server.events import (
+    Done,
+    Error,
+    MessageStart,
+    RequiresAction,
+)
+from server.followers import Followers
 from server.hub import Hub
 from server.ids import new_ulid, now
 from server.loop import LoopSettings, StepOutcome, run_loop
 from server.models import (
     Agent,
-    ClientTool,
     ContentBlock,
     ErrorInfo,
     Message,
@@ -32,92 +45,26 @@ from server.models import (
     Run,
     RunStatus,
     SessionRecord,
-    ToolUseBlock,
+    ToolResultBlock,
     Usage,
 )
+from server.pauses import Pauses
 from server.providers.base import ProviderContext
 from server.recovery import interrupt_unfinished
 from server.runlog import Row, RunLog
-from server.session import Session, answer_all
+from server.session import Session
+from server.stops import stop_message
 from server.store import Store
-from server.store import messages as message_ops
 from server.store import runs as run_ops
 from server.tools.base import ToolContext, ToolSettings
 
 log = logging.getLogger("sessiond.runner")
-IfBusy = Literal["reject", "queue", "interrupt"]
-REPLAY_PAGE = 2000
-
-
-class RunRequest(msgspec.Struct):
-    content: list[ContentBlock]
-    agent_id: str | None = None
-    if_busy: IfBusy = "reject"
-    cancel_on_disconnect: bool = False
-    tools: list[ClientTool] = []
 
 
 class RunnerSettings(msgspec.Struct, frozen=True):
     loop: LoopSettings = LoopSettings()
     tools: ToolSettings = ToolSettings()
     shutdown_grace_s: float = 10.0
-
-
-class ActiveRun:
-    """A run the server is working on (or has queued), with its live event log."""
-
-    def __init__(
-        self,
-        run: Run,
-        request: RunRequest,
-        agent: Agent,
-        runlog: RunLog,
-        scratch: Session | None = None,
-    ) -> None:
-        self.run = run
-        # An ephemeral run (no_persistence) carries its session here and writes nothing.
-        self.scratch = scratch
-        self.request = request
-        self.agent = agent
-        self.log = runlog
-        self.task: asyncio.Task[None] | None = None
-        self.stop_status: str | None = None
-        self.messages: list[Message] = []
-        self.done = asyncio.Event()
-        self.completed = Usage()  # usage of finished steps
-        self.step = Usage()  # the current step's usage so far
-        self.recorded = Usage()  # what the database holds for this run
-
-    @property
-    def id(self) -> str:
-        return self.run.id
-
-    @property
-    def session_id(self) -> str:
-        return self.run.session_id
-
-    def live_usage(self) -> Usage:
-        return self.completed + self.step
-
-    def unrecorded(self) -> Usage:
-        live = self.live_usage()
-        delta = Usage(
-            live.input_tokens - self.recorded.input_tokens,
-            live.output_tokens - self.recorded.output_tokens,
-        )
-        self.recorded = live
-        return delta
-
-    def observe(self, event: Event) -> None:
-        match event:
-            case MessageStart(message=info):
-                self.step = Usage(info.usage.input_tokens, info.usage.output_tokens)
-            case TextDelta() | InputJsonDelta():
-                self.step.output_tokens += 1
-            case MessageDelta(usage=usage):
-                self.step = Usage(
-                    max(usage.input_tokens, self.step.input_tokens), usage.output_tokens
-                )
 
 
 class Runner:
@@ -132,6 +79,8 @@ class Runner:
         self.running: dict[str, ActiveRun] = {}  # session id → its running run
         self.queues: dict[str, deque[ActiveRun]] = {}
         self.keys: dict[str, str] = {}  # idempotency keys of runs being started
+        self.followers = Followers(store, hub, self.runs)
+        self.pauses = Pauses(self)
         self.accepting = True
         self._drain: asyncio.Future[None] | None = None
 
@@ -150,6 +99,10 @@ class Runner:
             if earlier is not None:
                 return earlier
         agent = await self.store.agents.get(request.agent_id or record.agent_id)
+        if record.status == "requires_action" and record.id not in self.running:
+            paused = await self.store.runs.paused(record.id)
+            if paused is not None and paused.run.id not in self.runs:
+                await self.pauses.close(paused, "cancelled")
         return await self._open(record, agent, request, idempotency_key)
 
     async def _earlier(self, key: str, session_id: str) -> ActiveRun | Run | None:
@@ -183,22 +136,8 @@ class Runner:
             raise Conflict("a run with this Idempotency-Key is being started; retry")
         created = now()
         status: RunStatus = "queued" if (busy or queue) else "running"
-        run = Run(
-            new_ulid(),
-            sid,
-            agent.id,
-            status,
-            0,
-            Usage(),
-            None,
-            None,
-            [],
-            [],
-            None,
-            created,
-            created if status == "running" else None,
-            None,
-        )
+        started = created if status == "running" else None
+        run = Run(new_ulid(), sid, agent.id, status, created, started_at=started)
         active = ActiveRun(run, request, agent, self._runlog(run.id, sid, 1))
         self.runs[run.id] = active
         if status == "running":
@@ -230,55 +169,12 @@ class Runner:
     async def run_ephemeral(
         self, agent: Agent, work_dir: str | None, history: list[Message], request: RunRequest
     ) -> ActiveRun:
-        """Run with nothing written to the database: events and messages live in memory only,
-        for as long as a reader holds the returned run."""
+        """Run with nothing written to the database (POST /run's no_persistence)."""
         if not self.accepting:
             raise ShuttingDown("the server is shutting down; retry shortly")
-        stamp = now()
-        sid = new_ulid()
-        record = SessionRecord(
-            sid,
-            None,
-            agent.id,
-            work_dir,
-            None,
-            [],
-            {},
-            "running",
-            len(history),
-            0,
-            Usage(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            stamp,
-            stamp,
-        )
-        run = Run(
-            new_ulid(),
-            sid,
-            agent.id,
-            "running",
-            0,
-            Usage(),
-            None,
-            None,
-            [],
-            [],
-            None,
-            stamp,
-            stamp,
-            None,
-        )
-        user = Message(new_ulid(), sid, len(history) + 1, "user", request.content, run.id, stamp)
-        scratch = Session(record, agent, [*history, user], request.tools)
-        runlog = RunLog(run.id, sid, 1, _discard, _discard_item)
-        active = ActiveRun(run, request, agent, runlog, scratch)
-        active.messages.append(user)
-        self.runs[run.id] = active
-        active.task = asyncio.create_task(self._drive(active), name=f"run-{run.id}")
+        active = ephemeral.prepare(agent, work_dir, history, request)
+        self.runs[active.id] = active
+        active.task = asyncio.create_task(self._drive(active), name=f"run-{active.id}")
         return active
 
     def _runlog(self, run_id: str, session_id: str, first_seq: int) -> RunLog:
@@ -302,8 +198,10 @@ class Runner:
         return list(queue).index(active) + 1 if active in queue else None
 
     # -- driving a run ----------------------------------------------------------------------
-    async def _drive(self, active: ActiveRun) -> None:
+    async def _drive(self, active: ActiveRun, first_step: int = 0) -> None:
         status, stop_reason, error = "completed", None, None
+        if first_step >= active.agent.max_steps:
+            stop_reason = "max_steps"
         pending: list[PendingToolCall] = []
         try:
             session = await self._session(active)
@@ -311,7 +209,8 @@ class Runner:
             ctx = ToolContext(
                 session.record.work_dir, active.session_id, active.id, self.settings.tools
             )
-            async for item in run_loop(session, provider, ctx, self.settings.loop):
+            items = run_loop(session, provider, ctx, self.settings.loop, first_step)
+            async for item in items:
                 if isinstance(item, StepOutcome):
                     await self._persist(active, item)
                     stop_reason, pending = item.stop_reason, item.pending
@@ -324,7 +223,7 @@ class Runner:
                 status = "requires_action"
         except asyncio.CancelledError:
             status = active.stop_status or "cancelled"
-            error = ErrorInfo(status, _stop_message(status))
+            error = ErrorInfo(status, stop_message(status))
         except ProviderError as exc:
             status, error = "failed", ErrorInfo("provider_error", exc.message)
         except ApiError as exc:
@@ -365,11 +264,13 @@ class Runner:
         stamp = now()
         rid, sid = active.id, active.session_id
 
+        held = list(outcome.results) if outcome.pending else None
+
         def op(conn: Any) -> list[Message]:
-            return run_ops.add_step(conn, rid, sid, entries, delta, outcome.tool_calls, stamp)
+            return run_ops.add_step(conn, rid, sid, entries, delta, outcome.tool_calls, stamp, held)
 
         if active.scratch is not None:
-            stored = _in_memory(active, entries, stamp)
+            stored = ephemeral.messages(active, entries, stamp)
         else:
             stored = await _uncancellable(self.store.db.write(op))
         active.messages.extend(stored)
@@ -388,6 +289,8 @@ class Runner:
             active.log.emit(Error(error))
         if status in ("cancelled", "interrupted"):
             stop_reason = stop_reason if stop_reason == "requires_action" else status
+        if status == "requires_action":
+            active.log.emit(RequiresAction(active.id, pending))
         active.log.emit(Done(usage, active.run.steps, active.id, stop_reason, status))
         was_running = self.running.get(active.session_id) is active
         session_status = _session_status(status) if was_running else None
@@ -453,7 +356,7 @@ class Runner:
             else:  # still queued: it never started
                 self._forget(active)
                 await self._finish(
-                    active, status, None, ErrorInfo(status, _stop_message(status)), []
+                    active, status, None, ErrorInfo(status, stop_message(status)), []
                 )
                 return
         await active.done.wait()
@@ -465,27 +368,13 @@ class Runner:
         if active is not None:
             await self.cancel(active)
         elif run.status == "requires_action":
-            await self._close_paused(run, "cancelled")
+            paused = await self.store.runs.get(run.id)
+            await self.pauses.close(paused, "cancelled")
 
-    async def _close_paused(self, run: Run, status: str) -> None:
-        """End a run paused for client tools: its calls get error results, its log `done`."""
-        calls = [ToolUseBlock(c.id, c.name, c.input) for c in run.pending_tool_calls]
-        results = answer_all(calls, f"no result supplied: the run was {status}")
-        runlog = self._runlog(
-            run.id, run.session_id, await self.store.runs.last_event_seq(run.id) + 1
-        )
-        error = ErrorInfo(status, _stop_message(status))
-        runlog.emit(Error(error))
-        runlog.emit(Done(run.usage, run.steps, run.id, "requires_action", status))
-        end = run_ops.Finish(status, "requires_action", error, Usage(), [], "idle")
-        stamp = now()
-
-        def op(conn: Any) -> None:
-            message_ops.append(conn, run.session_id, "user", results, run.id, stamp)
-            run_ops.finish(conn, run.id, run.session_id, end, stamp)
-
-        await self.store.db.write(op)
-        runlog.finish()
+    async def resume(
+        self, session_key: str, run_id: str, supplied: list[ToolResultBlock]
+    ) -> ActiveRun:
+        return await self.pauses.resume(session_key, run_id, supplied)
 
     async def stop_session(self, session_id: str) -> None:
         """Before a session is deleted: stop its runs and close its watchers."""
@@ -518,76 +407,14 @@ class Runner:
         self.hub.close()
 
     # -- reading a run's events --------------------------------------------------------------
-    async def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[Row]]:
-        """The run's events after `after`: replayed from the log, then live until `done`.
-        Yields [] when quiet for `ping_s` seconds."""
-        active = self.runs.get(run_id)
-        if active is None:
-            async for rows in self._replay(run_id, after, None):
-                yield rows
-            return
-        runlog = active.log
-        if after < runlog.base:
-            async for rows in self._replay(run_id, after, runlog.base):
-                yield rows
-            after = runlog.base
-        while True:
-            batch = await runlog.wait(after, ping_s)
-            if batch is None:
-                return
-            if batch:
-                after = batch[-1][1]
-            yield batch
+    def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[Row]]:
+        return self.followers.follow(run_id, after, ping_s)
 
-    async def watch(
+    def watch(
         self, session_id: str, position: tuple[str, int] | None, ping_s: float
     ) -> AsyncIterator[list[Row]]:
-        """The session channel: live events of every run of the session. From a position
-        (`run_id`, `seq`), first what came after it, then live, with no gap or duplicate."""
-        watcher = self.hub.watch(session_id)
-        seen: dict[str, int] = {}
-        try:
-            if position is not None:
-                async for rows in self._catch_up(session_id, *position):
-                    seen[rows[-1][0]] = rows[-1][1]
-                    yield rows
-            while True:
-                batch = await watcher.next_batch(ping_s)
-                if batch is None:
-                    return
-                if seen:
-                    batch = [row for row in batch if row[1] > seen.get(row[0], 0)]
-                    if not batch:
-                        continue
-                yield batch
-        finally:
-            self.hub.leave(watcher)
+        return self.followers.watch(session_id, position, ping_s)
 
-    async def _catch_up(self, session_id: str, run_id: str, seq: int) -> AsyncIterator[list[Row]]:
-        for rid in await self.store.runs.ids_from(session_id, run_id):
-            after = seq if rid == run_id else 0
-            active = self.runs.get(rid)
-            upto = active.log.base if active is not None else None
-            async for rows in self._replay(rid, after, upto):
-                yield rows
-                after = rows[-1][1]
-            if active is not None and active.log.since(after):
-                yield active.log.since(after)
-
-    async def _replay(self, run_id: str, after: int, upto: int | None) -> AsyncIterator[list[Row]]:
-        while True:
-            page = await self.store.runs.events(run_id, after, REPLAY_PAGE)
-            rows = [(run_id, seq, type_, data) for seq, type_, data in page]
-            if upto is not None:
-                rows = [row for row in rows if row[1] <= upto]
-            if not rows:
-                return
-            yield rows
-            after = rows[-1][1]
-            if len(page) < REPLAY_PAGE:
-                return
-
-    # -- recovery at start-up -------------------------------------------------------------
     async def recover(self) -> int:
         return await interrupt_unfinished(self.store)
 
@@ -598,33 +425,8 @@ def _options(request: RunRequest) -> dict[str, Any]:
     return result
 
 
-def _discard(rows: Any) -> None:
-    return None
-
-
-def _discard_item(session_id: str, row: Row) -> None:
-    return None
-
-
-def _in_memory(
-    active: ActiveRun, entries: list[tuple[Any, list[ContentBlock]]], stamp: str
-) -> list[Message]:
-    assert active.scratch is not None
-    first = active.scratch.record.message_count + len(active.messages) + 1
-    return [
-        Message(new_ulid(), active.session_id, first + i, role, blocks, active.id, stamp)
-        for i, (role, blocks) in enumerate(entries)
-    ]
-
-
 def _session_status(status: str) -> str:
     return {"failed": "failed", "requires_action": "requires_action"}.get(status, "idle")
-
-
-def _stop_message(status: str) -> str:
-    if status == "interrupted":
-        return "the run was interrupted by the server (shutdown, restart or a newer message)"
-    return "the run was cancelled at the client's request"
 
 
 async def _uncancellable(awaitable: Any) -> Any:

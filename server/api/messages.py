@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.activerun import ActiveRun, RunRequest
 from server.api import sse
-from server.api.request import decode_body, json_response, runner, store
+from server.api.request import decode_body, json_response, query_choice, runner, store
 from server.errors import ApiError, InvalidRequest
 from server.models import (
     ClientTool,
@@ -23,7 +24,6 @@ from server.models import (
     ToolUseBlock,
     Usage,
 )
-from server.runner import ActiveRun, RunRequest
 
 
 class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,7 +62,12 @@ class RunStarted(msgspec.Struct):
     events_url: str
 
 
+class ToolResultsBody(msgspec.Struct, forbid_unknown_fields=True):
+    results: list[ToolResultBlock]
+
+
 body_decoder = msgspec.json.Decoder(MessageBody)
+results_decoder = msgspec.json.Decoder(ToolResultsBody)
 
 
 def to_request(body: MessageBody) -> RunRequest:
@@ -147,10 +152,13 @@ async def post_message(request: Request) -> Response:
 
 
 async def stream_message(request: Request) -> Response:
-    started = await start(request)
+    return stream_run(request, await start(request))
+
+
+def stream_run(request: Request, started: ActiveRun | Run, after: int = 0) -> Response:
     run_id = started.id
     cancel = isinstance(started, ActiveRun) and started.request.cancel_on_disconnect
-    batches = runner(request).follow(run_id, 0, request.app.state.settings.ping_s)
+    batches = runner(request).follow(run_id, after, request.app.state.settings.ping_s)
 
     async def disconnected() -> None:
         if cancel and isinstance(started, ActiveRun):
@@ -169,8 +177,21 @@ async def start_run(request: Request) -> Response:
     return json_response(body, 202, {"Location": f"/sessions/{sid}/runs/{started.id}"})
 
 
+async def tool_results(request: Request) -> Response:
+    """Results of client tools: the paused run goes on, streamed (or blocking, ?wait=true)."""
+    body = await decode_body(request, results_decoder)
+    wait = query_choice(request, "wait", ("true", "false"), "false") == "true"
+    resumed = await runner(request).resume(
+        request.path_params["session_id"], request.path_params["run_id"], body.results
+    )
+    if wait:
+        return json_response(await finished_result(request, resumed))
+    return stream_run(request, resumed, after=resumed.log.base)
+
+
 routes = [
     Route("/sessions/{session_id}/message", post_message, methods=["POST"]),
     Route("/sessions/{session_id}/message/stream", stream_message, methods=["POST"]),
     Route("/sessions/{session_id}/runs", start_run, methods=["POST"]),
+    Route("/sessions/{session_id}/runs/{run_id}/tool_results", tool_results, methods=["POST"]),
 ]

@@ -12,6 +12,7 @@ from server.models import (
     PendingToolCall,
     ToolCallRecord,
     ToolRef,
+    ToolResultBlock,
 )
 
 encode = msgspec.json.Encoder().encode
@@ -22,6 +23,7 @@ decode_strings = msgspec.json.Decoder(list[str]).decode
 decode_error = msgspec.json.Decoder(ErrorInfo).decode
 decode_tool_calls = msgspec.json.Decoder(list[ToolCallRecord]).decode
 decode_pending = msgspec.json.Decoder(list[PendingToolCall]).decode
+decode_results = msgspec.json.Decoder(list[ToolResultBlock]).decode
 
 
 def text(value: Any) -> str:

@@ -18,6 +18,7 @@ from server.models import (
     Role,
     Run,
     ToolCallRecord,
+    ToolResultBlock,
     Usage,
 )
 from server.store import codec, messages
@@ -48,6 +49,16 @@ class StoredRun(msgspec.Struct):
     run: Run
     input: list[ContentBlock]
     options: dict[str, Any]
+    held: list[ToolResultBlock]  # server tool results of a step paused for client tools
+
+
+def _stored(row: Any) -> StoredRun:
+    return StoredRun(
+        _run(row),
+        codec.decode_content(row["input"]),
+        codec.decode_object(row["options"]),
+        codec.decode_results(row["held_results"]),
+    )
 
 
 def _run(row: Any) -> Run:
@@ -127,14 +138,17 @@ def add_step(
     usage: Usage,
     tool_calls: list[ToolCallRecord],
     now: str,
-    count_step: bool = True,
+    held: list[ToolResultBlock] | None = None,
 ) -> list[Message]:
-    """Persist a completed step: its messages, counters and usage, in one transaction."""
+    """Persist a completed step: its messages, counters and usage, in one transaction. A step
+    paused for client tools keeps its server tools' results in `held` until the rest come."""
     stored = [
         messages.append(conn, session_id, role, blocks, run_id, now) for role, blocks in entries
     ]
-    if count_step:
-        conn.execute("UPDATE runs SET steps = steps + 1 WHERE id = ?", (run_id,))
+    conn.execute(
+        "UPDATE runs SET steps = steps + 1, held_results = ? WHERE id = ?",
+        (codec.text(held or []), run_id),
+    )
     conn.executemany(
         "UPDATE runs SET tool_calls = json_insert(tool_calls, '$[#]', json(?)) WHERE id = ?",
         [(codec.text(call), run_id) for call in tool_calls],
@@ -175,19 +189,34 @@ def add_usage(conn: sqlite3.Connection, run_id: str, session_id: str, usage: Usa
     _add_usage(conn, run_id, session_id, usage)
 
 
+def resume(
+    conn: sqlite3.Connection,
+    run_id: str,
+    session_id: str,
+    results: list[ContentBlock],
+    now: str,
+) -> Message:
+    """A paused run gets its tool results: store them as the next user turn and run again."""
+    conn.execute(
+        "UPDATE runs SET status = 'running', pending_tool_calls = '[]', held_results = '[]' "
+        "WHERE id = ?",
+        (run_id,),
+    )
+    _touch_session(conn, session_id, "running", now)
+    return messages.append(conn, session_id, "user", results, run_id, now)
+
+
 class Runs:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def get(self, run_id: str, session_id: str | None = None) -> StoredRun:
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS}, input, options FROM runs WHERE id = ?", (run_id,)
+            f"SELECT {_COLUMNS}, input, options, held_results FROM runs WHERE id = ?", (run_id,)
         )
         if row is None or (session_id is not None and row["session_id"] != session_id):
             raise NotFound(f"run {run_id!r} not found")
-        return StoredRun(
-            _run(row), codec.decode_content(row["input"]), codec.decode_object(row["options"])
-        )
+        return _stored(row)
 
     async def by_idempotency_key(self, key: str) -> Run | None:
         row = await self.db.fetchone(
@@ -207,13 +236,10 @@ class Runs:
 
     async def unfinished(self) -> list[StoredRun]:
         rows = await self.db.fetchall(
-            f"SELECT {_COLUMNS}, input, options FROM runs "
+            f"SELECT {_COLUMNS}, input, options, held_results FROM runs "
             "WHERE status IN ('queued', 'running', 'requires_action') ORDER BY id"
         )
-        return [
-            StoredRun(_run(r), codec.decode_content(r["input"]), codec.decode_object(r["options"]))
-            for r in rows
-        ]
+        return [_stored(row) for row in rows]
 
     async def events(self, run_id: str, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         rows = await self.db.fetchall(
@@ -221,6 +247,14 @@ class Runs:
             (run_id, after, limit),
         )
         return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    async def paused(self, session_id: str) -> StoredRun | None:
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS}, input, options, held_results FROM runs "
+            "WHERE session_id = ? AND status = 'requires_action' ORDER BY id DESC LIMIT 1",
+            (session_id,),
+        )
+        return _stored(row) if row is not None else None
 
     async def ids_from(self, session_id: str, run_id: str) -> list[str]:
         """The session's run ids from `run_id` on, oldest first."""

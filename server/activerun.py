@@ -1,0 +1,80 @@
+"""A run the server is working on: its request, its live event log, its usage so far."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import msgspec
+
+from server.events import Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
+from server.models import Agent, ClientTool, ContentBlock, Message, Run, Usage
+from server.runlog import RunLog
+from server.session import Session
+
+IfBusy = Literal["reject", "queue", "interrupt"]
+
+
+class RunRequest(msgspec.Struct):
+    content: list[ContentBlock]
+    agent_id: str | None = None
+    if_busy: IfBusy = "reject"
+    cancel_on_disconnect: bool = False
+    tools: list[ClientTool] = []
+
+
+class ActiveRun:
+    """A run the server is working on (or has queued), with its live event log."""
+
+    def __init__(
+        self,
+        run: Run,
+        request: RunRequest,
+        agent: Agent,
+        runlog: RunLog,
+        scratch: Session | None = None,
+    ) -> None:
+        self.run = run
+        # An ephemeral run (no_persistence) carries its session here and writes nothing.
+        self.scratch = scratch
+        self.request = request
+        self.agent = agent
+        self.log = runlog
+        self.task: asyncio.Task[None] | None = None
+        self.stop_status: str | None = None
+        self.messages: list[Message] = []
+        self.done = asyncio.Event()
+        self.completed = Usage()  # usage of finished steps
+        self.step = Usage()  # the current step's usage so far
+        self.recorded = Usage()  # what the database holds for this run
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def session_id(self) -> str:
+        return self.run.session_id
+
+    def live_usage(self) -> Usage:
+        return self.completed + self.step
+
+    def unrecorded(self) -> Usage:
+        live = self.live_usage()
+        delta = Usage(
+            live.input_tokens - self.recorded.input_tokens,
+            live.output_tokens - self.recorded.output_tokens,
+        )
+        self.recorded = live
+        return delta
+
+    def observe(self, event: Event) -> None:
+        match event:
+            case MessageStart(message=info):
+                self.step = Usage(info.usage.input_tokens, info.usage.output_tokens)
+            case TextDelta() | InputJsonDelta():
+                self.step.output_tokens += 1
+            case MessageDelta(usage=usage):
+                self.step = Usage(
+                    max(usage.input_tokens, self.step.input_tokens), usage.output_tokens
+                )

@@ -1,0 +1,65 @@
+"""Ephemeral runs (no_persistence): the whole run lives in memory and nothing reaches the
+database; it is gone once its readers let go of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.activerun import ActiveRun, RunRequest
+from server.ids import new_ulid, now
+from server.models import Agent, ContentBlock, Message, Run, SessionRecord, Usage
+from server.runlog import Row, RunLog
+from server.session import Session
+
+
+def prepare(
+    agent: Agent, work_dir: str | None, history: list[Message], request: RunRequest
+) -> ActiveRun:
+    stamp = now()
+    sid = new_ulid()
+    record = SessionRecord(
+        id=sid,
+        name=None,
+        agent_id=agent.id,
+        work_dir=work_dir,
+        title=None,
+        tags=[],
+        metadata={},
+        status="running",
+        message_count=len(history),
+        turn_count=0,
+        usage=Usage(),
+        parent_id=None,
+        forked_from_message_id=None,
+        ttl_seconds=None,
+        expires_at=None,
+        archived_at=None,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    run = Run(new_ulid(), sid, agent.id, "running", stamp, started_at=stamp)
+    user = Message(new_ulid(), sid, len(history) + 1, "user", request.content, run.id, stamp)
+    scratch = Session(record, agent, [*history, user], request.tools)
+    active = ActiveRun(run, request, agent, RunLog(run.id, sid, 1, _discard, _unpublished), scratch)
+    active.messages.append(user)
+    return active
+
+
+def messages(
+    active: ActiveRun, entries: list[tuple[Any, list[ContentBlock]]], stamp: str
+) -> list[Message]:
+    """A completed step's messages, numbered on from the in-memory history."""
+    assert active.scratch is not None
+    first = active.scratch.record.message_count + len(active.messages) + 1
+    return [
+        Message(new_ulid(), active.session_id, first + i, role, blocks, active.id, stamp)
+        for i, (role, blocks) in enumerate(entries)
+    ]
+
+
+def _discard(rows: Any) -> None:
+    return None
+
+
+def _unpublished(session_id: str, row: Row) -> None:
+    return None

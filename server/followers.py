@@ -1,0 +1,91 @@
+"""Reading a run's events: replayed from the event log, then followed live, with no gap and
+no duplicate at the seam; and the session channel, which follows every run of a session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from server.activerun import ActiveRun
+from server.hub import Hub
+from server.runlog import Row
+from server.store import Store
+
+REPLAY_PAGE = 2000
+
+
+class Followers:
+    def __init__(self, store: Store, hub: Hub, runs: dict[str, ActiveRun]) -> None:
+        self.store = store
+        self.hub = hub
+        self.runs = runs  # the runner's active runs, by id
+
+    async def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[Row]]:
+        """The run's events after `after`: replayed from the log, then live until `done`.
+        Yields [] when quiet for `ping_s` seconds."""
+        active = self.runs.get(run_id)
+        if active is None:
+            async for rows in self._replay(run_id, after, None):
+                yield rows
+            return
+        runlog = active.log
+        if after < runlog.base:
+            async for rows in self._replay(run_id, after, runlog.base):
+                yield rows
+            after = runlog.base
+        while True:
+            batch = await runlog.wait(after, ping_s)
+            if batch is None:
+                return
+            if batch:
+                after = batch[-1][1]
+            yield batch
+
+    async def watch(
+        self, session_id: str, position: tuple[str, int] | None, ping_s: float
+    ) -> AsyncIterator[list[Row]]:
+        """The session channel: live events of every run of the session. From a position
+        (`run_id`, `seq`), first what came after it, then live, with no gap or duplicate."""
+        watcher = self.hub.watch(session_id)
+        seen: dict[str, int] = {}
+        try:
+            if position is not None:
+                async for rows in self._catch_up(session_id, *position):
+                    seen[rows[-1][0]] = rows[-1][1]
+                    yield rows
+            while True:
+                batch = await watcher.next_batch(ping_s)
+                if batch is None:
+                    return
+                if seen:
+                    batch = [row for row in batch if row[1] > seen.get(row[0], 0)]
+                    if not batch:
+                        continue
+                yield batch
+        finally:
+            self.hub.leave(watcher)
+
+    async def _catch_up(self, session_id: str, run_id: str, seq: int) -> AsyncIterator[list[Row]]:
+        for rid in await self.store.runs.ids_from(session_id, run_id):
+            after = seq if rid == run_id else 0
+            active = self.runs.get(rid)
+            upto = active.log.base if active is not None else None
+            async for rows in self._replay(rid, after, upto):
+                yield rows
+                after = rows[-1][1]
+            if active is not None and active.log.since(after):
+                yield active.log.since(after)
+
+    async def _replay(self, run_id: str, after: int, upto: int | None) -> AsyncIterator[list[Row]]:
+        while True:
+            page = await self.store.runs.events(run_id, after, REPLAY_PAGE)
+            rows = [(run_id, seq, type_, data) for seq, type_, data in page]
+            if upto is not None:
+                rows = [row for row in rows if row[1] <= upto]
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][1]
+            if len(page) < REPLAY_PAGE:
+                return
+
+    # -- recovery at start-up -------------------------------------------------------------
