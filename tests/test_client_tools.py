@@ -19,10 +19,13 @@ WEATHER = {
     "executor": "client",
 }
 SCRIPT = [
-    {"text": "Checking.", "tool_calls": [
-        {"name": "list_files", "input": {}},
-        {"name": "get_weather", "input": {"city": "Paris"}},
-    ]},
+    {
+        "text": "Checking.",
+        "tool_calls": [
+            {"name": "list_files", "input": {}},
+            {"name": "get_weather", "input": {"city": "Paris"}},
+        ],
+    },
     {"text": "It is sunny in Paris."},
 ]
 
@@ -138,10 +141,11 @@ def test_per_message_client_tools(live: ThreadServer, tmp_path: Path) -> None:
 
 
 def test_parallel_calls_store_results_in_call_order(live: ThreadServer, tmp_path: Path) -> None:
-    calls = [{"name": "run_command", "input": {"command": f"sleep {s}; echo done-{s}"}}
-             for s in ("0.6", "0.3", "0")]
-    sid = session_with(live.url, tmp_path, [{"tool_calls": calls}, {"text": "ok"}],
-                       ["run_command"])
+    calls = [
+        {"name": "run_command", "input": {"command": f"sleep {s}; echo done-{s}"}}
+        for s in ("0.6", "0.3", "0")
+    ]
+    sid = session_with(live.url, tmp_path, [{"tool_calls": calls}, {"text": "ok"}], ["run_command"])
     events = asyncio.run(
         stream("POST", f"{live.url}/sessions/{sid}/message/stream", {"message": "go"})
     )
@@ -168,10 +172,16 @@ def test_max_steps_ends_with_a_valid_history(live: ThreadServer, tmp_path: Path)
 
 
 def test_unknown_tool_and_bad_input_are_tool_errors(live: ThreadServer, tmp_path: Path) -> None:
-    script = [{"tool_calls": [{"name": "rm_rf", "input": {}},
-                              {"name": "read_file", "input": {"path": "../etc/passwd"}},
-                              {"name": "read_file", "input": {"path": 5}}]},
-              {"text": "sorry"}]
+    script = [
+        {
+            "tool_calls": [
+                {"name": "rm_rf", "input": {}},
+                {"name": "read_file", "input": {"path": "../etc/passwd"}},
+                {"name": "read_file", "input": {"path": 5}},
+            ]
+        },
+        {"text": "sorry"},
+    ]
     sid = session_with(live.url, tmp_path, script, ["read_file"])
     result = httpx.post(f"{live.url}/sessions/{sid}/message", json={"message": "go"}).json()
     assert result["response"] == "sorry"
