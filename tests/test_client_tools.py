@@ -39,10 +39,12 @@ def session_with(url: str, tmp_path: Path, script: list[Any], tools: list[Any], 
 
 
 async def stream(method: str, url: str, body: Any, until: str = "done") -> list[Any]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        async with http.stream(method, url, json=body) as response:
-            assert response.status_code == 200, await response.aread()
-            return typed(await collect(response, until))
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream(method, url, json=body) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        return typed(await collect(response, until))
 
 
 def test_client_tool_round_trip_streamed(live: ThreadServer, tmp_path: Path) -> None:
