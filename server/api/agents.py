@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import providers, tools
+from server.agentspec import check
 from server.api.request import decode_body, json_response, page_params, store
 from server.errors import InvalidRequest
 from server.ids import new_ulid, now
-from server.models import Agent, ClientTool, ToolRef
+from server.models import Agent, ToolRef
 
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 MaxSteps = Annotated[int, Meta(ge=1, le=1000)]
@@ -48,25 +48,6 @@ class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
 
 create_decoder = msgspec.json.Decoder(CreateAgent)
 update_decoder = msgspec.json.Decoder(UpdateAgent)
-
-
-def check(agent: Agent) -> Agent:
-    """Refuse a definition that could never run: unknown provider, tool or option."""
-    providers.check_agent(agent.provider, agent.options)
-    seen: set[str] = set()
-    for tool in agent.tools:
-        name = tool.name if isinstance(tool, ClientTool) else tool
-        if name in seen:
-            raise InvalidRequest(f"tool {name!r} is listed twice", field="tools")
-        seen.add(name)
-        if isinstance(tool, str) and not tools.is_builtin(tool):
-            known = ", ".join(sorted(tools.BUILTIN))
-            raise InvalidRequest(f"unknown tool {tool!r}; built-in tools: {known}", field="tools")
-        if isinstance(tool, ClientTool) and tools.is_builtin(tool.name):
-            raise InvalidRequest(
-                f"client tool {tool.name!r} has the name of a built-in tool", field="tools"
-            )
-    return agent
 
 
 async def create_agent(request: Request) -> Response:
