@@ -1,0 +1,51 @@
+"""The SSE wire form, alone."""
+
+from __future__ import annotations
+
+import json
+
+from server import events
+from server.events import Done, Error, Ping, TextDelta, ToolResult
+from server.models import ErrorInfo, Usage
+
+
+def test_frame_is_one_sse_block_with_id_event_and_data() -> None:
+    data = events.encode(TextDelta('Hello \n"world"', 0))
+    block = events.frame(7, "text_delta", data)
+    assert block == (
+        b'id: 7\nevent: text_delta\ndata: {"type":"text_delta","text":"Hello \\n\\"world\\"",'
+        b'"index":0}\n\n'
+    )
+    assert block.count(b"\n") == 4  # no raw newline inside data
+
+
+def test_every_event_carries_its_type_and_round_trips() -> None:
+    samples = [
+        TextDelta("x", 1),
+        ToolResult("toolu_1", "list_files", "a\nb", False),
+        Error(ErrorInfo("cancelled", "stop")),
+        Done(Usage(3, 4), 2, "01RUN", "end_turn", "completed"),
+        Ping(),
+    ]
+    for event in samples:
+        data = events.encode(event)
+        assert json.loads(data)["type"] == events.event_type(event)
+        assert events.decode(data) == event
+
+
+def test_session_channel_adds_run_id_once() -> None:
+    delta = events.encode(TextDelta("x", 0))
+    assert json.loads(events.with_run_id("text_delta", delta, "01R")) == {
+        "run_id": "01R",
+        "type": "text_delta",
+        "text": "x",
+        "index": 0,
+    }
+    done = events.encode(Done(Usage(), 1, "01R", None, "completed"))
+    assert events.with_run_id("done", done, "01R") == done
+
+
+def test_retry_and_ping_frames_have_no_id() -> None:
+    assert events.retry_frame(3000) == b"retry: 3000\n\n"
+    assert b"id:" not in events.PING_FRAME
+    assert events.PING_FRAME.startswith(b"event: ping\ndata: ")

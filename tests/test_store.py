@@ -1,0 +1,133 @@
+"""The store alone: schema steps, the group-committing writer, the event buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from server.errors import Conflict
+from server.store import Store
+from server.store.sqlite import SCHEMA_PATH, schema_steps
+
+
+def test_schema_is_applied_once_and_recorded_in_user_version(tmp_path: Path) -> None:
+    steps = schema_steps(SCHEMA_PATH.read_text())
+    db = tmp_path / "s.db"
+
+    async def go() -> None:
+        for _ in range(2):
+            store = Store(str(db))
+            await store.open()
+            await store.close()
+
+    asyncio.run(go())
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(steps)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"agents", "sessions", "messages", "runs", "events"} <= tables
+    finally:
+        conn.close()
+
+
+def test_schema_steps_must_be_numbered_in_order() -> None:
+    with pytest.raises(RuntimeError):
+        schema_steps("-- step 1: a\nSELECT 1;\n-- step 3: b\nSELECT 1;\n")
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+
+    async def go() -> None:
+        store = Store(str(db))
+        with pytest.raises(RuntimeError, match="newer"):
+            await store.open()
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_concurrent_writes_share_commits_and_a_failing_op_undoes_only_itself(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        store = Store(str(tmp_path / "g.db"))
+        await store.open()
+        try:
+            db = store.db
+            before = db.commits
+
+            def insert(n: int):  # type: ignore[no-untyped-def]
+                def op(conn: sqlite3.Connection) -> int:
+                    conn.execute(
+                        "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+                        "VALUES (?, ?, 'echo', 'now', 'now')",
+                        (f"a{n}", f"agent{n}"),
+                    )
+                    if n == 7:
+                        raise Conflict("seven fails")
+                    return n
+
+                return op
+
+            results = await asyncio.gather(
+                *(db.write(insert(n)) for n in range(50)), return_exceptions=True
+            )
+            assert next(r for r in results if isinstance(r, Exception)).message == "seven fails"
+            assert sorted(r for r in results if isinstance(r, int)) == [
+                n for n in range(50) if n != 7
+            ]
+            assert db.commits - before <= 3  # fifty operations, a few commits
+            rows = await db.fetchall("SELECT id FROM agents WHERE id LIKE 'a%'")
+            assert len(rows) == 49 and "a7" not in {r[0] for r in rows}
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = Store(str(tmp_path / "e.db"), event_flush_s=0.05)
+        await store.open()
+        db = store.db
+        await db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+                "VALUES ('x', 'x', 'echo', 'n', 'n')"
+            )
+        )
+        await db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO sessions (id, agent_id, created_at, updated_at) "
+                "VALUES ('s', 'x', 'n', 'n')"
+            )
+        )
+        await db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO runs (id, session_id, agent_id, status, input, created_at) "
+                "VALUES ('r', 's', 'x', 'running', '[]', 'n')"
+            )
+        )
+        before = db.commits
+        for seq in range(1, 1001):
+            db.append_events([("r", seq, "text_delta", b"{}")])
+            if seq % 100 == 0:
+                await asyncio.sleep(0)
+        await db.flush()
+        assert db.commits - before <= 5
+        assert len(await store.runs.events("r", 0, 5000)) == 1000
+        db.append_events([("r", 1001, "done", b"{}")])
+        await store.close()
+        check = sqlite3.connect(tmp_path / "e.db")
+        assert check.execute("SELECT max(seq) FROM events").fetchone()[0] == 1001
+        check.close()
+
+    asyncio.run(go())
