@@ -111,6 +111,8 @@ ERRORS: list[tuple[str, str, Any, int, str, str | None]] = [
     ("POST", "/sessions", {"work_dir": "/"}, 400, "invalid_request", "work_dir"),
     ("POST", "/sessions", {"title": ["x"]}, 400, "invalid_request", "title"),
     ("POST", "/sessions", [], 400, "invalid_request", None),
+    ("POST", "/sessions", b'{"metadata": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001, 400,
+     "invalid_request", None),
     ("GET", "/sessions/01ZZZZZZZZZZZZZZZZZZZZZZZZ", None, 404, "not_found", None),
     ("GET", "/sessions?limit=0", None, 400, "invalid_request", "limit"),
     ("GET", "/sessions?limit=abc", None, 400, "invalid_request", "limit"),

@@ -58,6 +58,8 @@ async def decode_body(request: Request, decoder: msgspec.json.Decoder[T]) -> T:
         raise InvalidRequest(f"invalid request body: {exc}", field=field_of(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("the JSON body is nested too deeply") from exc
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
