@@ -361,3 +361,26 @@ def test_sigterm_during_a_stream_exits_within_the_grace_period(tmp_path: Path) -
         check_database(db)
     finally:
         server.stop()
+
+
+def test_quiet_streams_get_pings_without_an_id(live: ThreadServer, tmp_path: Path) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "slow reply"}], delay_ms=1600)
+
+    async def first_ping(method: str, path: str, body: Any = None) -> Event:
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream(method, f"{live.url}{path}", json=body) as response,
+        ):
+            async for event in events(response):
+                if event.event == "ping":
+                    return event
+        raise AssertionError("no ping")
+
+    async def go() -> None:
+        channel = await first_ping("GET", f"/sessions/{sid}/events")
+        run = await first_ping("POST", f"/sessions/{sid}/message/stream", {"message": "hi"})
+        for ping in (channel, run):
+            assert ping.id is None and ping.json == {"type": "ping"}
+            assert not any(line.startswith("id:") for line in ping.raw)
+
+    asyncio.run(go())
