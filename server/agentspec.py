@@ -3,19 +3,30 @@ built-in tools, client tools that do not shadow them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from server import providers, tools
 from server.errors import InvalidRequest
-from server.models import Agent, ClientTool
+from server.models import Agent, ClientTool, ToolRef
 
 
 def check(agent: Agent) -> Agent:
     """Refuse a definition that could never run: unknown provider, tool or option."""
     providers.check_agent(agent.provider, agent.options)
-    seen: set[str] = set()
-    for tool in agent.tools:
+    check_tools(agent.tools)
+    return agent
+
+
+def check_tools(refs: Sequence[ToolRef], taken: Iterable[str] = ()) -> None:
+    """Tool names are unique (also against `taken`, the agent's own when a message adds
+    client tools), built-in names exist, and client tools do not shadow built-in ones."""
+    seen: set[str] = set(taken)
+    for tool in refs:
         name = tool.name if isinstance(tool, ClientTool) else tool
         if name in seen:
-            raise InvalidRequest(f"tool {name!r} is listed twice", field="tools")
+            raise InvalidRequest(
+                f"tool {name!r} is listed twice (or twice with the agent's)", field="tools"
+            )
         seen.add(name)
         if isinstance(tool, str) and not tools.is_builtin(tool):
             known = ", ".join(sorted(tools.BUILTIN))
@@ -24,4 +35,3 @@ def check(agent: Agent) -> Agent:
             raise InvalidRequest(
                 f"client tool {tool.name!r} has the name of a built-in tool", field="tools"
             )
-    return agent

@@ -105,3 +105,14 @@ class StoreError(ApiError):
 
 class ToolError(Exception):
     """A tool could not do what was asked; becomes a tool_result with is_error: true."""
+
+
+def status_for(kind: str) -> int:
+    """The HTTP status of an error kind (e.g. a run's stored error), 500 when unknown."""
+    pending: list[type[ApiError]] = [ApiError]
+    while pending:
+        cls = pending.pop()
+        if cls.type == kind:
+            return cls.status
+        pending += cls.__subclasses__()
+    return 500

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from server import ephemeral, providers
+from server import agentspec, ephemeral, providers
 from server.activerun import ActiveRun, RunRequest
 from server.errors import (
     ApiError,
@@ -38,6 +38,7 @@ from server.ids import new_ulid, now
 from server.loop import LoopSettings, StepOutcome, run_loop
 from server.models import (
     Agent,
+    ClientTool,
     ContentBlock,
     ErrorInfo,
     Message,
@@ -99,6 +100,8 @@ class Runner:
             if earlier is not None:
                 return earlier
         agent = await self.store.agents.get(request.agent_id or record.agent_id)
+        names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
+        agentspec.check_tools(request.tools, names)
         if record.status == "requires_action" and record.id not in self.running:
             paused = await self.store.runs.paused(record.id)
             if paused is not None and paused.run.id not in self.runs:
@@ -189,6 +192,14 @@ class Runner:
             queue.remove(active)
         if queue is not None and not queue:
             del self.queues[active.session_id]
+
+    def status_of(self, started: ActiveRun | Run) -> str:
+        """A run's status now: a queued run that has been promoted reads as running."""
+        if isinstance(started, Run):
+            return started.status
+        if started.done.is_set() or self.queue_position(started.id) is not None:
+            return started.run.status
+        return "running"
 
     def queue_position(self, run_id: str) -> int | None:
         active = self.runs.get(run_id)

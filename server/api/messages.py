@@ -12,7 +12,7 @@ from starlette.routing import Route
 from server.activerun import ActiveRun, RunRequest
 from server.api import sse
 from server.api.request import decode_body, json_response, query_choice, runner, store
-from server.errors import ApiError, InvalidRequest
+from server.errors import ApiError, InvalidRequest, status_for
 from server.models import (
     ClientTool,
     ContentBlock,
@@ -141,7 +141,7 @@ async def finished_result(request: Request, started: ActiveRun | Run) -> Message
     if run.status == "failed" and run.error is not None:
         error = ApiError(run.error.message, run_id=run.id)
         error.type = run.error.type
-        error.status = 502 if run.error.type == "provider_error" else 500
+        error.status = status_for(run.error.type)
         raise error
     return result_of(run, messages)
 
@@ -171,8 +171,8 @@ async def start_run(request: Request) -> Response:
     started = await start(request)
     sid = started.session_id
     url = f"/sessions/{sid}/runs/{started.id}/events"
-    status = started.run.status if isinstance(started, ActiveRun) else started.status
     position = runner(request).queue_position(started.id)
+    status = runner(request).status_of(started)
     body = RunStarted(started.id, sid, status, position, url)
     return json_response(body, 202, {"Location": f"/sessions/{sid}/runs/{started.id}"})
 

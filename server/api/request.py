@@ -35,7 +35,7 @@ def field_of(message: str) -> str | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -62,17 +62,27 @@ async def decode_body(request: Request, decoder: msgspec.json.Decoder[T]) -> T:
         raise InvalidRequest("the JSON body is nested too deeply") from exc
 
 
+_DIGITS = re.compile(r"[0-9]{1,19}")
+MAX_SEQ = 2**62
+
+
+def parse_count(raw: str, name: str, low: int = 0, high: int = MAX_SEQ) -> int:
+    """A whole number written in ASCII digits, within [low, high]; else a 400 naming it."""
+    if not _DIGITS.fullmatch(raw):
+        if raw.startswith("-") and _DIGITS.fullmatch(raw[1:]):
+            raise InvalidRequest(f"{name} must be between {low} and {high}", field=name)
+        raise InvalidRequest(f"{name} must be a whole number, not {raw[:40]!r}", field=name)
+    value = int(raw)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"{name} must be an integer, not {raw!r}", field=name) from exc
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}", field=name)
-    return value
+    return parse_count(raw, name, low, high)
 
 
 def page_params(request: Request) -> tuple[int, str | None]:

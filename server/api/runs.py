@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api import sse
-from server.api.request import json_response, page_params, runner, store
+from server.api.request import json_response, page_params, parse_count, runner, store
 from server.errors import InvalidRequest
 from server.models import Run
 
@@ -24,9 +24,7 @@ def run_position(request: Request) -> int:
         return 0
     if ":" in raw:  # an id from the session channel: <run_id>:<seq>
         raw = raw.rsplit(":", 1)[1]
-    if not raw.isdigit():
-        raise InvalidRequest(f"Last-Event-ID {raw!r} is not an event id of this run")
-    return int(raw)
+    return parse_count(raw, "Last-Event-ID")
 
 
 async def _run(request: Request) -> Run:
@@ -68,11 +66,11 @@ async def session_events(request: Request) -> Response:
     position: tuple[str, int] | None = None
     if resume:
         run_id, _, seq = resume.rpartition(":")
-        if not run_id or not seq.isdigit():
+        if not run_id:
             raise InvalidRequest(
-                f"Last-Event-ID {resume!r} is not a session channel id (<run_id>:<seq>)"
+                f"Last-Event-ID {resume[:80]!r} is not a session channel id (<run_id>:<seq>)"
             )
-        position = (run_id, int(seq))
+        position = (run_id, parse_count(seq, "Last-Event-ID"))
     batches = runner(request).watch(record.id, position, request.app.state.settings.ping_s)
     return sse.stream(request, sse.framed(request, batches, sse.session_frames))
 

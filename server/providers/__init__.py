@@ -57,7 +57,7 @@ def check_agent(provider: str, options: dict[str, Any]) -> None:
         raise InvalidRequest(
             f"unknown provider {provider!r}; known: {', '.join(names())}", field="provider"
         )
-    if provider == "scripted":
+    if provider in ("scripted", "echo"):
         parse_options(options)
     if provider in _HTTP_PROVIDERS:
         http.parse_options(options)

@@ -88,7 +88,13 @@ def parse_options(options: Mapping[str, Any]) -> HttpOptions:
 
 def _is_http_url(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    try:  # what httpx will make of it when the request is sent (hosts must encode, …)
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return False
+    return bool(parsed.host)
 
 
 def base_url(options: HttpOptions, env: Mapping[str, str], env_name: str, default: str) -> str:
@@ -141,6 +147,8 @@ async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSen
         if started:
             raise broken_stream(call, _reason(exc, ctx.settings)) from exc
         raise _unreachable(call, exc) from exc
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ProviderError(f"{call.provider}: the request URL is not usable: {exc}") from exc
 
 
 def _timeout(settings: ProviderSettings) -> httpx.Timeout:

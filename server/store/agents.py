@@ -69,7 +69,7 @@ class Agents:
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM agents WHERE (created_at, id) > (?, ?) "
             "ORDER BY created_at, id LIMIT ?",
-            (after[0], after[1], limit + 1),
+            (str(after[0]), str(after[1]), limit + 1),
         )
         agents = [_agent(row) for row in rows[:limit]]
         more = len(rows) > limit

@@ -25,6 +25,15 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         key = msgspec.json.decode(raw)
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
         raise InvalidRequest("cursor is not one this server issued", field="cursor") from exc
-    if not isinstance(key, list) or len(key) != arity:
+    if not isinstance(key, list) or len(key) != arity or not all(map(_scalar, key)):
         raise InvalidRequest("cursor is not one this server issued", field="cursor")
     return key
+
+
+def _scalar(value: Any) -> bool:
+    """Cursor keys are strings or numbers SQLite can bind."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str | float)
