@@ -33,6 +33,7 @@ from server.events import (
     RequiresAction,
 )
 from server.followers import Followers
+from server.histories import Histories
 from server.hub import Hub
 from server.ids import new_ulid, now
 from server.loop import LoopSettings, StepOutcome, run_loop
@@ -82,6 +83,7 @@ class Runner:
         self.keys: dict[str, str] = {}  # idempotency keys of runs being started
         self.followers = Followers(store, hub, self.runs)
         self.pauses = Pauses(self)
+        self.histories = Histories(store)
         self.accepting = True
         self._drain: asyncio.Future[None] | None = None
 
@@ -251,7 +253,7 @@ class Runner:
         if active.scratch is not None:
             return active.scratch
         record = await self.store.sessions.get(active.session_id)
-        history = await self.store.messages.history(active.session_id)
+        history = await self.histories.load(record)
         return Session(record, active.agent, history, active.request.tools)
 
     def _record_usage(self, active: ActiveRun) -> None:
@@ -392,6 +394,7 @@ class Runner:
         for active in [a for a in self.runs.values() if a.session_id == session_id]:
             await self.cancel(active)
         self.hub.end_session(session_id)
+        self.histories.forget(session_id)
 
     def begin_shutdown(self) -> None:
         """Start draining now (on SIGTERM), before the HTTP server closes its connections."""

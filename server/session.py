@@ -43,30 +43,61 @@ def answer_all(calls: Iterable[ToolUseBlock], message: str) -> list[ContentBlock
     return [ToolResultBlock(call.id, message, is_error=True) for call in calls]
 
 
-def repair(turns: list[Turn]) -> list[Turn]:
-    fixed: list[Turn] = []
-    open_calls: list[ToolUseBlock] = []
-    for turn in turns:
+class History:
+    """A repaired history that grows one stored message at a time, so a long session is
+    repaired once and then only extended (the runner keeps these per active session)."""
+
+    def __init__(self) -> None:
+        self.fixed: list[Turn] = []
+        self.open_calls: list[ToolUseBlock] = []
+        self.last_seq = 0
+        self.count = 0
+
+    def add(self, turn: Turn, seq: int = 0) -> None:
+        self.last_seq, self.count = max(seq, self.last_seq), self.count + 1
         if turn.role == "assistant":
-            _close(fixed, open_calls)
-            open_calls = [b for b in turn.content if isinstance(b, ToolUseBlock)]
-            _push(fixed, Turn("assistant", list(turn.content)))
-            continue
-        wanted = {call.id for call in open_calls}
-        results = [b for b in turn.content if isinstance(b, ToolResultBlock)]
-        answered = [r for r in results if r.tool_use_id in wanted]
-        missing = [c for c in open_calls if c.id not in {r.tool_use_id for r in answered}]
-        others = [b for b in turn.content if not isinstance(b, ToolResultBlock)]
-        blocks: list[ContentBlock] = [*answered, *answer_all(missing, INTERRUPTED), *others]
-        open_calls = []
-        _push(fixed, Turn("user", blocks))
-    _close(fixed, open_calls)
-    return fixed
+            self._close()
+            self.open_calls = [b for b in turn.content if type(b) is ToolUseBlock]
+            _push(self.fixed, turn)
+        elif not self.open_calls and all(type(b) is not ToolResultBlock for b in turn.content):
+            _push(self.fixed, turn)  # the common case: nothing to answer, nothing to drop
+        else:
+            _push(self.fixed, Turn("user", self._answer(turn.content)))
+
+    def _answer(self, content: list[ContentBlock]) -> list[ContentBlock]:
+        wanted = {call.id for call in self.open_calls}
+        answered = [b for b in content if type(b) is ToolResultBlock and b.tool_use_id in wanted]
+        done = {r.tool_use_id for r in answered}
+        missing = [call for call in self.open_calls if call.id not in done]
+        others = [b for b in content if type(b) is not ToolResultBlock]
+        self.open_calls = []
+        return [*answered, *answer_all(missing, INTERRUPTED), *others]
+
+    def _close(self) -> None:
+        if self.open_calls:
+            _push(self.fixed, Turn("user", answer_all(self.open_calls, INTERRUPTED)))
+            self.open_calls = []
+
+    def turns(self) -> list[Turn]:
+        """The history as a model may see it: calls still open get `interrupted` results."""
+        out = list(self.fixed)
+        if self.open_calls:
+            _push(out, Turn("user", answer_all(self.open_calls, INTERRUPTED)))
+        return out
+
+    @classmethod
+    def of(cls, messages: Iterable[Message]) -> History:
+        history = cls()
+        for message in messages:
+            history.add(Turn(message.role, message.content), message.seq)
+        return history
 
 
-def _close(fixed: list[Turn], open_calls: list[ToolUseBlock]) -> None:
-    if open_calls:
-        _push(fixed, Turn("user", answer_all(open_calls, INTERRUPTED)))
+def repair(turns: list[Turn]) -> list[Turn]:
+    history = History()
+    for turn in turns:
+        history.add(turn)
+    return history.turns()
 
 
 def _push(fixed: list[Turn], turn: Turn) -> None:
@@ -85,12 +116,13 @@ class Session:
         self,
         record: SessionRecord,
         agent: Agent,
-        history: list[Message],
+        history: list[Message] | History,
         client_tools: list[ClientTool] | None = None,
     ) -> None:
         self.record = record
         self.agent = agent
-        self.turns = repair([Turn(m.role, m.content) for m in history])
+        known = history if isinstance(history, History) else History.of(history)
+        self.turns = known.turns()
         self.client_tools = [t for t in agent.tools if isinstance(t, ClientTool)]
         self.client_tools += client_tools or []
 

@@ -43,6 +43,7 @@ GROUPS = {
     "recovery": "runner",
     "restore": "runner",
     "agentspec": "runner",
+    "histories": "runner",
     "api": "api",
     "app": "top",
     "cli": "top",
