@@ -103,3 +103,51 @@ CREATE TABLE events (
     data   BLOB NOT NULL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+
+-- step 2: full-text search over message text
+-- A plain FTS5 table (it keeps its own copy of the text, which snippet() needs), one row per
+-- message under the message's rowid. The text is what a reader would search for: a text
+-- block's text, a tool call's name and input, a tool result's output. Triggers keep it in
+-- step with every write path, the cascade of a session's deletion included.
+CREATE VIRTUAL TABLE message_search USING fts5(
+    text,
+    session_id UNINDEXED,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO message_search (rowid, text, session_id)
+    SELECT new.rowid, group_concat(
+        CASE json_extract(value, '$.type')
+            WHEN 'text' THEN json_extract(value, '$.text')
+            WHEN 'tool_result' THEN json_extract(value, '$.content')
+            WHEN 'tool_use' THEN json_extract(value, '$.name') || ' ' || json_extract(value, '$.input')
+        END, char(10)), new.session_id
+    FROM json_each(new.content);
+END;
+
+CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
+    DELETE FROM message_search WHERE rowid = old.rowid;
+END;
+
+CREATE TRIGGER message_search_update AFTER UPDATE OF content ON messages BEGIN
+    DELETE FROM message_search WHERE rowid = old.rowid;
+    INSERT INTO message_search (rowid, text, session_id)
+    SELECT new.rowid, group_concat(
+        CASE json_extract(value, '$.type')
+            WHEN 'text' THEN json_extract(value, '$.text')
+            WHEN 'tool_result' THEN json_extract(value, '$.content')
+            WHEN 'tool_use' THEN json_extract(value, '$.name') || ' ' || json_extract(value, '$.input')
+        END, char(10)), new.session_id
+    FROM json_each(new.content);
+END;
+
+INSERT INTO message_search (rowid, text, session_id)
+SELECT messages.rowid, group_concat(
+    CASE json_extract(value, '$.type')
+        WHEN 'text' THEN json_extract(value, '$.text')
+        WHEN 'tool_result' THEN json_extract(value, '$.content')
+        WHEN 'tool_use' THEN json_extract(value, '$.name') || ' ' || json_extract(value, '$.input')
+    END, char(10)), messages.session_id
+FROM messages, json_each(messages.content)
+GROUP BY messages.rowid;

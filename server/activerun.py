@@ -42,6 +42,8 @@ class ActiveRun:
         self.log = runlog
         self.task: asyncio.Task[None] | None = None
         self.stop_status: str | None = None
+        self.started = False
+        self.finishing = False
         self.messages: list[Message] = []
         self.done = asyncio.Event()
         self.completed = Usage()  # usage of finished steps

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -16,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import providers
-from server.api import agents, messages, runs, sessions, sse
+from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
@@ -28,6 +29,7 @@ from server.providers.base import ProviderContext, ProviderSettings
 from server.runner import Runner, RunnerSettings
 from server.store import Store
 from server.store.agents import DEFAULT_ID
+from server.sweeper import Sweeper
 from server.tools import READ_ONLY
 from server.tools.base import ToolSettings
 
@@ -93,6 +95,25 @@ def runner_settings(settings: Settings) -> RunnerSettings:
     )
 
 
+def by_path(routes: list[Route]) -> list[Route]:
+    """One route per path, dispatching on the method, so that a 405 names every method the
+    path allows (Starlette's Allow header only lists the first matching route's)."""
+    handlers: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        for method in route.methods or ():
+            handlers.setdefault(route.path, {})[method] = route.endpoint
+    merged = []
+    for path, table in handlers.items():
+
+        async def dispatch(request: Request, table: dict[str, Any] = table) -> Response:
+            handler = table.get(request.method) or table["GET"]  # HEAD is served as GET
+            response: Response = await handler(request)
+            return response
+
+        merged.append(Route(path, dispatch, methods=sorted(set(table) - {"HEAD"})))
+    return merged
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -118,7 +139,10 @@ def create_app(settings: Settings) -> Starlette:
             log.info("default agent: provider %s, model %s", agent.provider, agent.model or "-")
             await runner.recover()
             app.state.store, app.state.runner = store, runner
+            sweeper = Sweeper(store, runner, settings.sweep_interval_s)
+            sweeper.start()
             yield
+            await sweeper.stop()
             await runner.shutdown()
         finally:
             await http.aclose()
@@ -127,12 +151,16 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         *agents.routes,
+        *search.routes,  # before /sessions/{session_id}: "search" is not a session key
+        *transfer.routes,
         *sessions.routes,
+        *forks.routes,
         *messages.routes,
         *runs.routes,
+        *oneshot.routes,
     ]
     app = Starlette(
-        routes=routes,
+        routes=by_path(routes),
         lifespan=lifespan,
         exception_handlers={
             ApiError: api_error,

@@ -1,20 +1,26 @@
-"""The `sessiond` command: `sessiond serve` runs the server."""
+"""The `sessiond` command: `sessiond serve` runs the server; `sessiond chat` and `sessiond
+sessions …` talk to a running one over HTTP."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import uvicorn
 
-from server import config
+from server import chat, config
 from server.app import create_app
+from server.chat import Client, ClientError, add_url_argument
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +56,169 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_body_bytes",
         help="largest accepted request body (default 1 MiB)",
     )
+    serve.add_argument(
+        "--max-import-bytes",
+        type=int,
+        dest="max_import_bytes",
+        help="largest accepted POST /sessions/import body (default 64 MiB)",
+    )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    talk = commands.add_parser("chat", help="chat with an agent in the terminal")
+    talk.add_argument("--session", help="session name to create or resume (default: a new one)")
+    talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
+    add_url_argument(talk)
+    manage = commands.add_parser("sessions", help="list, show, delete, export, import sessions")
+    add_session_commands(manage)
     return parser
+
+
+def add_session_commands(parent: argparse.ArgumentParser) -> None:
+    commands = parent.add_subparsers(dest="action", required=True)
+    ls = commands.add_parser("ls", help="list sessions, most recently active first")
+    ls.add_argument("--status", help="idle, running, requires_action, failed or archived")
+    ls.add_argument("--tag", action="append", default=[], help="only with this tag (repeatable)")
+    ls.add_argument("--agent", help="only of this agent id")
+    ls.add_argument("--work-dir", help="only of this folder")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    ls.add_argument("--json", action="store_true", help="print the API's JSON")
+    show = commands.add_parser("show", help="print a session's transcript")
+    show.add_argument("session", help="id or name")
+    show.add_argument("--json", action="store_true", help="print the session's JSON instead")
+    rm = commands.add_parser("rm", help="delete sessions (a running run is cancelled first)")
+    rm.add_argument("sessions", nargs="+", help="ids or names")
+    export = commands.add_parser(
+        "export", help="export one session (json, jsonl, markdown) or a zip bundle of many"
+    )
+    export.add_argument("sessions", nargs="*", help="ids or names (none: every session)")
+    export.add_argument("--format", choices=("json", "jsonl", "markdown", "zip"))
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    imp = commands.add_parser("import", help="import a json export or a zip bundle")
+    imp.add_argument("file", help="the file ('-' for stdin)")
+    imp.add_argument("--keep-ids", action="store_true", help="keep the exported ids")
+    imp.add_argument("--agent", help="give every imported session this agent")
+    imp.add_argument("--work-dir", help="give every imported session this work_dir")
+    for parser in (ls, show, rm, export, imp):
+        add_url_argument(parser)
+
+
+def sessions(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    client = Client(args.url)
+    try:
+        action = {
+            "ls": sessions_ls,
+            "show": sessions_show,
+            "rm": sessions_rm,
+            "export": sessions_export,
+            "import": sessions_import,
+        }
+        return action[args.action](client, args, out)
+    except (ClientError, OSError) as exc:
+        print(f"sessiond sessions {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def sessions_ls(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    params: dict[str, Any] = {"limit": args.limit, "tag": args.tag}
+    for key, value in (("status", args.status), ("agent_id", args.agent)):
+        if value:
+            params[key] = value
+    if args.work_dir:
+        params["work_dir"] = str(Path(args.work_dir).resolve())
+    page = client.json("GET", "/sessions", params=params)
+    if args.json:
+        out.write(json.dumps(page["data"], indent=2) + "\n")
+        return 0
+    rows = [("ID", "NAME", "STATUS", "MSGS", "UPDATED", "TITLE")]
+    for s in page["data"]:
+        rows.append(
+            (
+                s["id"],
+                s["name"] or "-",
+                s["status"],
+                str(s["message_count"]),
+                s["updated_at"][:19].replace("T", " "),
+                s["title"] or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
+    return 0
+
+
+def sessions_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.json:
+        session = client.json("GET", f"/sessions/{args.session}")
+        out.write(json.dumps(session, indent=2) + "\n")
+    else:
+        path = f"/sessions/{args.session}/export"
+        out.write(client.request("GET", path, params={"format": "markdown"}).text)
+    return 0
+
+
+def sessions_rm(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    status = 0
+    for key in args.sessions:
+        try:
+            client.request("DELETE", f"/sessions/{key}")
+            out.write(f"deleted {key}\n")
+        except ClientError as exc:
+            print(f"sessiond sessions rm: {key}: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def sessions_export(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    form = args.format or ("json" if len(args.sessions) == 1 else "zip")
+    if form != "zip" and len(args.sessions) != 1:
+        raise ClientError(f"--format {form} exports exactly one session; use zip for many")
+    if form == "zip":
+        body = {"ids": args.sessions} if args.sessions else {}
+        data = client.request("POST", "/sessions/export", json=body).content
+    else:
+        path = f"/sessions/{args.sessions[0]}/export"
+        data = client.request("GET", path, params={"format": form}).content
+    if args.output:
+        Path(args.output).write_bytes(data)
+        out.write(f"wrote {len(data)} bytes to {args.output}\n")
+        return 0
+    if form == "zip" and out.isatty():
+        raise ClientError("a zip bundle is binary; write it to a file with -o FILE")
+    _binary(out).write(data)
+    return 0
+
+
+def sessions_import(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    kind = "application/zip" if data.startswith(ZIP_MAGIC) else "application/json"
+    params = {"keep_ids": "true"} if args.keep_ids else {}
+    if args.agent:
+        params["agent_id"] = args.agent
+    if args.work_dir:
+        params["work_dir"] = str(Path(args.work_dir).resolve())
+    result = client.json(
+        "POST", "/sessions/import", content=data, params=params, headers={"content-type": kind}
+    )
+    sessions = result["sessions"]
+    out.write(
+        f"imported {len(sessions)} session(s), {result['message_count']} messages, "
+        f"{result['run_count']} runs\n"
+    )
+    for session in sessions:
+        out.write(f"  {session['id']}  {session['name'] or '-'}  {session['title'] or ''}\n")
+    return 0
+
+
+def _binary(out: TextIO) -> BinaryIO:
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        raise ClientError("cannot write binary output here; use -o FILE")
+    out.flush()
+    return buffer  # type: ignore[no-any-return]
 
 
 class Server(uvicorn.Server):
@@ -102,4 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "chat":
+        return chat.main(args.url, args.session, args.agent)
+    if args.command == "sessions":
+        return sessions(args)
     return 2

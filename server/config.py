@@ -16,6 +16,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int = 2323
     db: str = "./data/sessiond.db"
     max_body_bytes: int = 1024 * 1024
+    max_import_bytes: int = 64 * 1024 * 1024  # POST /sessions/import has a limit of its own
+    sweep_interval_s: float = 60.0  # how often sessions past their TTL are deleted
     ping_s: float = 15.0
     sse_retry_ms: int = 3000
     sse_send_timeout_s: float = 30.0

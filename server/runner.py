@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -187,6 +187,10 @@ class Runner:
 
     def _forget(self, active: ActiveRun) -> None:
         self.runs.pop(active.id, None)
+        self._release(active)
+
+    def _release(self, active: ActiveRun) -> None:
+        """The run no longer holds its session (or its place in the session's queue)."""
         if self.running.get(active.session_id) is active:
             del self.running[active.session_id]
         queue = self.queues.get(active.session_id)
@@ -211,12 +215,23 @@ class Runner:
         return list(queue).index(active) + 1 if active in queue else None
 
     # -- driving a run ----------------------------------------------------------------------
-    async def _drive(self, active: ActiveRun, first_step: int = 0) -> None:
+    async def _drive(
+        self,
+        active: ActiveRun,
+        first_step: int = 0,
+        prelude: Callable[[ActiveRun], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run the loop to its end, whatever happens; `_finish` always runs exactly once."""
         status, stop_reason, error = "completed", None, None
         if first_step >= active.agent.max_steps:
             stop_reason = "max_steps"
         pending: list[PendingToolCall] = []
+        active.started = True
         try:
+            if active.stop_status is not None:  # cancelled before the task got to run
+                raise asyncio.CancelledError
+            if prelude is not None:
+                await prelude(active)
             session = await self._session(active)
             provider = providers.create(active.agent, self.provider_ctx)
             ctx = ToolContext(
@@ -297,6 +312,7 @@ class Runner:
         error: ErrorInfo | None,
         pending: list[PendingToolCall],
     ) -> None:
+        active.finishing = True  # from here on a cancel waits instead of interrupting
         usage = active.live_usage()
         if error is not None:
             active.log.emit(Error(error))
@@ -312,9 +328,19 @@ class Runner:
         )
         stamp = now()
         rid, sid = active.id, active.session_id
+        written = None
+        if active.scratch is None:
+            written = self.store.db.submit(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
+        # The session is free as soon as `done` is out: a client that sends its next message
+        # on seeing it must not get session_busy. Writes queued from now on commit after ours.
+        # The run stays readable from memory until its end is committed.
+        self._release(active)
+        self._start_next(sid)
         try:
-            if active.scratch is None:
-                await self.store.db.write(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
+            if written is not None:
+                await _uncancellable(written)
+        except asyncio.CancelledError:
+            pass  # the end is recorded (see _uncancellable); `done` must still be set
         except Exception:
             log.exception("could not record the end of run %s", rid)
         run = active.run
@@ -329,8 +355,7 @@ class Runner:
         )
         active.log.finish()
         active.done.set()
-        self._forget(active)
-        self._start_next(sid)
+        self.runs.pop(active.id, None)
 
     def _start_next(self, session_id: str) -> None:
         queue = self.queues.get(session_id)
@@ -340,32 +365,29 @@ class Runner:
         if not queue:
             del self.queues[session_id]
         self.running[session_id] = nxt
-        nxt.task = asyncio.create_task(self._begin_queued(nxt), name=f"run-{nxt.id}")
+        drive = self._drive(nxt, prelude=self._begin_queued)
+        nxt.task = asyncio.create_task(drive, name=f"run-{nxt.id}")
 
     async def _begin_queued(self, active: ActiveRun) -> None:
+        """A queued run's turn: its message enters the history now, then it runs."""
         stamp = now()
         rid, sid, content = active.id, active.session_id, active.request.content
-        try:
-            message = await self.store.db.write(
-                lambda conn: run_ops.begin(conn, rid, sid, content, stamp)
-            )
-        except Exception as exc:
-            log.exception("could not start queued run %s", rid)
-            await self._finish(active, "failed", None, ErrorInfo("internal_error", str(exc)), [])
-            return
+        message = await _uncancellable(
+            self.store.db.write(lambda conn: run_ops.begin(conn, rid, sid, content, stamp))
+        )
         active.messages.append(message)
         active.run = msgspec.structs.replace(active.run, status="running", started_at=stamp)
-        await self._drive(active)
 
     # -- cancelling -----------------------------------------------------------------------
     async def cancel(self, active: ActiveRun, status: str = "cancelled") -> None:
         """Stop a run and wait until it has stopped (its `done` is out and recorded)."""
         if active.done.is_set():
             return
-        if active.stop_status is None:
+        if active.stop_status is None and not active.finishing:
             active.stop_status = status
             if active.task is not None:
-                active.task.cancel()
+                if active.started:  # else _drive sees stop_status as soon as it starts
+                    active.task.cancel()
             else:  # still queued: it never started
                 self._forget(active)
                 await self._finish(

@@ -384,3 +384,33 @@ def test_quiet_streams_get_pings_without_an_id(live: ThreadServer, tmp_path: Pat
             assert not any(line.startswith("id:") for line in ping.raw)
 
     asyncio.run(go())
+
+
+def test_disconnect_right_after_done_with_cancel_on_disconnect(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    """A cancel that lands while a run is finishing waits for it instead of breaking it."""
+    sid = new_session(live.url, tmp_path, [{"text": "short reply"}])
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            url = f"{live.url}/sessions/{sid}/message/stream"
+            body = {"message": "go", "cancel_on_disconnect": True}
+            for _ in range(10):
+                async with http.stream("POST", url, json=body) as response:
+                    async for event in events(response):
+                        if event.event == "done":
+                            break
+                # the next message, sent the moment `done` arrives, finds the session free
+                quick = await http.post(f"{live.url}/sessions/{sid}/runs", json={"message": "n"})
+                assert quick.status_code == 202, quick.text
+                quick_id = quick.json()["run_id"]
+                follow = f"{live.url}/sessions/{sid}/runs/{quick_id}/events"
+                async with http.stream("GET", follow) as response:
+                    assert (await collect(response))[-1].event == "done"
+            runs = (await http.get(f"{live.url}/sessions/{sid}/runs")).json()["data"]
+            assert len(runs) == 20
+            final = (await http.post(f"{live.url}/sessions/{sid}/message", json=body)).json()
+            assert final["status"] == "completed"
+
+    asyncio.run(go())

@@ -1,8 +1,10 @@
-"""/sessions: create, list, read, update and delete sessions; read their history."""
+"""/sessions: create (or resume by name), list, read, update, archive and delete sessions;
+read their history."""
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,24 +17,28 @@ from server.api.request import (
     decode_body,
     json_response,
     page_params,
+    parse_count,
     query_choice,
     query_int,
     runner,
     store,
 )
-from server.errors import InvalidRequest
-from server.ids import new_ulid, now
+from server.errors import Conflict, InvalidRequest
+from server.ids import is_ulid, new_ulid, now
 from server.models import Page, SessionRecord, Usage
 from server.store.agents import DEFAULT_ID
 from server.store.pages import MAX_LIMIT
 from server.store.sessions import SessionFilter
 
 SessionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+# msgspec's pattern is a search where `$` also matches before a final newline: check fully.
+NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 Title = Annotated[str, Meta(max_length=1000)]
 Tag = Annotated[str, Meta(min_length=1, max_length=100)]
 Tags = Annotated[list[Tag], Meta(max_length=100)]
 Ttl = Annotated[int, Meta(ge=1, le=10 * 365 * 86400)]
 STATUSES = ("idle", "running", "requires_action", "failed", "archived")
+RESERVED_NAMES = frozenset({"search", "export", "import"})
 
 
 class CreateSession(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,37 +85,80 @@ def check_work_dir(request: Request, work_dir: str | None) -> str | None:
     return real
 
 
-async def create_session(request: Request) -> Response:
-    body = await decode_body(request, create_decoder)
-    sessions = store(request).sessions
-    if body.name is not None and body.if_exists == "resume":
-        existing = await sessions.find_by_name(body.name)
-        if existing is not None:
-            return json_response(existing, 200)
-    agent_id = body.agent_id or DEFAULT_ID
-    await store(request).agents.get(agent_id)
+def check_name(name: str | None) -> str | None:
+    """A name must not be mistaken for an id or a route: /sessions/{key} takes either."""
+    if name is None:
+        return None
+    if not NAME.fullmatch(name) or not name.strip("."):
+        raise InvalidRequest(
+            "name must be 1 to 100 of A-Z a-z 0-9 . _ - (and not only dots)", field="name"
+        )
+    if is_ulid(name):
+        raise InvalidRequest(f"name {name!r} looks like a session id; choose another", field="name")
+    if name in RESERVED_NAMES:
+        raise InvalidRequest(f"name {name!r} is reserved for a route; choose another", field="name")
+    return name
+
+
+def new_record(
+    agent_id: str,
+    work_dir: str | None,
+    *,
+    name: str | None = None,
+    title: str | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    ttl_seconds: int | None = None,
+    parent_id: str | None = None,
+) -> SessionRecord:
+    """A new, empty session (work_dir already checked)."""
     stamp = now()
-    record = SessionRecord(
+    return SessionRecord(
         new_ulid(),
-        body.name,
+        name,
         agent_id,
-        check_work_dir(request, body.work_dir),
-        body.title,
-        body.tags,
-        body.metadata,
+        work_dir,
+        title,
+        tags or [],
+        metadata or {},
         "idle",
         0,
         0,
         Usage(),
+        parent_id,
         None,
-        None,
-        body.ttl_seconds,
+        ttl_seconds,
         None,
         None,
         stamp,
         stamp,
     )
-    return json_response(await sessions.create(record), 201)
+
+
+async def create_session(request: Request) -> Response:
+    body = await decode_body(request, create_decoder)
+    sessions = store(request).sessions
+    resume = body.name is not None and body.if_exists == "resume"
+    if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
+        return json_response(existing, 200)
+    agent_id = body.agent_id or DEFAULT_ID
+    await store(request).agents.get(agent_id)
+    record = new_record(
+        agent_id,
+        check_work_dir(request, body.work_dir),
+        name=check_name(body.name),
+        title=body.title,
+        tags=body.tags,
+        metadata=body.metadata,
+        ttl_seconds=body.ttl_seconds,
+    )
+    try:
+        return json_response(await sessions.create(record), 201)
+    except Conflict:
+        # create-or-resume raced another request creating the same name: resume theirs
+        if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
+            return json_response(existing, 200)
+        raise
 
 
 async def list_sessions(request: Request) -> Response:
@@ -139,6 +188,8 @@ async def update_session(request: Request) -> Response:
         await st.agents.get(changes["agent_id"])
     if "work_dir" in changes:
         changes["work_dir"] = check_work_dir(request, changes["work_dir"])
+    if "name" in changes and changes["name"] != record.name:
+        check_name(changes["name"])
     if not changes:
         return json_response(record)
     return json_response(await st.sessions.update(record.id, changes, now()))
@@ -152,6 +203,23 @@ async def delete_session(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def archive_session(request: Request) -> Response:
+    sessions = store(request).sessions
+    record = await sessions.get(request.path_params["session_id"])
+    if record.archived_at is None:
+        stamp = now()
+        await sessions.set_archived(record.id, stamp, stamp)
+    return json_response(await sessions.get(record.id))
+
+
+async def unarchive_session(request: Request) -> Response:
+    sessions = store(request).sessions
+    record = await sessions.get(request.path_params["session_id"])
+    if record.archived_at is not None:
+        await sessions.set_archived(record.id, None, now())
+    return json_response(await sessions.get(record.id))
+
+
 async def list_messages(request: Request) -> Response:
     st = store(request)
     record = await st.sessions.get(request.path_params["session_id"])
@@ -159,9 +227,7 @@ async def list_messages(request: Request) -> Response:
     cursor = request.query_params.get("cursor")
     after = query_int(request, "after", 0, 0, 2**62)
     if cursor:
-        if not cursor.isdigit():
-            raise InvalidRequest("cursor is not one this server issued", field="cursor")
-        after = int(cursor)
+        after = parse_count(cursor, "cursor")
     messages = await st.messages.page(record.id, after, limit + 1)
     more = len(messages) > limit
     data = messages[:limit]
@@ -175,4 +241,6 @@ routes = [
     Route("/sessions/{session_id}", update_session, methods=["PUT", "PATCH"]),
     Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/sessions/{session_id}/messages", list_messages, methods=["GET"]),
+    Route("/sessions/{session_id}/archive", archive_session, methods=["POST"]),
+    Route("/sessions/{session_id}/unarchive", unarchive_session, methods=["POST"]),
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from server.store.agents import Agents
 from server.store.messages import Messages
 from server.store.runs import Runs
+from server.store.search import Search
 from server.store.sessions import Sessions
 from server.store.sqlite import Database
+from server.store.transfer import Transfer
 
 
 class Store:
@@ -16,6 +18,8 @@ class Store:
         self.sessions = Sessions(self.db)
         self.messages = Messages(self.db)
         self.runs = Runs(self.db)
+        self.search = Search(self.db)
+        self.transfer = Transfer(self.db)
 
     async def open(self) -> None:
         await self.db.open()

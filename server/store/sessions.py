@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from server.errors import Conflict, NotFound
+from server.ids import new_ulid
 from server.models import Page, SessionRecord, Usage
 from server.store import codec
 from server.store.pages import decode_cursor, encode_cursor
@@ -34,6 +35,7 @@ class SessionFilter(msgspec.Struct):
     work_dir: str | None = None
     name: str | None = None
     order: str = "updated_at"
+    include_archived: bool = False  # with no status: archived sessions too
 
 
 def record(row: Any) -> SessionRecord:
@@ -149,12 +151,32 @@ class Sessions:
         return await self.get(session_id)
 
     async def set_archived(self, session_id: str, archived_at: str | None, now: str) -> None:
-        await self.db.write(
-            lambda conn: conn.execute(
-                "UPDATE sessions SET archived_at = ?, updated_at = ? WHERE id = ?",
-                (archived_at, now, session_id),
+        """Archiving or unarchiving is activity: it moves updated_at and so expires_at."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"UPDATE sessions SET archived_at = ?, updated_at = ?, {TOUCH_EXPIRY} WHERE id = ?",
+                (archived_at, now, now, session_id),
             )
-        )
+
+        await self.db.write(op)
+
+    async def fork(self, source_id: str, at_message_id: str | None, rec: SessionRecord) -> None:
+        """Create `rec` holding a copy of the source's history up to `at_message_id` (default:
+        all of it). One transaction: the copy holds whole steps, as the runner stores them."""
+        await self.db.write(lambda conn: _fork(conn, source_id, at_message_id, rec))
+
+    async def delete_expired(self, session_id: str, now: str) -> bool:
+        """Delete the session if it is still expired and idle (a message may have come)."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM sessions WHERE id = ? AND expires_at IS NOT NULL AND expires_at <= ? "
+                "AND status NOT IN ('running', 'requires_action')",
+                (session_id, now),
+            ).rowcount
+
+        return bool(await self.db.write(op))
 
     async def delete(self, session_id: str) -> None:
         def op(conn: sqlite3.Connection) -> int:
@@ -198,6 +220,8 @@ def _filters(where: SessionFilter) -> tuple[list[str], list[Any]]:
     params: list[Any] = []
     if where.status == "archived":
         clauses.append("archived_at IS NOT NULL")
+    elif where.status is None and where.include_archived:
+        pass
     else:
         clauses.append("archived_at IS NULL")
         if where.status is not None:
@@ -212,3 +236,36 @@ def _filters(where: SessionFilter) -> tuple[list[str], list[Any]]:
         clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
         params.append(tag)
     return clauses, params
+
+
+def _fork(
+    conn: sqlite3.Connection, source_id: str, at_message_id: str | None, rec: SessionRecord
+) -> None:
+    if at_message_id is not None:
+        at = conn.execute(
+            "SELECT seq, id FROM messages WHERE id = ? AND session_id = ?",
+            (at_message_id, source_id),
+        ).fetchone()
+        if at is None:
+            raise NotFound(
+                f"message {at_message_id!r} is not in session {source_id}", field="at_message_id"
+            )
+    else:
+        at = conn.execute(
+            "SELECT seq, id FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT 1",
+            (source_id,),
+        ).fetchone()
+    upto, message_id = (at[0], at[1]) if at is not None else (0, None)
+    rows = conn.execute(
+        "SELECT seq, role, content, created_at FROM messages WHERE session_id = ? AND seq <= ? "
+        "ORDER BY seq",
+        (source_id, upto),
+    ).fetchall()
+    copy = msgspec.structs.replace(rec, message_count=len(rows), forked_from_message_id=message_id)
+    insert(conn, copy, last_seq=upto)
+    # the copies belong to no run of the fork: its runs, turns and usage start at zero
+    conn.executemany(
+        "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+        [(new_ulid(), rec.id, seq, role, content, at) for seq, role, content, at in rows],
+    )

@@ -156,12 +156,17 @@ class Database:
 
     # -- writes ---------------------------------------------------------------------------
     async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.submit(op)
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `op` now (its place in the commit order is fixed on return); await the
+        future for its result."""
         if self._closing:
             raise StoreError("the database is closing")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.append(_Pending(op, future))
         self._wake.set()
-        return await future
+        return future
 
     def append_events(self, rows: Iterable[EventRow]) -> None:
         self._events.extend(rows)

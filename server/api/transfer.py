@@ -1,0 +1,272 @@
+"""Export and import: GET /sessions/{id}/export (json, jsonl, markdown), POST /sessions/export
+(a zip bundle of many), POST /sessions/import (a json export or a bundle).
+
+Import decisions: new ids unless `keep_ids` (a clash is 409 and imports nothing); an agent
+the server does not have is refused (400) unless `?agent_id=` names one to use instead; each
+work_dir must pass the same check as on create unless `?work_dir=` replaces them all; the
+history must pair every tool call with its result (see restore.py). The body has a limit of
+its own (max_import_bytes), and a bundle may unpack to at most four times that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import bundle, restore, transcript
+from server.api.request import decode_body, field_of, json_response, query_choice, read_body, store
+from server.api.sessions import Tags, UpdateSession, check_name, check_work_dir
+from server.errors import InvalidRequest, NotFound
+from server.ids import now
+from server.models import Message, Run, SessionRecord
+from server.store import Store
+from server.store.sessions import SessionFilter
+from server.transcript import SessionExport
+
+MAX_EXPORT = 10_000
+UNPACK_FACTOR = 4
+_JSON_FIELDS = ("name", "title", "tags", "metadata", "ttl_seconds")
+
+
+class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: Annotated[list[str], Meta(min_length=1, max_length=1000)] | None = None
+    status: Literal["idle", "running", "requires_action", "failed", "archived"] | None = None
+    tags: Tags = []
+    agent_id: str | None = None
+    work_dir: str | None = None
+    name: str | None = None
+
+
+class ImportDoc(msgspec.Struct, forbid_unknown_fields=True):
+    """A json export, as GET /sessions/{id}/export?format=json gives it."""
+
+    version: int
+    session: SessionRecord
+    runs: list[Run]
+    messages: list[Message]
+    keep_ids: bool = False
+
+
+class ImportResult(msgspec.Struct):
+    sessions: list[SessionRecord]
+    message_count: int
+    run_count: int
+
+
+export_decoder = msgspec.json.Decoder(ExportBody)
+doc_decoder = msgspec.json.Decoder(ImportDoc)
+entries_decoder = msgspec.json.Decoder(list[bundle.BundleEntry])
+message_decoder = msgspec.json.Decoder(Message)
+
+
+# -- export ---------------------------------------------------------------------------------
+async def exported(st: Store, key: str) -> SessionExport:
+    record = await st.sessions.get(key)
+    messages = await st.messages.history(record.id)
+    runs = await st.transfer.runs_of(record.id)  # after the messages: every run they name
+    return SessionExport(transcript.VERSION, record, runs, messages)
+
+
+async def export_session(request: Request) -> Response:
+    form = query_choice(request, "format", ("json", "jsonl", "markdown"), "json")
+    doc = await exported(store(request), request.path_params["session_id"])
+    extension = {"json": "json", "jsonl": "jsonl", "markdown": "md"}[form]
+    headers = {"Content-Disposition": f'attachment; filename="{doc.session.id}.{extension}"'}
+    if form == "jsonl":
+        return Response(transcript.jsonl(doc.messages), 200, headers, "application/x-ndjson")
+    if form == "markdown":
+        return Response(transcript.markdown(doc), 200, headers, "text/markdown; charset=utf-8")
+    return json_response(doc, 200, headers)
+
+
+async def export_bundle(request: Request) -> Response:
+    body = await decode_body(request, export_decoder)
+    st = store(request)
+    records = await _selected(st, body)
+    exports = [await exported(st, record.id) for record in records]
+    stamp = now()
+    data = await asyncio.to_thread(bundle.pack, exports, stamp)
+    name = f"sessiond-export-{stamp[:19].replace(':', '')}.zip"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(data, 200, headers, "application/zip")
+
+
+async def _selected(st: Store, body: ExportBody) -> list[SessionRecord]:
+    filtered = any(
+        (body.status, body.tags, body.agent_id, body.work_dir is not None, body.name is not None)
+    )
+    if body.ids is not None:
+        if filtered:
+            raise InvalidRequest("give ids or filters, not both", field="ids")
+        unique = list(dict.fromkeys(body.ids))
+        return [await st.sessions.get(key) for key in unique]
+    where = SessionFilter(
+        status=body.status,
+        tags=body.tags,
+        agent_id=body.agent_id,
+        work_dir=body.work_dir,
+        name=body.name,
+        order="created_at",
+        include_archived=body.status is None,
+    )
+    found: list[SessionRecord] = []
+    cursor: str | None = None
+    while True:
+        page = await st.sessions.page(where, 1000, cursor)
+        found += page.data
+        if len(found) > MAX_EXPORT:
+            raise InvalidRequest(
+                f"more than {MAX_EXPORT} sessions match; narrow the filters or give ids"
+            )
+        if page.next_cursor is None:
+            return found[::-1]
+        cursor = page.next_cursor
+
+
+# -- import ---------------------------------------------------------------------------------
+async def import_sessions(request: Request) -> Response:
+    limit = request.app.state.settings.max_import_bytes
+    data = await read_body(request, limit)
+    if not data.strip():
+        raise InvalidRequest("the request body is empty; send a json export or a zip bundle")
+    keep_ids = _query_bool(request, "keep_ids")
+    if _is_zip(request, data):
+        exports = await asyncio.to_thread(_from_bundle, data, limit * UNPACK_FACTOR)
+    else:
+        doc = _decode(doc_decoder, data, "the json export")
+        _check_version(doc.version)
+        exports = [SessionExport(doc.version, doc.session, doc.runs, doc.messages)]
+        keep_ids = keep_ids or doc.keep_ids
+    for export in exports:
+        _check_fields(export.session)
+    planned = restore.plan(exports, keep_ids, now())
+    st = store(request)
+    planned = await _placed(request, st, planned)
+    await st.transfer.restore([(e.session, e.messages, e.runs) for e in planned])
+    sessions = [await st.sessions.get(e.session.id) for e in planned]
+    messages = sum(len(e.messages) for e in planned)
+    runs = sum(len(e.runs) for e in planned)
+    return json_response(ImportResult(sessions, messages, runs), 201)
+
+
+def _from_bundle(data: bytes, unpacked_limit: int) -> list[SessionExport]:
+    files = bundle.unpack(data, unpacked_limit)
+    entries = _decode(entries_decoder, files.sessions, bundle.SESSIONS)
+    by_session: dict[str, list[Message]] = {entry.session.id: [] for entry in entries}
+    for number, line in enumerate(files.messages.splitlines(), 1):
+        if not line.strip():
+            continue
+        message = _decode(message_decoder, line, f"{bundle.MESSAGES} line {number}")
+        if message.session_id not in by_session:
+            raise InvalidRequest(
+                f"{bundle.MESSAGES} line {number}: session {message.session_id!r} is not in "
+                f"{bundle.SESSIONS}"
+            )
+        by_session[message.session_id].append(message)
+    exports = [
+        SessionExport(files.manifest.version, e.session, e.runs, by_session[e.session.id])
+        for e in entries
+    ]
+    _check_counts(files.manifest.counts, exports)
+    return exports
+
+
+def _check_counts(counts: bundle.Counts, exports: list[SessionExport]) -> None:
+    found = bundle.Counts(
+        len(exports), sum(len(e.messages) for e in exports), sum(len(e.runs) for e in exports)
+    )
+    if found != counts:
+        raise InvalidRequest(
+            f"the bundle holds {found.sessions} sessions, {found.messages} messages and "
+            f"{found.runs} runs, but its manifest counts {counts.sessions}, {counts.messages} "
+            f"and {counts.runs}"
+        )
+
+
+async def _placed(request: Request, st: Store, planned: list[SessionExport]) -> list[SessionExport]:
+    """Each session with the agent and work_dir it will have here, both checked."""
+    agent_id = request.query_params.get("agent_id") or None
+    if agent_id is not None:
+        await st.agents.get(agent_id)
+    work_dir = request.query_params.get("work_dir") or None
+    placed = []
+    for export in planned:
+        session = msgspec.structs.replace(
+            export.session,
+            agent_id=agent_id or export.session.agent_id,
+            work_dir=check_work_dir(request, work_dir or export.session.work_dir),
+        )
+        placed.append(msgspec.structs.replace(export, session=session))
+    for missing in {e.session.agent_id for e in placed}:
+        try:
+            await st.agents.get(missing)
+        except NotFound as exc:
+            raise InvalidRequest(
+                f"agent {missing!r} does not exist on this server; create it, or import with "
+                "?agent_id=<id> (for instance default) to give the sessions another agent",
+                field="agent_id",
+            ) from exc
+    return placed
+
+
+def _check_fields(session: SessionRecord) -> None:
+    """The editable fields obey the same rules as on create."""
+    values: dict[str, Any] = {name: getattr(session, name) for name in _JSON_FIELDS}
+    try:
+        msgspec.convert(values, UpdateSession)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(
+            f"session {session.id!r}: {exc}", field=f"session.{field_of(str(exc))}"
+        ) from exc
+    check_name(session.name)
+
+
+def _check_version(version: int) -> None:
+    if version != transcript.VERSION:
+        raise InvalidRequest(
+            f"export version {version} is not supported (this server reads version "
+            f"{transcript.VERSION})",
+            field="version",
+        )
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], data: bytes, what: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"{what} is invalid: {exc}", field=field_of(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest(f"{what} is nested too deeply") from exc
+
+
+def _is_zip(request: Request, data: bytes) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("application/zip", "application/x-zip-compressed"):
+        return True
+    if kind == "application/json":
+        return False
+    return data.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+
+
+def _query_bool(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise InvalidRequest(f"{name} must be true or false", field=name)
+
+
+routes = [
+    Route("/sessions/export", export_bundle, methods=["POST"]),
+    Route("/sessions/import", import_sessions, methods=["POST"]),
+    Route("/sessions/{session_id}/export", export_session, methods=["GET"]),
+]

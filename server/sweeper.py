@@ -1,0 +1,64 @@
+"""The TTL sweeper: a background task that deletes sessions idle past their `ttl_seconds`.
+
+`expires_at` is kept by the store (updated_at + ttl, moved by every activity). A session is
+deleted -- with its messages, runs and events, by the schema's cascades -- only if it is still
+expired and idle at the moment of deletion, in the same statement, so a message that arrives
+meanwhile keeps it alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from server.ids import now
+from server.runner import Runner
+from server.store import Store
+
+log = logging.getLogger("sessiond.sweeper")
+
+
+class Sweeper:
+    def __init__(self, store: Store, runner: Runner, interval_s: float) -> None:
+        self.store = store
+        self.runner = runner
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="sessiond-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def sweep(self) -> int:
+        """Delete every expired idle session now; returns how many went."""
+        deleted = 0
+        while True:
+            stamp = now()
+            batch = [sid for sid in await self.store.sessions.expired(stamp) if self._idle(sid)]
+            gone = [sid for sid in batch if await self.store.sessions.delete_expired(sid, stamp)]
+            for sid in gone:
+                await self.runner.stop_session(sid)  # ends the session channel's watchers
+            deleted += len(gone)
+            if len(gone) < len(batch) or len(batch) < 100:
+                break
+        if deleted:
+            log.info("deleted %d expired session(s)", deleted)
+        return deleted
+
+    def _idle(self, session_id: str) -> bool:
+        return session_id not in self.runner.running and session_id not in self.runner.queues
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("the TTL sweep failed; trying again in %.0f s", self.interval_s)
