@@ -69,7 +69,7 @@ message_decoder = msgspec.json.Decoder(Message)
 async def exported(st: Store, key: str) -> SessionExport:
     record = await st.sessions.get(key)
     messages = await st.messages.history(record.id)
-    runs = await st.transfer.runs_of(record.id)  # after the messages: every run they name
+    runs = await st.runs.of_session(record.id)  # after the messages: every run they name
     return SessionExport(transcript.VERSION, record, runs, messages)
 
 

@@ -248,6 +248,13 @@ class Runs:
         )
         return [(row[0], row[1], bytes(row[2])) for row in rows]
 
+    async def of_session(self, session_id: str) -> list[Run]:
+        """Every run of a session, oldest first (for exports)."""
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM runs WHERE session_id = ? ORDER BY id", (session_id,)
+        )
+        return [_run(row) for row in rows]
+
     async def paused(self, session_id: str) -> StoredRun | None:
         row = await self.db.fetchone(
             f"SELECT {_COLUMNS}, input, options, held_results FROM runs "

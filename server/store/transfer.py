@@ -8,8 +8,6 @@ import sqlite3
 from server.errors import Conflict
 from server.models import Message, Run, SessionRecord
 from server.store import codec, sessions
-from server.store.runs import _COLUMNS as RUN_COLUMNS
-from server.store.runs import _run
 from server.store.sqlite import Database
 
 Restorable = tuple[SessionRecord, list[Message], list[Run]]
@@ -19,12 +17,6 @@ _CHUNK = 500
 class Transfer:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    async def runs_of(self, session_id: str) -> list[Run]:
-        rows = await self.db.fetchall(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ? ORDER BY id", (session_id,)
-        )
-        return [_run(row) for row in rows]
 
     async def restore(self, items: list[Restorable]) -> None:
         await self.db.write(lambda conn: _restore(conn, items))
