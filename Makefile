@@ -22,8 +22,8 @@ run: $(BIN)/sessiond
 	$(BIN)/sessiond serve --host $(HOST) --port $(PORT) --db $(DB)
 
 lint: $(VENV)/.test-extras
-	$(BIN)/ruff format --check server tests bench
-	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check $(wildcard server tests bench)
+	$(BIN)/ruff check $(wildcard server tests bench)
 
 typecheck: $(VENV)/.test-extras
 	$(BIN)/mypy
