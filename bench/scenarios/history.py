@@ -1,0 +1,150 @@
+"""4. History growth (issue 7).
+
+The latency of one short blocking turn on sessions that already hold 10, 1,000 and 10,000
+messages: median of nine turns each after one warm-up; the 10-message session is the
+baseline. Building 10,000 messages through turns would take thousands of them, so:
+
+- when the server has POST /sessions/import, the bench exports an empty session
+  (GET /sessions/{id}/export?format=json), puts the generated messages into that document and
+  imports it: the server's own format and checks, no private knowledge;
+- otherwise it writes them with sqlite3 straight into the database file while the server is
+  stopped (schema.sql's `messages` table, content as the store encodes it: a JSON list of
+  `{"type":"text","text":…}` blocks; the session's `last_seq` and `message_count` set to
+  match), and starts sessiond again on the same file.
+
+Messages alternate user and assistant text of about 40 words. The details name the method.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench import client, workload
+from bench.harness import Api, Context
+from bench.report import Figure, Result, median, ratio
+
+NAME = "history"
+TITLE = "one short turn on sessions of 10, 1,000 and 10,000 messages"
+BUDGET_S = 90.0
+FILLER = " ".join(f"history{i}" for i in range(40))
+
+
+def fill(db: Path, session_id: str, count: int, tag: int) -> None:
+    """Append `count` messages to a session (the server must be stopped)."""
+    encode = msgspec.json.encode
+    rows = [
+        (m["id"], session_id, m["seq"], m["role"], encode(m["content"]).decode(), m["created_at"])
+        for m in generated(session_id, count, tag)
+    ]
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                rows,
+            )
+            conn.execute(
+                "UPDATE sessions SET last_seq = ?, message_count = ? WHERE id = ?",
+                (count, count, session_id),
+            )
+    finally:
+        conn.close()
+
+
+async def timed_turns(api: Api, session_id: str, count: int) -> list[float]:
+    await api.turn(session_id)  # warm-up
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await api.turn(session_id)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def generated(session_id: str, count: int, tag: int) -> list[dict[str, Any]]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return [
+        {
+            "id": f"01BENCH{tag:03d}{seq:016d}",
+            "session_id": session_id,
+            "seq": seq,
+            "role": "user" if seq % 2 else "assistant",
+            "content": [{"type": "text", "text": f"message {seq}: {FILLER}"}],
+            "run_id": None,
+            "created_at": stamp,
+        }
+        for seq in range(1, count + 1)
+    ]
+
+
+async def imported(api: Api, agent: str, sizes: tuple[int, ...]) -> list[str] | None:
+    """Sessions of the given sizes made with POST /sessions/import; None without that route."""
+    template = (await api.sessions(agent, 1))[0]
+    exported = await client.call(api.port, "GET", f"/sessions/{template}/export?format=json")
+    if exported.status != 200:
+        return None
+    doc = msgspec.json.decode(exported.body)
+    made = []
+    for tag, size in enumerate(sizes):
+        doc["messages"] = generated(doc["session"]["id"], size, tag)
+        response = await client.call(
+            api.port, "POST", "/sessions/import", msgspec.json.encode(doc), timeout=120
+        )
+        if response.status != 201:
+            raise RuntimeError(f"POST /sessions/import: HTTP {response.status}: {response.body!r}")
+        made.append(msgspec.json.decode(response.body)["sessions"][0]["id"])
+    return made
+
+
+async def written(ctx: Context, api: Api, agent: str, sizes: tuple[int, ...]) -> list[str]:
+    """Sessions of the given sizes, messages written with sqlite3 while sessiond is down."""
+    sessions = await api.sessions(agent, len(sizes))
+    for child in ctx.children:
+        await ctx.stop(child)
+    for tag, (session_id, size) in enumerate(zip(sessions, sizes, strict=True)):
+        fill(ctx.db, session_id, size, tag)
+    return sessions
+
+
+async def run(ctx: Context, result: Result) -> None:
+    sizes = ctx.size((10, 1_000, 10_000), (10, 100, 300))
+    turns = ctx.size(9, 3)
+    server = await ctx.sessiond()
+    api = Api(server.port)
+    agent = await api.agent(workload.scripted_agent("history", 2))
+    sessions = await imported(api, agent, sizes)
+    result.details["built_by"] = "POST /sessions/import" if sessions else "sqlite3, server stopped"
+    if sessions is None:
+        sessions = await written(ctx, api, agent, sizes)
+        server = await ctx.sessiond()
+        api = Api(server.port)
+    medians: dict[int, float | None] = {}
+    for session_id, size in zip(sessions, sizes, strict=True):
+        times = await timed_turns(api, session_id, turns)
+        medians[size] = median(times)
+        result.details[f"turn_ms_{size}"] = times
+    await ctx.stop(server)
+
+    small, large = medians[sizes[0]], medians[sizes[-1]]
+    for size in sizes:
+        result.add(
+            Figure(
+                f"turn, {size:,} messages", medians[size], "ms", small, ratio(medians[size], small)
+            )
+        )
+    share = ratio(large, small)
+    result.add(
+        Figure(
+            f"{sizes[-1]:,} vs {sizes[0]} messages",
+            share,
+            "x",
+            target="≤ 4x",
+            ok=share is not None and share <= 4,
+        )
+    )

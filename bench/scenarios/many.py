@@ -1,0 +1,213 @@
+"""2. Many streams (issue 7).
+
+1,000 sessions each stream a 200-token reply at one token per 50 ms (`token_delay_ms: 50`),
+all started at once, read by our asyncio client in the bench process (its own process, the
+file limit raised); the bare app serves the same schedule (asyncio.sleep(0.05) before each
+delta, as the scripted provider paces) as the baseline.
+
+Delivery lag of delta i = its arrival at the client - its scheduled time, where the schedule
+is anchored on the stream's own first delta: scheduled(i) = arrival(0) + i x 50 ms. Anchoring
+there measures how far the server falls behind a steady producer once a stream is flowing,
+and keeps the (separately reported) time to first token out of it; lag measured from the
+request start, scheduled(i) = sent + (i + 1) x 50 ms, is reported too. Server RSS is VmRSS
+from /proc before the streams start and its highest 100 ms sample while they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from bench import client, procs, workload
+from bench.harness import JSON_BODY, Api, Context
+from bench.report import Figure, Result, percentile, ratio
+
+NAME = "many"
+TITLE = "1,000 concurrent streams, 200 tokens at 50 ms each"
+BUDGET_S = 120.0
+SAMPLES = 36_000  # RSS samples 0.1 s apart: an hour, far beyond any stream's timeout
+
+
+class Tally:
+    """One stream's arrivals."""
+
+    __slots__ = ("deltas", "done", "error", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0.0
+        self.deltas: list[float] = []
+        self.done: bytes | None = None
+        self.error: str | None = None
+
+    def on_event(self, kind: bytes, data: bytes, t: float) -> None:
+        if kind == b"text_delta":
+            self.deltas.append(t)
+        elif kind == b"done":
+            self.done = data
+
+
+async def one(port: int, path: str, body: bytes | None, tally: Tally, timeout: float) -> None:
+    conn: client.Connection | None = None
+    try:
+        conn = await client.connect(port, timeout=timeout)
+        tally.sent = time.perf_counter()
+        response = await asyncio.wait_for(conn.stream("POST", path, tally.on_event, body), timeout)
+        if response.status != 200:
+            tally.error = f"HTTP {response.status}: {response.body[:200]!r}"
+    except (OSError, client.HttpError, TimeoutError) as exc:
+        tally.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+async def peak_rss(child: procs.Child, stop: asyncio.Event) -> int:
+    peak = 0
+    for _ in range(SAMPLES):
+        if stop.is_set():
+            break
+        peak = max(peak, child.rss_kb())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+    return max(peak, child.rss_kb())
+
+
+async def fan_out(
+    ctx: Context,
+    child: procs.Child,
+    paths: list[str],
+    body: bytes | None,
+    tokens: int,
+    timeout: float,
+) -> tuple[list[Tally], int, int]:
+    """All streams at once; (tallies, RSS before, peak RSS) in kB. The child's CPU use goes
+    into `ctx.notes`."""
+    await ctx.settle(0.5)
+    before = child.rss_kb()
+    cpu, started, mine = child.cpu_s(), time.perf_counter(), time.process_time()
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(peak_rss(child, stop))
+    tallies = [Tally() for _ in paths]
+    try:
+        await asyncio.gather(
+            *(one(child.port, p, body, t, timeout) for p, t in zip(paths, tallies, strict=True))
+        )
+    finally:
+        stop.set()
+        peak = await sampler
+    cpu, wall = child.cpu_s() - cpu, time.perf_counter() - started
+    client_cores = (time.process_time() - mine) / wall
+    ctx.notes[f"{child.name}_cpu"] = {
+        "cores": cpu / wall,
+        "wall_s": wall,
+        "client_cores": client_cores,
+    }
+    for tally in tallies:
+        if tally.error is None and (tally.done is None or b'"completed"' not in tally.done):
+            tally.error = f"no completed done (got {tally.done!r})"
+        elif tally.error is None and len(tally.deltas) != tokens:
+            tally.error = f"{len(tally.deltas)} deltas, expected {tokens}"
+    return tallies, before, peak
+
+
+def lags(tallies: list[Tally], delay: float) -> dict[str, float | None]:
+    anchored: list[float] = []
+    from_start: list[float] = []
+    first: list[float] = []
+    for tally in tallies:
+        if not tally.deltas:
+            continue
+        t0 = tally.deltas[0]
+        first.append(t0 - tally.sent)
+        for i, t in enumerate(tally.deltas):
+            if i:
+                anchored.append(t - (t0 + i * delay))
+            from_start.append(t - (tally.sent + (i + 1) * delay))
+    ms = 1000.0
+    return {
+        "p50": _ms(percentile(anchored, 50), ms),
+        "p99": _ms(percentile(anchored, 99), ms),
+        "max": _ms(max(anchored, default=None), ms),
+        "from_start_p50": _ms(percentile(from_start, 50), ms),
+        "from_start_p99": _ms(percentile(from_start, 99), ms),
+        "ttft_p50": _ms(percentile(first, 50), ms),
+        "ttft_p99": _ms(percentile(first, 99), ms),
+    }
+
+
+def _ms(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+async def run(ctx: Context, result: Result) -> None:
+    streams = ctx.size(1000, 20)
+    tokens = ctx.size(200, 20)
+    delay_ms = 50
+    timeout = tokens * delay_ms / 1000 * 4 + 20
+    server = await ctx.sessiond()
+    api = Api(server.port)
+    agent = await api.agent(workload.scripted_agent("many", tokens, delay_ms))
+    sessions = await api.sessions(agent, streams)
+    paths = [f"/sessions/{s}/message/stream" for s in sessions]
+    ours, rss0, rss1 = await fan_out(ctx, server, paths, JSON_BODY, tokens, timeout)
+    await ctx.stop(server)
+
+    baseline = await ctx.baseline()
+    paths = [f"/paced?words={tokens}&delay_ms={delay_ms}"] * streams
+    theirs, base0, base1 = await fan_out(ctx, baseline, paths, b"{}", tokens, timeout)
+    await ctx.stop(baseline)
+
+    mine, base = lags(ours, delay_ms / 1000), lags(theirs, delay_ms / 1000)
+    errors = [t.error for t in ours if t.error]
+    per_stream = (rss1 - rss0) / streams
+    base_per_stream = (base1 - base0) / streams
+    result.details |= {
+        "streams": streams,
+        "tokens": tokens,
+        "lag_ms": mine,
+        "baseline_lag_ms": base,
+        "rss_kb": {"before": rss0, "peak": rss1},
+        "baseline_rss_kb": {"before": base0, "peak": base1},
+        "errors_sample": errors[:5],
+        "baseline_errors": sum(1 for t in theirs if t.error),
+    }
+    share = ratio(mine["p99"], base["p99"])
+    result.add(
+        Figure("p99 lag", mine["p99"], "ms", base["p99"], share, "≤ 1.5x baseline", _le(share, 1.5))
+    )
+    result.add(Figure("p50 lag", mine["p50"], "ms", base["p50"], ratio(mine["p50"], base["p50"])))
+    result.add(
+        Figure(
+            "p99 lag from request start",
+            mine["from_start_p99"],
+            "ms",
+            base["from_start_p99"],
+            ratio(mine["from_start_p99"], base["from_start_p99"]),
+        )
+    )
+    result.add(
+        Figure(
+            "p99 time to first token",
+            mine["ttft_p99"],
+            "ms",
+            base["ttft_p99"],
+            ratio(mine["ttft_p99"], base["ttft_p99"]),
+        )
+    )
+    result.add(Figure("stream errors", len(errors), "", target="0", ok=not errors))
+    result.add(
+        Figure(
+            "RSS per stream",
+            per_stream,
+            "KB",
+            base_per_stream,
+            ratio(per_stream, base_per_stream),
+            "≤ 40 KB",
+            per_stream <= 40,
+        )
+    )
+
+
+def _le(value: float | None, limit: float) -> bool:
+    return value is not None and value <= limit
