@@ -195,3 +195,20 @@ def test_deleting_an_agent_in_use_is_a_conflict(tmp_path: Path) -> None:
             assert "used by 1 session" in response.json()["error"]["message"]
 
     run(go())
+
+
+def test_whole_floats_are_integers(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with app_client(make_settings(tmp_path)) as http:
+            body = scripted_agent([{"text": "x"}], max_steps=3.0, max_tokens=100.0)
+            created = await http.post("/agents", json=body)
+            assert created.status_code == 201, created.text
+            assert created.json()["max_steps"] == 3 and created.json()["max_tokens"] == 100
+            body = scripted_agent([{"text": "x"}], name="b", max_steps=3.5)
+            assert (await http.post("/agents", json=body)).status_code == 400
+            session = await http.post(
+                "/sessions", json={"ttl_seconds": 60.0, "metadata": {"v": 1.0}}
+            )
+            assert session.json()["ttl_seconds"] == 60 and session.json()["metadata"] == {"v": 1.0}
+
+    run(go())

@@ -55,11 +55,42 @@ async def decode_body(request: Request, decoder: msgspec.json.Decoder[T]) -> T:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
+        fixed = _whole_floats(body, decoder, exc)
+        if fixed is not None:
+            return fixed
         raise InvalidRequest(f"invalid request body: {exc}", field=field_of(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidRequest("the JSON body is nested too deeply") from exc
+
+
+_FLOAT_FOR_INT = re.compile(r"Expected `int[^`]*`, got `float` - at `\$((?:\.[A-Za-z_]\w*)+)`")
+
+
+def _whole_floats(body: bytes, decoder: msgspec.json.Decoder[T], exc: Exception) -> T | None:
+    """JSON has one number type: `16.0` is a valid integer (JSON Schema says so too). Where a
+    field wants an int and got a whole float, take it as that int; nothing else changes."""
+    data: Any = None
+    for _ in range(8):
+        found = _FLOAT_FOR_INT.search(str(exc))
+        if found is None:
+            return None
+        data = msgspec.json.decode(body) if data is None else data
+        *parents, leaf = found.group(1).lstrip(".").split(".")
+        node = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if not isinstance(value, float) or not value.is_integer():
+            return None
+        node[leaf] = int(value)
+        try:
+            result: T = msgspec.convert(data, decoder.type, strict=True)
+            return result
+        except msgspec.ValidationError as again:
+            exc = again
+    return None
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
