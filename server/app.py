@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -159,8 +161,21 @@ def create_app(settings: Settings) -> Starlette:
         *runs.routes,
         *oneshot.routes,
     ]
+    middleware = []
+    if settings.cors_origins:
+        # Starlette's CORSMiddleware is plain ASGI: it leaves streaming and disconnects alone.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["Location", "Retry-After", "Session-Id"],
+            )
+        )
     app = Starlette(
         routes=by_path(routes),
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             ApiError: api_error,

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_import_bytes",
         help="largest accepted POST /sessions/import body (default 64 MiB)",
     )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        help="an origin whose browser pages may call the API, e.g. http://localhost:3000 "
+        "(repeatable; '*' for any; default: none)",
+    )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     talk = commands.add_parser("chat", help="chat with an agent in the terminal")
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")

@@ -31,11 +31,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provider_connect_timeout_s: float = 10.0
     provider_read_timeout_s: float = 120.0
     log_level: str = "info"
+    # Origins whose pages may call the API (EventSource, fetch) from a browser; "*" for any.
+    cors_origins: list[str] = []
 
 
 FIELDS = Settings.__struct_fields__
 # Environment variables that hold lists: separated by os.pathsep (":" on Unix).
-_LIST_FIELDS = {"allow_roots"}
+_LIST_FIELDS = {"allow_roots", "cors_origins"}
 
 
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:

@@ -212,3 +212,24 @@ def test_whole_floats_are_integers(tmp_path: Path) -> None:
             assert session.json()["ttl_seconds"] == 60 and session.json()["metadata"] == {"v": 1.0}
 
     run(go())
+
+
+def test_cors_for_browser_pages_when_configured(tmp_path: Path) -> None:
+    async def go() -> None:
+        settings = make_settings(tmp_path, cors_origins=["http://app.test"])
+        async with app_client(settings) as http:
+            origin = {"Origin": "http://app.test"}
+            preflight = await http.options(
+                "/sessions", headers={**origin, "Access-Control-Request-Method": "POST"}
+            )
+            assert preflight.status_code == 200
+            assert preflight.headers["access-control-allow-origin"] == "http://app.test"
+            listed = await http.get("/sessions", headers=origin)
+            assert listed.headers["access-control-allow-origin"] == "http://app.test"
+            other = await http.get("/sessions", headers={"Origin": "http://evil.test"})
+            assert "access-control-allow-origin" not in other.headers
+        async with app_client(make_settings(tmp_path)) as http:
+            plain = await http.get("/sessions", headers={"Origin": "http://app.test"})
+            assert "access-control-allow-origin" not in plain.headers
+
+    run(go())
