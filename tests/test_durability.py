@@ -414,3 +414,17 @@ def test_disconnect_right_after_done_with_cancel_on_disconnect(
             assert final["status"] == "completed"
 
     asyncio.run(go())
+
+
+def test_reconnecting_to_a_finished_run_after_its_last_event_is_204(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    """A browser's EventSource reconnects whenever a stream ends; 204 is how it learns to stop."""
+    sid = new_session(live.url, tmp_path, [{"text": "all done"}])
+    result = httpx.post(f"{live.url}/sessions/{sid}/message", json={"message": "hi"}).json()
+    url = f"{live.url}/sessions/{sid}/runs/{result['run_id']}/events"
+    whole = asyncio.run(read_run(live.url, sid, result["run_id"]))
+    last = whole[-1].id
+    assert httpx.get(url, headers={"Last-Event-ID": last}).status_code == 204
+    tail = asyncio.run(read_run(live.url, sid, result["run_id"], str(int(last) - 1)))
+    assert [e.id for e in tail] == [last]

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from server.api import sse
 from server.api.request import json_response, page_params, parse_count, runner, store
 from server.errors import InvalidRequest
-from server.models import Run
+from server.models import FINISHED_STATUSES, Run
 
 
 def last_event_id(request: Request) -> str | None:
@@ -49,6 +49,11 @@ async def get_run(request: Request) -> Response:
 async def run_events(request: Request) -> Response:
     run = await _run(request)
     after = run_position(request)
+    if run.status in FINISHED_STATUSES and run.id not in runner(request).runs:
+        last = await store(request).runs.last_event_seq(run.id)
+        if after >= last:
+            # Nothing will ever follow: 204 tells a browser's EventSource not to reconnect.
+            return Response(status_code=204)
     batches = runner(request).follow(run.id, after, request.app.state.settings.ping_s)
     return sse.stream(request, sse.framed(request, batches, sse.run_frames))
 
