@@ -151,3 +151,23 @@ SELECT messages.rowid, group_concat(
     END, char(10)), messages.session_id
 FROM messages, json_each(messages.content)
 GROUP BY messages.rowid;
+
+-- step 3: the event log in chunks
+-- A row holds a run's consecutive events from one commit (at most 256): their types,
+-- space-separated, and their JSON, newline-separated (see store/eventlog.py). The rows of the
+-- one-event-a-row log become one-event chunks, byte for byte.
+ALTER TABLE events RENAME TO events_by_event;
+
+CREATE TABLE events (
+    run_id    TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    types     TEXT NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (run_id, first_seq)
+) WITHOUT ROWID;
+
+INSERT INTO events (run_id, first_seq, last_seq, types, data)
+SELECT run_id, seq, seq, type, data FROM events_by_event;
+
+DROP TABLE events_by_event;

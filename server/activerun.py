@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from server.events import Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
-from server.models import Agent, ClientTool, ContentBlock, Message, Run, Usage
+from server.ids import now
+from server.loop import StepOutcome
+from server.models import Agent, ClientTool, ContentBlock, Message, Run, SessionRecord, Usage
 from server.runlog import RunLog
 from server.session import Session
+from server.store.runs import Begun, Step
 
 IfBusy = Literal["reject", "queue", "interrupt"]
 
@@ -49,6 +52,10 @@ class ActiveRun:
         self.completed = Usage()  # usage of finished steps
         self.step = Usage()  # the current step's usage so far
         self.recorded = Usage()  # what the database holds for this run
+        # The session as read when the run was submitted, and the run's user message as
+        # stored: with both, starting the run reads nothing (None: read them then).
+        self.record: SessionRecord | None = None
+        self.begun: Begun | None = None
 
     @property
     def id(self) -> str:
@@ -69,6 +76,16 @@ class ActiveRun:
         )
         self.recorded = live
         return delta
+
+    def settle(self, outcome: StepOutcome) -> Step:
+        """A step is complete: count its usage, and say what to store."""
+        self.completed = self.completed + outcome.usage
+        self.step = Usage()
+        entries: list[tuple[Any, list[ContentBlock]]] = [("assistant", outcome.assistant)]
+        if outcome.results and not outcome.pending:
+            entries.append(("user", list(outcome.results)))
+        held = list(outcome.results) if outcome.pending else None
+        return Step(entries, self.unrecorded(), outcome.tool_calls, now(), held)
 
     def observe(self, event: Event) -> None:
         match event:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import providers
-from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
+from server.api import agents, forks, messages, oneshot, runs, search, sessions, transfer
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
@@ -184,5 +184,4 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.settings = settings
-    sse.own_shutdown()
     return app

@@ -23,7 +23,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sse_send_timeout_s: float = 30.0
     shutdown_grace_s: float = 10.0
     allow_roots: list[str] = msgspec.field(default_factory=lambda: [os.getcwd()])
-    event_flush_ms: float = 50.0
+    event_flush_ms: float = 200.0  # see store/sqlite.py: durability against commits
     tool_timeout_s: float = 120.0
     tool_concurrency: int = 8
     command_timeout_s: float = 30.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from server.activerun import ActiveRun
-from server.hub import Hub
-from server.runlog import Row
+from server.hub import Hub, Quiet
+from server.runlog import Row, RunLog
 from server.store import Store
 
 REPLAY_PAGE = 2000
@@ -28,17 +28,31 @@ class Followers:
                 yield rows
             return
         runlog = active.log
-        if after < runlog.base:
-            async for rows in self._replay(run_id, after, runlog.base):
+        async for rows in self._stored(runlog, after):
+            yield rows
+            after = rows[-1][1]
+        quiet = Quiet(ping_s)
+        try:
+            while True:
+                batch = await runlog.wait(after, quiet)
+                if batch is None:
+                    return
+                if batch and batch[0][1] > after + 1:  # dropped from memory while we sent
+                    async for rows in self._replay(run_id, after, batch[0][1] - 1):
+                        yield rows
+                if batch:
+                    after = batch[-1][1]
+                yield batch
+        finally:
+            quiet.close()
+
+    async def _stored(self, runlog: RunLog, after: int) -> AsyncIterator[list[Row]]:
+        """The run's events after `after` that memory no longer holds, from the database."""
+        while after < runlog.base:
+            upto = runlog.base  # it may move on while we read
+            async for rows in self._replay(runlog.run_id, after, upto):
                 yield rows
-            after = runlog.base
-        while True:
-            batch = await runlog.wait(after, ping_s)
-            if batch is None:
-                return
-            if batch:
-                after = batch[-1][1]
-            yield batch
+            after = upto
 
     async def watch(
         self, session_id: str, position: tuple[str, int] | None, ping_s: float
@@ -47,13 +61,14 @@ class Followers:
         (`run_id`, `seq`), first what came after it, then live, with no gap or duplicate."""
         watcher = self.hub.watch(session_id)
         seen: dict[str, int] = {}
+        quiet = Quiet(ping_s)
         try:
             if position is not None:
                 async for rows in self._catch_up(session_id, *position):
                     seen[rows[-1][0]] = rows[-1][1]
                     yield rows
             while True:
-                batch = await watcher.next_batch(ping_s)
+                batch = await watcher.next_batch(quiet)
                 if batch is None:
                     return
                 if seen:
@@ -62,17 +77,21 @@ class Followers:
                         continue
                 yield batch
         finally:
+            quiet.close()
             self.hub.leave(watcher)
 
     async def _catch_up(self, session_id: str, run_id: str, seq: int) -> AsyncIterator[list[Row]]:
         for rid in await self.store.runs.ids_from(session_id, run_id):
             after = seq if rid == run_id else 0
             active = self.runs.get(rid)
-            upto = active.log.base if active is not None else None
-            async for rows in self._replay(rid, after, upto):
+            if active is None:
+                async for rows in self._replay(rid, after, None):
+                    yield rows
+                continue
+            async for rows in self._stored(active.log, after):
                 yield rows
                 after = rows[-1][1]
-            if active is not None and active.log.since(after):
+            if active.log.since(after):
                 yield active.log.since(after)
 
     async def _replay(self, run_id: str, after: int, upto: int | None) -> AsyncIterator[list[Row]]:

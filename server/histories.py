@@ -6,13 +6,19 @@ session's repaired `History` and, on the next run, reads and adds only the messa
 since. The message count on the session row tells whether the copy is still whole; anything
 unexpected (an import, a deleted and re-created id) just rebuilds it from the database.
 Bounded by the number of messages held, least recently used first out.
+
+The runner also hands over each message it stores (`extend`), and says which message it has
+just stored when it asks (`load(…, latest)`): when the counts then add up, a turn reads
+nothing back at all. Only messages newer than a kept history's last are ever added to it,
+so every message it holds is at or below its `last_seq`; the count check then catches any
+message it missed.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from server.models import SessionRecord, Turn
+from server.models import Message, Turn
 from server.session import History
 from server.store import Store
 
@@ -24,19 +30,43 @@ class Histories:
         self._kept: OrderedDict[str, History] = OrderedDict()
         self._held = 0
 
-    async def load(self, record: SessionRecord) -> History:
-        history = self._take(record.id)
-        if history is not None and history.count <= record.message_count:
-            wanted = record.message_count - history.count
-            new = await self.store.messages.page(record.id, history.last_seq, wanted + 1)
-            if len(new) == wanted:
-                for message in new:
-                    history.add(Turn(message.role, message.content), message.seq)
-                self._keep(record.id, history)
-                return history
-        history = History.of(await self.store.messages.history(record.id))
-        self._keep(record.id, history)
+    async def load(self, session_id: str, count: int, latest: Message | None = None) -> History:
+        """The history of a session holding `count` messages; `latest`, if given, is the
+        newest of them."""
+        history = self._take(session_id)
+        if history is None or not await self._grow(session_id, history, count, latest):
+            history = History.of(await self.store.messages.history(session_id))
+        self._keep(session_id, history)
         return history
+
+    async def _grow(
+        self, session_id: str, history: History, count: int, latest: Message | None
+    ) -> bool:
+        """Bring a kept history up to `count` messages; False if they do not add up."""
+        if latest is not None and latest.seq > history.last_seq and count == history.count + 1:
+            history.add(Turn(latest.role, latest.content), latest.seq)  # all else is kept
+            return True
+        wanted = count - history.count
+        if wanted < 0:
+            return False
+        new = await self.store.messages.page(session_id, history.last_seq, wanted + 1)
+        if len(new) != wanted:
+            return False
+        for message in new:
+            history.add(Turn(message.role, message.content), message.seq)
+        return True
+
+    def extend(self, session_id: str, stored: list[Message]) -> None:
+        """Messages just stored join the session's kept history, if it has one."""
+        history = self._kept.get(session_id)
+        if history is None:
+            return
+        for message in stored:
+            if message.seq > history.last_seq:
+                history.add(Turn(message.role, message.content), message.seq)
+                self._held += 1
+        self._kept.move_to_end(session_id)
+        self._trim()
 
     def forget(self, session_id: str) -> None:
         self._take(session_id)
@@ -50,6 +80,9 @@ class Histories:
     def _keep(self, session_id: str, history: History) -> None:
         self._kept[session_id] = history
         self._held += history.count
+        self._trim()
+
+    def _trim(self) -> None:
         while self._held > self.max_messages and len(self._kept) > 1:
             _, oldest = self._kept.popitem(last=False)
             self._held -= oldest.count

@@ -3,47 +3,115 @@
 This is what other servers use Redis pub/sub for. A watcher has a bounded buffer; one that
 falls too far behind is dropped (its stream ends) and reconnects with Last-Event-ID, which
 replays from the event log.
+
+`Signal` and `Quiet` are how every reader of live events (a watcher here, a run's follower in
+runlog.py) waits for news: cheaply, since a stream waits once per batch it sends.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 # (run_id, seq, type, data)
 Item = tuple[str, int, str, bytes]
 
 
+class Quiet:
+    """How long a follower may wait for news: a deadline each wait moves on, watched by one
+    timer per follower that is re-armed when it fires (at most once per `seconds`), where a
+    timer per wait cost a heap insert and a cancel for every batch sent."""
+
+    __slots__ = ("_future", "_timer", "deadline", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = 0.0
+        self._future: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> asyncio.Future[bool]:
+        """A wait from now: its future turns False if nothing wakes it within `seconds`."""
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + self.seconds
+        self._future = loop.create_future()
+        if self._timer is None:
+            self._timer = loop.call_at(self.deadline, self._expire)
+        return self._future
+
+    def _expire(self) -> None:
+        self._timer = None
+        future = self._future
+        if future is None or future.done():
+            return  # not waiting: the next wait arms the timer again
+        loop = future.get_loop()
+        if loop.time() >= self.deadline:
+            future.set_result(False)
+        else:
+            self._timer = loop.call_at(self.deadline, self._expire)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class Signal:
+    """Wakes every task waiting on it, each with its own `Quiet` limit: a bare future per
+    wait, where `asyncio.wait_for(event.wait())` costs an Event and a Task."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[bool]] = []
+
+    def fire(self) -> None:
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # a cancelled wait stays listed until the next fire
+                    waiter.set_result(True)
+
+    def next(self, quiet: Quiet) -> asyncio.Future[bool]:
+        """True at the next fire; False once the quiet time has passed (`discard` it then)."""
+        waiter = quiet.start()
+        self._waiters.append(waiter)
+        return waiter
+
+    def discard(self, waiter: asyncio.Future[bool]) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+
 class Watcher:
+    __slots__ = ("_signal", "closed", "items", "limit", "session_id")
+
     def __init__(self, session_id: str, limit: int) -> None:
         self.session_id = session_id
         self.limit = limit
-        self.items: deque[Item] = deque()
+        self.items: list[Item] = []
         self.closed = False
-        self._wake = asyncio.Event()
+        self._signal = Signal()
 
     def push(self, item: Item) -> None:
         if len(self.items) >= self.limit:
             self.close()
             return
         self.items.append(item)
-        self._wake.set()
+        self._signal.fire()
 
     def close(self) -> None:
         self.closed = True
-        self._wake.set()
+        self._signal.fire()
 
-    async def next_batch(self, timeout: float) -> list[Item] | None:
-        """What arrived since the last call; [] after `timeout` quiet seconds; None once closed."""
+    async def next_batch(self, quiet: Quiet) -> list[Item] | None:
+        """What arrived since the last call; [] after the quiet time; None once closed."""
         if not self.items and not self.closed:
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
+            waiter = self._signal.next(quiet)
+            if not await waiter:
+                self._signal.discard(waiter)
                 return []
         if self.items:
-            batch = list(self.items)
-            self.items.clear()
+            batch, self.items = self.items, []
             return batch
         return None
 

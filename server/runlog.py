@@ -1,5 +1,16 @@
 """The events of one active run: numbered, encoded once, handed to the event log's write
-buffer and the session channel, and followed by any number of readers."""
+buffer and the session channel, and followed by any number of readers.
+
+A follower that wakes to find a burst (more than one new row) lets the run go on producing
+for a few more turns of the event loop before it takes its batch: a fast run then reaches the
+client in a few large chunks instead of one small chunk per event, while a paced run (one row
+per wake-up, as a model streams) is sent at once.
+
+Memory holds the rows not yet committed and a short tail: once the event log has a row and
+TAIL newer ones exist, the row is dropped and `base` moves past it. A follower behind `base`
+reads on from the database (Followers does), so a long run costs its readers nothing extra
+and the server no more than a tail per run.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +19,17 @@ from collections.abc import Callable, Iterable
 
 from server import events
 from server.events import Event
+from server.hub import Quiet, Signal
+from server.store.sqlite import EventBatch
 
 # (run_id, seq, type, data) -- one event as stored and as sent
 Row = tuple[str, int, str, bytes]
+_TYPES, _encode = events.TYPES, events.encode
+
+GATHER_TURNS = 64  # event-loop turns a follower may wait for a run that is still producing
+GATHER_ROWS = 2048  # … or until this many rows are waiting
+TAIL = 16  # committed rows kept in memory: a follower a little behind needs no database
+TRIM_EVERY = 16  # emits between looks at what has been committed
 
 
 class RunLog:
@@ -19,7 +38,7 @@ class RunLog:
         run_id: str,
         session_id: str,
         first_seq: int,
-        sink: Callable[[Iterable[Row]], None],
+        sink: Callable[[Iterable[Row]], EventBatch | None],
         publish: Callable[[str, Row], None],
     ) -> None:
         self.run_id = run_id
@@ -29,39 +48,80 @@ class RunLog:
         self.finished = False
         self._sink = sink
         self._publish = publish
-        self._changed = asyncio.Event()
+        self._changed = Signal()
+        self._batches: list[tuple[int, EventBatch]] = []  # (first seq, batch) not yet committed
+        self._batch: EventBatch | None = EventBatch()  # the latest (a placeholder at first)
+        self._next_trim = first_seq + TAIL + TRIM_EVERY
+        self._stored = True
 
     @property
     def last_seq(self) -> int:
         return self.base + len(self.rows)
 
     def emit(self, event: Event) -> int:
-        seq = self.last_seq + 1
-        row = (self.run_id, seq, events.event_type(event), events.encode(event))
+        seq = self.base + len(self.rows) + 1
+        row = (self.run_id, seq, _TYPES[type(event)], _encode(event))
         self.rows.append(row)
-        self._sink((row,))
+        batch = self._sink((row,))
+        if batch is not self._batch:
+            self._joined(seq, batch)
         self._publish(self.session_id, row)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self._changed.fire()
+        if seq >= self._next_trim:
+            self._trim()
         return seq
+
+    def _joined(self, seq: int, batch: EventBatch | None) -> None:
+        """Rows from `seq` on go into a new write batch."""
+        self._batch = batch
+        if batch is None:
+            self._stored = False  # nothing is written (an ephemeral run): memory is all there is
+        else:
+            self._batches.append((seq, batch))
+
+    def _trim(self) -> None:
+        """Drop committed rows older than the tail."""
+        self._next_trim += TRIM_EVERY
+        if not self._stored:
+            return
+        done = 0
+        while done < len(self._batches) and self._batches[done][1].committed:
+            done += 1
+        del self._batches[:done]
+        durable = self._batches[0][0] - 1 if self._batches else self.last_seq
+        new_base = min(durable, self.last_seq - TAIL)
+        if new_base > self.base:
+            del self.rows[: new_base - self.base]
+            self.base = new_base
 
     def finish(self) -> None:
         self.finished = True
-        self._changed.set()
+        self._changed.fire()
 
     def since(self, after: int) -> list[Row]:
         return self.rows[max(0, after - self.base) :]
 
-    async def wait(self, after: int, timeout: float) -> list[Row] | None:
-        """Rows after `after`; [] if none came within `timeout`; None when the run is over
-        and everything has been read."""
+    async def wait(self, after: int, quiet: Quiet) -> list[Row] | None:
+        """Rows after `after` that memory holds (if older ones were dropped meanwhile, the
+        first comes after `after + 1`: the ones between are in the database); [] if none
+        came within the quiet time; None when the run is over and everything has been read."""
         if self.last_seq <= after and not self.finished:
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), timeout)
-            except TimeoutError:
+            waiter = self._changed.next(quiet)
+            if not await waiter:
+                self._changed.discard(waiter)
                 return []
+            if self.last_seq - after > 1:
+                await self._gather(after)
         rows = self.since(after)
         if rows:
             return rows
         return None if self.finished else []
+
+    async def _gather(self, after: int) -> None:
+        """Give a run in the middle of a burst a few loop turns to add to the batch."""
+        seen = self.last_seq
+        for _ in range(GATHER_TURNS):
+            await asyncio.sleep(0)
+            if self.last_seq == seen or self.finished or self.last_seq - after >= GATHER_ROWS:
+                return
+            seen = self.last_seq

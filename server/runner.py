@@ -12,18 +12,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-from server import agentspec, ephemeral, providers
+from server import ephemeral, providers
 from server.activerun import ActiveRun, RunRequest
+from server.admission import Admission
 from server.errors import (
     ApiError,
-    Archived,
-    Conflict,
     ProviderError,
-    SessionBusy,
     ShuttingDown,
 )
 from server.events import (
@@ -35,20 +33,15 @@ from server.events import (
 from server.followers import Followers
 from server.histories import Histories
 from server.hub import Hub
-from server.ids import new_ulid, now
+from server.ids import now
 from server.loop import LoopSettings, StepOutcome, run_loop
 from server.models import (
     Agent,
-    ClientTool,
-    ContentBlock,
     ErrorInfo,
     Message,
     PendingToolCall,
     Run,
-    RunStatus,
-    SessionRecord,
     ToolResultBlock,
-    Usage,
 )
 from server.pauses import Pauses
 from server.providers.base import ProviderContext
@@ -61,6 +54,7 @@ from server.store import runs as run_ops
 from server.tools.base import ToolContext, ToolSettings
 
 log = logging.getLogger("sessiond.runner")
+T = TypeVar("T")
 
 
 class RunnerSettings(msgspec.Struct, frozen=True):
@@ -80,10 +74,10 @@ class Runner:
         self.runs: dict[str, ActiveRun] = {}
         self.running: dict[str, ActiveRun] = {}  # session id → its running run
         self.queues: dict[str, deque[ActiveRun]] = {}
-        self.keys: dict[str, str] = {}  # idempotency keys of runs being started
         self.followers = Followers(store, hub, self.runs)
         self.pauses = Pauses(self)
         self.histories = Histories(store)
+        self.admission = Admission(self)
         self.accepting = True
         self._drain: asyncio.Future[None] | None = None
 
@@ -92,84 +86,7 @@ class Runner:
         self, session_key: str, request: RunRequest, idempotency_key: str | None = None
     ) -> ActiveRun | Run:
         """Start (or queue) a run. A repeated idempotency key returns the first run instead."""
-        if not self.accepting:
-            raise ShuttingDown("the server is shutting down; retry shortly")
-        record = await self.store.sessions.get(session_key)
-        if record.archived_at:
-            raise Archived(f"session {record.id} is archived; unarchive it to send messages")
-        if idempotency_key:
-            earlier = await self._earlier(idempotency_key, record.id)
-            if earlier is not None:
-                return earlier
-        agent = await self.store.agents.get(request.agent_id or record.agent_id)
-        names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
-        agentspec.check_tools(request.tools, names)
-        if record.status == "requires_action" and record.id not in self.running:
-            paused = await self.store.runs.paused(record.id)
-            if paused is not None and paused.run.id not in self.runs:
-                await self.pauses.close(paused, "cancelled")
-        return await self._open(record, agent, request, idempotency_key)
-
-    async def _earlier(self, key: str, session_id: str) -> ActiveRun | Run | None:
-        run_id = self.keys.get(key)
-        if run_id is not None and run_id in self.runs:
-            found: ActiveRun | Run = self.runs[run_id]
-        else:
-            stored = await self.store.runs.by_idempotency_key(key)
-            if stored is None:
-                return None
-            found = self.runs.get(stored.id, stored)
-        owner = found.session_id
-        if owner != session_id:
-            raise Conflict("this Idempotency-Key was already used for another session")
-        return found
-
-    async def _open(
-        self, record: SessionRecord, agent: Agent, request: RunRequest, key: str | None
-    ) -> ActiveRun:
-        sid = record.id
-        busy = self.running.get(sid)
-        queue = self.queues.setdefault(sid, deque())
-        if (busy or queue) and request.if_busy == "reject":
-            blocker = busy or queue[0]
-            raise SessionBusy(
-                f"session {sid} is busy with run {blocker.id}; retry later, or send "
-                '"if_busy": "queue" or "interrupt"',
-                run_id=blocker.id,
-            )
-        if key is not None and key in self.keys:
-            raise Conflict("a run with this Idempotency-Key is being started; retry")
-        created = now()
-        status: RunStatus = "queued" if (busy or queue) else "running"
-        started = created if status == "running" else None
-        run = Run(new_ulid(), sid, agent.id, status, created, started_at=started)
-        active = ActiveRun(run, request, agent, self._runlog(run.id, sid, 1))
-        self.runs[run.id] = active
-        if status == "running":
-            self.running[sid] = active
-        elif request.if_busy == "interrupt":
-            queue.appendleft(active)
-        else:
-            queue.append(active)
-        if key:
-            self.keys[key] = run.id
-        new = run_ops.NewRun(
-            run.id, sid, agent.id, status, request.content, _options(request), key, created
-        )
-        try:
-            message = await self.store.db.write(lambda conn: run_ops.start(conn, new))
-        except BaseException:
-            self._forget(active)
-            raise
-        finally:
-            if key:
-                self.keys.pop(key, None)
-        if message is not None:
-            active.messages.append(message)
-            active.task = asyncio.create_task(self._drive(active), name=f"run-{run.id}")
-        elif request.if_busy == "interrupt" and busy is not None:
-            await self.cancel(busy, "interrupted")
-        return active
+        return await self.admission.submit(session_key, request, idempotency_key)
 
     async def run_ephemeral(
         self, agent: Agent, work_dir: str | None, history: list[Message], request: RunRequest
@@ -226,6 +143,7 @@ class Runner:
         if first_step >= active.agent.max_steps:
             stop_reason = "max_steps"
         pending: list[PendingToolCall] = []
+        last: run_ops.Step | None = None  # the final step, stored with the run's end
         active.started = True
         try:
             if active.stop_status is not None:  # cancelled before the task got to run
@@ -240,7 +158,7 @@ class Runner:
             items = run_loop(session, provider, ctx, self.settings.loop, first_step)
             async for item in items:
                 if isinstance(item, StepOutcome):
-                    await self._persist(active, item)
+                    last = await self._persist(active, item)
                     stop_reason, pending = item.stop_reason, item.pending
                 else:
                     active.observe(item)
@@ -262,13 +180,17 @@ class Runner:
             error = ErrorInfo(
                 "internal_error", f"the run failed inside the server: {type(exc).__name__}"
             )
-        await self._finish(active, status, stop_reason, error, pending)
+        await self._finish(active, status, stop_reason, error, pending, last)
 
     async def _session(self, active: ActiveRun) -> Session:
         if active.scratch is not None:
             return active.scratch
-        record = await self.store.sessions.get(active.session_id)
-        history = await self.histories.load(record)
+        record = active.record or await self.store.sessions.get(active.session_id)
+        if active.begun is not None:
+            count, latest = active.begun.message_count, active.begun.message
+            history = await self.histories.load(record.id, count, latest)
+        else:
+            history = await self.histories.load(record.id, record.message_count)
         return Session(record, active.agent, history, active.request.tools)
 
     def _record_usage(self, active: ActiveRun) -> None:
@@ -279,30 +201,28 @@ class Runner:
         self._background(lambda conn: run_ops.add_usage(conn, rid, sid, delta))
 
     def _background(self, op: Callable[[Any], Any]) -> None:
-        task = asyncio.ensure_future(self.store.db.write(op))
-        task.add_done_callback(_log_failure)
+        try:
+            self.store.db.submit(op).add_done_callback(_log_failure)
+        except ApiError as exc:
+            log.error("background write failed: %s", exc)
 
-    async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> None:
-        active.completed = active.completed + outcome.usage
-        active.step = Usage()
-        delta = active.unrecorded()
-        entries: list[tuple[Any, list[ContentBlock]]] = [("assistant", outcome.assistant)]
-        if outcome.results and not outcome.pending:
-            entries.append(("user", list(outcome.results)))
-        stamp = now()
-        rid, sid = active.id, active.session_id
-
-        held = list(outcome.results) if outcome.pending else None
-
-        def op(conn: Any) -> list[Message]:
-            return run_ops.add_step(conn, rid, sid, entries, delta, outcome.tool_calls, stamp, held)
-
+    async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> run_ops.Step | None:
+        """Store a completed step before the loop asks the model anything more, and before
+        `done`: a client that reads the history on `done` finds the whole run there. (Storing
+        the final step with the run's end would save a commit but let `done` overtake it.)"""
+        step = active.settle(outcome)
         if active.scratch is not None:
-            stored = ephemeral.messages(active, entries, stamp)
+            active.messages.extend(ephemeral.messages(active, step.entries, step.now))
         else:
-            stored = await _uncancellable(self.store.db.write(op))
-        active.messages.extend(stored)
+            rid, sid = active.id, active.session_id
+            written = self.store.db.submit(lambda conn: run_ops.add_step(conn, rid, sid, step))
+            self._stored(active, await self._committed(written))
         active.run.steps += 1
+        return None
+
+    def _stored(self, active: ActiveRun, messages: list[Message]) -> None:
+        active.messages.extend(messages)
+        self.histories.extend(active.session_id, messages)
 
     async def _finish(
         self,
@@ -311,6 +231,7 @@ class Runner:
         stop_reason: str | None,
         error: ErrorInfo | None,
         pending: list[PendingToolCall],
+        last: run_ops.Step | None = None,
     ) -> None:
         active.finishing = True  # from here on a cancel waits instead of interrupting
         usage = active.live_usage()
@@ -330,19 +251,17 @@ class Runner:
         rid, sid = active.id, active.session_id
         written = None
         if active.scratch is None:
-            written = self.store.db.submit(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
+            written = self.store.db.submit(
+                lambda conn: run_ops.finish(conn, rid, sid, end, stamp, last)
+            )
         # The session is free as soon as `done` is out: a client that sends its next message
         # on seeing it must not get session_busy. Writes queued from now on commit after ours.
         # The run stays readable from memory until its end is committed.
         self._release(active)
         self._start_next(sid)
-        try:
-            if written is not None:
-                await _uncancellable(written)
-        except asyncio.CancelledError:
-            pass  # the end is recorded (see _uncancellable); `done` must still be set
-        except Exception:
-            log.exception("could not record the end of run %s", rid)
+        if not await self._recorded(active, written) and last is not None:
+            # the final step is lost with the end: the answer must not say it is stored
+            status, error = "failed", ErrorInfo("internal_error", "the run could not be stored")
         run = active.run
         active.run = msgspec.structs.replace(
             run,
@@ -356,6 +275,32 @@ class Runner:
         active.log.finish()
         active.done.set()
         self.runs.pop(active.id, None)
+
+    async def _recorded(self, active: ActiveRun, written: asyncio.Future[Any] | None) -> bool:
+        """Wait for the run's end (with its final step) to commit; False if it failed."""
+        if written is None:
+            return True
+        try:
+            await self._committed(written)
+        except asyncio.CancelledError:
+            pass  # the end is recorded (see _committed); `done` must still be set
+        except Exception:
+            log.exception("could not record the end of run %s", active.id)
+            return False
+        if not written.cancelled():
+            self._stored(active, written.result())
+        return True
+
+    async def _committed(self, written: asyncio.Future[T]) -> T:
+        """Wait for a write even if the run is cancelled meanwhile, then let the cancel
+        through. Cancelling the task cancels the future it awaits, not the write: a flush
+        queued behind the write tells when it is committed."""
+        try:
+            return await written
+        except asyncio.CancelledError:
+            if written.cancelled():
+                await asyncio.shield(self.store.db.flush())
+            raise
 
     def _start_next(self, session_id: str) -> None:
         queue = self.queues.get(session_id)
@@ -372,10 +317,10 @@ class Runner:
         """A queued run's turn: its message enters the history now, then it runs."""
         stamp = now()
         rid, sid, content = active.id, active.session_id, active.request.content
-        message = await _uncancellable(
-            self.store.db.write(lambda conn: run_ops.begin(conn, rid, sid, content, stamp))
+        active.begun = await self._committed(
+            self.store.db.submit(lambda conn: run_ops.begin(conn, rid, sid, content, stamp))
         )
-        active.messages.append(message)
+        active.messages.append(active.begun.message)
         active.run = msgspec.structs.replace(active.run, status="running", started_at=stamp)
 
     # -- cancelling -----------------------------------------------------------------------
@@ -417,6 +362,7 @@ class Runner:
             await self.cancel(active)
         self.hub.end_session(session_id)
         self.histories.forget(session_id)
+        self.admission.records.forget(session_id)
 
     def begin_shutdown(self) -> None:
         """Start draining now (on SIGTERM), before the HTTP server closes its connections."""
@@ -455,24 +401,8 @@ class Runner:
         return await interrupt_unfinished(self.store)
 
 
-def _options(request: RunRequest) -> dict[str, Any]:
-    result: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(request, content=[]))
-    result.pop("content", None)
-    return result
-
-
 def _session_status(status: str) -> str:
     return {"failed": "failed", "requires_action": "requires_action"}.get(status, "idle")
-
-
-async def _uncancellable(awaitable: Any) -> Any:
-    """Wait for a write even if the run is cancelled meanwhile, then let the cancel through."""
-    future = asyncio.ensure_future(awaitable)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await future
-        raise
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -49,3 +49,16 @@ def test_retry_and_ping_frames_have_no_id() -> None:
     assert events.retry_frame(3000) == b"retry: 3000\n\n"
     assert b"id:" not in events.PING_FRAME
     assert events.PING_FRAME.startswith(b"event: ping\ndata: ")
+
+
+def test_frames_of_rows_are_their_frames_joined() -> None:
+    data = events.encode(TextDelta("x", 0))
+    rows = [("01R", 1, "text_delta", data), ("01R", 300, "done", b"{}")]
+    assert events.frames(rows) == b"".join(events.frame(s, t, d) for _, s, t, d in rows)
+    assert events.frames([]) == b""
+
+
+def test_every_event_type_is_known_by_its_class() -> None:
+    assert events.event_type(TextDelta("x", 0)) == "text_delta"
+    assert events.event_type(Ping()) == "ping"
+    assert len(set(events.TYPES.values())) == len(events.TYPES)

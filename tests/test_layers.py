@@ -34,6 +34,7 @@ GROUPS = {
     "loop": "core",
     "runner": "runner",
     "activerun": "runner",
+    "admission": "runner",
     "runlog": "runner",
     "hub": "runner",
     "followers": "runner",
@@ -57,7 +58,6 @@ GROUPS = {
 EDGES = {
     "aiosqlite": {"store"},
     "starlette": {"api", "top"},
-    "sse_starlette": {"api", "top"},
     "httpx": {"providers", "top"},
 }
 

@@ -158,3 +158,22 @@ def test_busy_session_is_409_with_run_id(live: ThreadServer, tmp_path: Path) -> 
     error = busy.json()["error"]
     assert error["type"] == "session_busy" and error["run_id"] == started.json()["run_id"]
     assert busy.headers["retry-after"]
+
+
+def test_on_done_the_whole_turn_is_already_stored(live: ThreadServer, tmp_path: Path) -> None:
+    sid = setup_session(live.url, tmp_path, [{"text": "stored before done"}])
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"{live.url}/sessions/{sid}/message/stream"
+            for i in range(15):
+                async with http.stream("POST", url, json={"message": f"m{i}"}) as response:
+                    async for event in events(response):
+                        if event.event == "done":
+                            break
+                got = await http.get(f"{live.url}/sessions/{sid}/messages?after={2 * i}")
+                tail = got.json()["data"]
+                assert [m["role"] for m in tail] == ["user", "assistant"], tail
+                assert tail[1]["content"][0]["text"] == "stored before done"
+
+    asyncio.run(go())

@@ -127,7 +127,7 @@ def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
         db.append_events([("r", 1001, "done", b"{}")])
         await store.close()
         check = sqlite3.connect(tmp_path / "e.db")
-        assert check.execute("SELECT max(seq) FROM events").fetchone()[0] == 1001
+        assert check.execute("SELECT max(last_seq) FROM events").fetchone()[0] == 1001
         check.close()
 
     asyncio.run(go())

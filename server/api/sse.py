@@ -1,31 +1,40 @@
 """Server-Sent Events responses: `retry:` first, events coalesced into one chunk per batch,
-a `ping` event (no `id:`) whenever the stream has been quiet for the ping interval."""
+a `ping` event (no `id:`) whenever the stream has been quiet for the ping interval.
+
+`EventStream` is a plain ASGI response rather than sse-starlette's `EventSourceResponse`.
+Ours needs none of what that one adds (its pings are comments, we send our own ping events;
+its shutdown handling we turn off, our runner drains instead), and what it adds is paid per
+connection and per send: four tasks, a task group and a watcher of the process-wide shutdown
+flag for every stream, a cancel scope around every send. Here a stream is the request's own
+task plus one that listens for the client leaving, and a send timeout is one timer per stream.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from sse_starlette import EventSourceResponse
-from sse_starlette.sse import AppStatus
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from server import events
 from server.runlog import Row
 
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+log = logging.getLogger("sessiond.sse")
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
-def own_shutdown() -> None:
-    """Keep sse-starlette out of shutdown: its default patches uvicorn to set a process-wide
-    flag that cancels every stream at once (and stays set for later servers in the process).
-    Our runner drains instead: run streams end after their `done`, the session channel when
-    the runner closes it."""
-    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+def _chunk(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": True}
 
 
 def run_frames(rows: list[Row]) -> bytes:
     """A run's own stream: `id:` is the run's sequence number."""
-    return b"".join(events.frame(seq, type_, data) for _, seq, type_, data in rows)
+    return events.frames(rows)
 
 
 def session_frames(rows: list[Row]) -> bytes:
@@ -36,30 +45,149 @@ def session_frames(rows: list[Row]) -> bytes:
     )
 
 
-async def framed(
+class Framed:
+    """A stream's batches and how to frame them, `retry:` first; the response iterates the
+    batches itself (a generator in between cost a frame resumed per event)."""
+
+    __slots__ = ("batches", "encode", "retry_ms")
+
+    def __init__(
+        self, batches: AsyncIterator[list[Row]], encode: Callable[[list[Row]], bytes], retry_ms: int
+    ) -> None:
+        self.batches = batches
+        self.encode = encode
+        self.retry_ms = retry_ms
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def framed(
     request: Request,
     batches: AsyncIterator[list[Row]],
     encode: Callable[[list[Row]], bytes],
-) -> AsyncIterator[bytes]:
-    settings = request.app.state.settings
-    yield events.retry_frame(settings.sse_retry_ms)
-    async for rows in batches:
-        yield encode(rows) if rows else events.PING_FRAME
+) -> Framed:
+    return Framed(batches, encode, request.app.state.settings.sse_retry_ms)
 
 
 def stream(
     request: Request,
-    body: AsyncIterator[bytes],
+    body: Framed,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
-) -> EventSourceResponse:
-    async def closed(message: object) -> None:
-        if on_disconnect is not None:
-            await on_disconnect()
+) -> EventStream:
+    return EventStream(body, request.app.state.settings.sse_send_timeout_s, on_disconnect)
 
-    return EventSourceResponse(
-        body,
-        headers=HEADERS,
-        ping=0,  # our own ping events are sent only while a stream is quiet
-        send_timeout=request.app.state.settings.sse_send_timeout_s,
-        client_close_handler_callable=closed,
-    )
+
+class SendTimeout(TimeoutError):
+    """The client read nothing for the send timeout: the connection is dropped."""
+
+
+class EventStream(Response):
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        body: Framed,
+        send_timeout: float,
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.framed = body
+        self.send_timeout = send_timeout
+        self.on_disconnect = on_disconnect
+        self.status_code = 200
+        self.background = None
+        self.init_headers(HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        if scope["method"] == "HEAD":  # headers only: the stream would never end
+            await send(start)
+            await send(END)
+            return
+        async with contextlib.aclosing(self.framed) as body:
+            await _Connection(self, send).serve(start, body, receive)
+
+
+class _Connection:
+    """One streaming response in flight: its sends, its send watchdog, its disconnect listener.
+
+    Both the watchdog and the listener stop the stream by cancelling the request's task (the
+    body generator then unwinds from wherever it waits); `_cause` tells that cancel apart from
+    one by the server.
+    """
+
+    __slots__ = ("_cause", "_send", "_sending", "_started", "_task", "_timer", "response")
+
+    def __init__(self, response: EventStream, send: Send) -> None:
+        self.response = response
+        self._send = send
+        self._task = asyncio.current_task()
+        self._sending = False
+        self._started = 0.0  # when the send in progress began
+        self._cause: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def serve(self, start: Message, body: Framed, receive: Receive) -> None:
+        listener = asyncio.create_task(self._listen(receive))
+        self._arm(self.response.send_timeout)
+        try:
+            await self.send(start)
+            await self.send(_chunk(events.retry_frame(body.retry_ms)))
+            async for rows in body.batches:
+                await self.send(_chunk(body.encode(rows) if rows else events.PING_FRAME))
+            self._cause = "finished"  # from here on a disconnect is no longer the client leaving
+            await self.send(END)
+        except asyncio.CancelledError:
+            if self._cause in (None, "finished"):
+                raise  # cancelled by the server
+            assert self._task is not None
+            self._task.uncancel()
+            if self._cause == "timeout":
+                raise SendTimeout(
+                    f"no send completed in {self.response.send_timeout:g} s"
+                ) from None
+        finally:
+            listener.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def send(self, message: Message) -> None:
+        self._started = asyncio.get_running_loop().time()
+        self._sending = True
+        await self._send(message)
+        self._sending = False
+
+    def _arm(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._watchdog)
+
+    def _watchdog(self) -> None:
+        """Fires once per timeout while no send is in progress; else when the send in
+        progress reaches the timeout."""
+        timeout = self.response.send_timeout
+        if not self._sending:
+            self._arm(timeout)
+            return
+        waited = asyncio.get_running_loop().time() - self._started
+        if waited >= timeout:
+            self._stop("timeout")
+        else:
+            self._arm(timeout - waited)
+
+    async def _listen(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if self._cause is not None:
+            return
+        if self.response.on_disconnect is not None:
+            try:
+                await self.response.on_disconnect()
+            except Exception:
+                log.exception("on-disconnect handler failed")
+        self._stop("disconnect")
+
+    def _stop(self, cause: str) -> None:
+        if self._cause is None and self._task is not None:
+            self._cause = cause
+            self._task.cancel()

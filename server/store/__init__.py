@@ -12,7 +12,7 @@ from server.store.transfer import Transfer
 
 
 class Store:
-    def __init__(self, path: str, *, event_flush_s: float = 0.05) -> None:
+    def __init__(self, path: str, *, event_flush_s: float = 0.2) -> None:
         self.db = Database(path, event_flush_s=event_flush_s)
         self.agents = Agents(self.db)
         self.sessions = Sessions(self.db)

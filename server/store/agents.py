@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from server.errors import Conflict, NotFound
 from server.models import Agent, Page
@@ -11,6 +12,7 @@ from server.store import codec
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sqlite import Database
 
+T = TypeVar("T")
 DEFAULT_ID = "default"
 _COLUMNS = (
     "id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options, "
@@ -55,14 +57,42 @@ def _name_taken(agent: Agent) -> Conflict:
 
 
 class Agents:
-    def __init__(self, db: Database) -> None:
+    """Every run reads its agent, and agents change only through the methods below, so `get`
+    answers from a cache that each of them clears once its write is settled. A read that
+    overlapped a write is not cached: `_changes` counts the writes."""
+
+    def __init__(self, db: Database, cache_size: int = 1024) -> None:
         self.db = db
+        self.cache_size = cache_size
+        self._cache: dict[str, Agent] = {}
+        self._changes = 0
 
     async def get(self, agent_id: str) -> Agent:
+        cached = self._cache.get(agent_id)
+        if cached is not None:
+            return cached
+        changes = self._changes
         row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM agents WHERE id = ?", (agent_id,))
         if row is None:
             raise NotFound(f"agent {agent_id!r} not found")
-        return _agent(row)
+        agent = _agent(row)
+        if changes == self._changes:
+            if len(self._cache) >= self.cache_size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[agent_id] = agent
+        return agent
+
+    async def _write(self, agent_id: str, op: Callable[[sqlite3.Connection], T]) -> T:
+        """`op`, then the cache forgets the agent: when the write settles, even if the caller
+        has been cancelled meanwhile, and before the caller goes on."""
+
+        def forget(_: object) -> None:
+            self._changes += 1
+            self._cache.pop(agent_id, None)
+
+        written = self.db.submit(op)
+        written.add_done_callback(forget)
+        return await written
 
     async def page(self, limit: int, cursor: str | None) -> Page[Agent]:
         after = decode_cursor(cursor, 2) if cursor else ["", ""]
@@ -86,7 +116,7 @@ class Agents:
             except sqlite3.IntegrityError as exc:
                 raise _name_taken(agent) from exc
 
-        await self.db.write(op)
+        await self._write(agent.id, op)
         return agent
 
     async def replace(self, agent: Agent) -> Agent:
@@ -102,7 +132,7 @@ class Agents:
                 raise _name_taken(agent) from exc
             return cursor.rowcount
 
-        if await self.db.write(op) == 0:
+        if await self._write(agent.id, op) == 0:
             raise NotFound(f"agent {agent.id!r} not found")
         return agent
 
@@ -120,7 +150,7 @@ class Agents:
                 )
             return conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,)).rowcount
 
-        if await self.db.write(op) == 0:
+        if await self._write(agent_id, op) == 0:
             raise NotFound(f"agent {agent_id!r} not found")
 
     async def ensure_default(self, agent: Agent) -> Agent:
@@ -138,5 +168,5 @@ class Agents:
                 (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
             )
 
-        await self.db.write(op)
+        await self._write(agent.id, op)
         return await self.get(agent.id)

@@ -47,6 +47,17 @@ def append(
     return message
 
 
+def insert(conn: sqlite3.Connection, stored: list[Message]) -> None:
+    """Insert messages already numbered (the caller moved their session's last_seq)."""
+    conn.executemany(
+        f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (m.id, m.session_id, m.seq, m.role, codec.text(m.content), m.run_id, m.created_at)
+            for m in stored
+        ],
+    )
+
+
 class Messages:
     def __init__(self, db: Database) -> None:
         self.db = db

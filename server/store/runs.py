@@ -4,11 +4,12 @@ run's life (start, step, finish), each a single transaction."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from server.errors import NotFound
+from server.ids import new_ulid
 from server.models import (
     ContentBlock,
     ErrorInfo,
@@ -17,11 +18,12 @@ from server.models import (
     PendingToolCall,
     Role,
     Run,
+    SessionRecord,
     ToolCallRecord,
     ToolResultBlock,
     Usage,
 )
-from server.store import codec, messages
+from server.store import codec, eventlog, messages
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sessions import TOUCH_EXPIRY
 from server.store.sqlite import Database
@@ -41,6 +43,19 @@ class NewRun(msgspec.Struct):
     options: dict[str, Any]
     idempotency_key: str | None
     created_at: str
+    # The session as the runner last read it: the run starts only if the session is still
+    # unarchived, not paused, with the same agent, work_dir and name, else `Stale`.
+    expected: SessionRecord | None = None
+
+
+class Stale(Exception):
+    """The session is no longer as the runner read it; nothing was written."""
+
+
+_AS_EXPECTED = (
+    " AND archived_at IS NULL AND status <> 'requires_action' AND agent_id = ? "
+    "AND work_dir IS ? AND name IS ?"
+)
 
 
 class StoredRun(msgspec.Struct):
@@ -100,11 +115,59 @@ def _add_usage(conn: sqlite3.Connection, run_id: str, session_id: str, usage: Us
         )
 
 
-def start(conn: sqlite3.Connection, new: NewRun) -> Message | None:
+def _move_session(
+    conn: sqlite3.Connection,
+    session_id: str,
+    now: str,
+    *,
+    added: int = 0,
+    usage: Usage | None = None,
+    status: str | None = None,
+    turns: int = 0,
+    expected: SessionRecord | None = None,
+) -> tuple[int, int] | None:
+    """All that a moment of a run changes on its session row, in one statement where there
+    were up to five (each costs the writer its own binding, B-tree walk and GIL hand-back):
+    `added` messages numbered on from last_seq, usage, turns, status (None: unchanged) and
+    activity. Returns the new (last_seq, message_count), or None if there is no such
+    session (as `expected`, if given)."""
+    usage = usage or Usage()
+    params: tuple[Any, ...] = (
+        added,
+        added,
+        turns,
+        usage.input_tokens,
+        usage.output_tokens,
+        status,
+        now,
+        now,
+        session_id,
+    )
+    where = "id = ?"
+    if expected is not None:
+        where += _AS_EXPECTED
+        params += (expected.agent_id, expected.work_dir, expected.name)
+    row: tuple[int, int] | None = conn.execute(
+        "UPDATE sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
+        "turn_count = turn_count + ?, input_tokens = input_tokens + ?, "
+        "output_tokens = output_tokens + ?, status = coalesce(?, status), updated_at = ?, "
+        f"{TOUCH_EXPIRY} WHERE {where} RETURNING last_seq, message_count",
+        params,
+    ).fetchone()
+    return row
+
+
+class Begun(NamedTuple):
+    message: Message  # the run's user message, as stored
+    message_count: int  # the session's, with it
+
+
+def start(conn: sqlite3.Connection, new: NewRun) -> Begun | None:
     """Open a run; a running one also stores its user message and marks the session busy."""
+    running = new.status == "running"
     conn.execute(
         "INSERT INTO runs (id, session_id, agent_id, status, input, options, idempotency_key, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             new.session_id,
@@ -114,47 +177,92 @@ def start(conn: sqlite3.Connection, new: NewRun) -> Message | None:
             codec.text(new.options),
             new.idempotency_key,
             new.created_at,
+            new.created_at if running else None,
         ),
     )
-    if new.status == "queued":
+    if not running:
+        expected = new.expected
+        if (
+            expected is not None
+            and not conn.execute(
+                f"SELECT 1 FROM sessions WHERE id = ?{_AS_EXPECTED}",
+                (new.session_id, expected.agent_id, expected.work_dir, expected.name),
+            ).fetchone()
+        ):
+            raise Stale
         return None
-    return begin(conn, new.id, new.session_id, new.input, new.created_at)
+    return _enter(conn, new.id, new.session_id, new.input, new.created_at, new.expected)
 
 
 def begin(
     conn: sqlite3.Connection, run_id: str, session_id: str, content: list[ContentBlock], now: str
-) -> Message:
+) -> Begun:
     conn.execute("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", (now, run_id))
-    conn.execute("UPDATE sessions SET turn_count = turn_count + 1 WHERE id = ?", (session_id,))
-    _touch_session(conn, session_id, "running", now)
-    return messages.append(conn, session_id, "user", content, run_id, now)
+    return _enter(conn, run_id, session_id, content, now)
 
 
-def add_step(
+def _enter(
     conn: sqlite3.Connection,
     run_id: str,
     session_id: str,
-    entries: list[tuple[Role, list[ContentBlock]]],
-    usage: Usage,
-    tool_calls: list[ToolCallRecord],
+    content: list[ContentBlock],
     now: str,
-    held: list[ToolResultBlock] | None = None,
-) -> list[Message]:
-    """Persist a completed step: its messages, counters and usage, in one transaction. A step
-    paused for client tools keeps its server tools' results in `held` until the rest come."""
-    stored = [
-        messages.append(conn, session_id, role, blocks, run_id, now) for role, blocks in entries
-    ]
+    expected: SessionRecord | None = None,
+) -> Begun:
+    """The run's message enters the history; the session counts a turn and is busy."""
+    moved = _move_session(
+        conn, session_id, now, added=1, status="running", turns=1, expected=expected
+    )
+    if moved is None:
+        raise Stale if expected is not None else NotFound(f"session {session_id!r} not found")
+    message = Message(new_ulid(), session_id, moved[0], "user", content, run_id, now)
+    messages.insert(conn, [message])
+    return Begun(message, moved[1])
+
+
+class Step(msgspec.Struct):
+    """A completed step, as the runner stores it. A step paused for client tools keeps its
+    server tools' results in `held` until the rest come."""
+
+    entries: list[tuple[Role, list[ContentBlock]]]
+    usage: Usage
+    tool_calls: list[ToolCallRecord]
+    now: str
+    held: list[ToolResultBlock] | None = None
+
+
+def add_step(conn: sqlite3.Connection, run_id: str, session_id: str, step: Step) -> list[Message]:
+    """Persist a completed step: its messages, counters and usage, in one transaction."""
+    moved = _move_session(conn, session_id, step.now, added=len(step.entries), usage=step.usage)
     conn.execute(
-        "UPDATE runs SET steps = steps + 1, held_results = ? WHERE id = ?",
-        (codec.text(held or []), run_id),
+        "UPDATE runs SET steps = steps + 1, held_results = ?, input_tokens = input_tokens + ?, "
+        "output_tokens = output_tokens + ? WHERE id = ?",
+        (codec.text(step.held or []), step.usage.input_tokens, step.usage.output_tokens, run_id),
     )
-    conn.executemany(
-        "UPDATE runs SET tool_calls = json_insert(tool_calls, '$[#]', json(?)) WHERE id = ?",
-        [(codec.text(call), run_id) for call in tool_calls],
-    )
-    _add_usage(conn, run_id, session_id, usage)
-    _touch_session(conn, session_id, None, now)
+    return _store_step(conn, run_id, session_id, step, moved)
+
+
+def _store_step(
+    conn: sqlite3.Connection,
+    run_id: str,
+    session_id: str,
+    step: Step,
+    moved: tuple[int, int] | None,
+) -> list[Message]:
+    """The step's messages, numbered up to the session's new last_seq, and its tool calls."""
+    if moved is None:
+        raise NotFound(f"session {session_id!r} not found")
+    first = moved[0] - len(step.entries) + 1
+    stored = [
+        Message(new_ulid(), session_id, first + i, role, blocks, run_id, step.now)
+        for i, (role, blocks) in enumerate(step.entries)
+    ]
+    messages.insert(conn, stored)
+    if step.tool_calls:
+        conn.executemany(
+            "UPDATE runs SET tool_calls = json_insert(tool_calls, '$[#]', json(?)) WHERE id = ?",
+            [(codec.text(call), run_id) for call in step.tool_calls],
+        )
     return stored
 
 
@@ -167,22 +275,40 @@ class Finish(msgspec.Struct):
     session_status: str | None  # None: leave the session's status alone
 
 
-def finish(conn: sqlite3.Connection, run_id: str, session_id: str, end: Finish, now: str) -> None:
-    finished_at = None if end.status == "requires_action" else now
+def finish(
+    conn: sqlite3.Connection,
+    run_id: str,
+    session_id: str,
+    end: Finish,
+    now: str,
+    last: Step | None = None,
+) -> list[Message]:
+    """End a run. Its last step, when given, is stored in the same transaction (one commit
+    where two would do the same); the step's messages are returned."""
+    usage = end.usage if last is None else last.usage + end.usage
+    added = len(last.entries) if last is not None else 0
+    moved = _move_session(
+        conn, session_id, now, added=added, usage=usage, status=end.session_status
+    )
+    held = codec.text(last.held or []) if last is not None else None
     conn.execute(
-        "UPDATE runs SET status = ?, stop_reason = ?, error = ?, pending_tool_calls = ?, "
-        "finished_at = ? WHERE id = ?",
+        "UPDATE runs SET steps = steps + ?, held_results = coalesce(?, held_results), "
+        "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, status = ?, "
+        "stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ? WHERE id = ?",
         (
+            1 if last is not None else 0,
+            held,
+            usage.input_tokens,
+            usage.output_tokens,
             end.status,
             end.stop_reason,
             codec.text(end.error) if end.error else None,
             codec.text(end.pending),
-            finished_at,
+            None if end.status == "requires_action" else now,
             run_id,
         ),
     )
-    _add_usage(conn, run_id, session_id, end.usage)
-    _touch_session(conn, session_id, end.session_status, now)
+    return [] if last is None else _store_step(conn, run_id, session_id, last, moved)
 
 
 def add_usage(conn: sqlite3.Connection, run_id: str, session_id: str, usage: Usage) -> None:
@@ -242,11 +368,7 @@ class Runs:
         return [_stored(row) for row in rows]
 
     async def events(self, run_id: str, after: int, limit: int) -> list[tuple[int, str, bytes]]:
-        rows = await self.db.fetchall(
-            "SELECT seq, type, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after, limit),
-        )
-        return [(row[0], row[1], bytes(row[2])) for row in rows]
+        return await eventlog.read(self.db, run_id, after, limit)
 
     async def of_session(self, session_id: str) -> list[Run]:
         """Every run of a session, oldest first (for exports)."""
@@ -271,5 +393,4 @@ class Runs:
         return [row[0] for row in rows]
 
     async def last_event_seq(self, run_id: str) -> int:
-        row = await self.db.fetchone("SELECT max(seq) FROM events WHERE run_id = ?", (run_id,))
-        return int(row[0] or 0)
+        return await eventlog.last_seq(self.db, run_id)

@@ -1,0 +1,203 @@
+"""Admission: a message becomes a run. Checked against its session (archived? a run paused
+for client tools to close?) and its agent's tools; one run at a time per session (reject,
+queue or interrupt); an idempotency key returns the run it first started; and a run's start,
+its user message with it, is committed before the run goes on.
+
+Short turns come back to back, so admission keeps the session record it last read for each
+key (`Records`) and starts the next run from it without reading: the start operation then
+checks, in its own transaction, that the session is still as the record says
+(`runs.NewRun.expected`). A record gone stale, or anything refused on the way that a stale
+record could explain, costs one read and a second try; never a run started against a
+changed session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from server import agentspec
+from server.activerun import ActiveRun, RunRequest
+from server.errors import ApiError, Archived, Conflict, SessionBusy, ShuttingDown
+from server.ids import new_ulid, now
+from server.models import Agent, ClientTool, Run, RunStatus, SessionRecord
+from server.store import runs as run_ops
+
+if TYPE_CHECKING:
+    from server.runner import Runner
+
+
+class Admission:
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.records = Records()  # sessions as last read, by the key they were asked for
+        self.keys: dict[str, str] = {}  # idempotency keys of runs being started
+
+    async def submit(
+        self, session_key: str, request: RunRequest, idempotency_key: str | None = None
+    ) -> ActiveRun | Run:
+        if not self.runner.accepting:
+            raise ShuttingDown("the server is shutting down; retry shortly")
+        known = self.records.get(session_key)
+        if known is not None and not known.archived_at and known.status != "requires_action":
+            try:
+                return await self._submit(known, request, idempotency_key, expected=known)
+            except (run_ops.Stale, ApiError):
+                self.records.forget(session_key)
+        record = await self.runner.store.sessions.get(session_key)
+        self.records.keep(session_key, record)
+        return await self._submit(record, request, idempotency_key)
+
+    async def _submit(
+        self,
+        record: SessionRecord,
+        request: RunRequest,
+        idempotency_key: str | None,
+        expected: SessionRecord | None = None,
+    ) -> ActiveRun | Run:
+        runner = self.runner
+        if record.archived_at:
+            raise Archived(f"session {record.id} is archived; unarchive it to send messages")
+        if idempotency_key:
+            earlier = await self._earlier(idempotency_key, record.id)
+            if earlier is not None:
+                return earlier
+        agent = await runner.store.agents.get(request.agent_id or record.agent_id)
+        names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
+        agentspec.check_tools(request.tools, names)
+        if record.status == "requires_action" and record.id not in runner.running:
+            paused = await runner.store.runs.paused(record.id)
+            if paused is not None and paused.run.id not in runner.runs:
+                await runner.pauses.close(paused, "cancelled")
+        return await self._open(record, agent, request, idempotency_key, expected)
+
+    async def _earlier(self, key: str, session_id: str) -> ActiveRun | Run | None:
+        runs = self.runner.runs
+        run_id = self.keys.get(key)
+        if run_id is not None and run_id in runs:
+            found: ActiveRun | Run = runs[run_id]
+        else:
+            stored = await self.runner.store.runs.by_idempotency_key(key)
+            if stored is None:
+                return None
+            found = runs.get(stored.id, stored)
+        owner = found.session_id
+        if owner != session_id:
+            raise Conflict("this Idempotency-Key was already used for another session")
+        return found
+
+    async def _open(
+        self,
+        record: SessionRecord,
+        agent: Agent,
+        request: RunRequest,
+        key: str | None,
+        expected: SessionRecord | None,
+    ) -> ActiveRun:
+        runner, sid = self.runner, record.id
+        busy = runner.running.get(sid)
+        queue = runner.queues.setdefault(sid, deque())
+        self._check_free(sid, busy, queue, request, key)
+        created = now()
+        status: RunStatus = "queued" if (busy or queue) else "running"
+        started = created if status == "running" else None
+        run = Run(new_ulid(), sid, agent.id, status, created, started_at=started)
+        active = ActiveRun(run, request, agent, runner._runlog(run.id, sid, 1))
+        self._admit(active, queue, key)
+        options = _options(request)
+        new = run_ops.NewRun(
+            run.id, sid, agent.id, status, request.content, options, key, created, expected
+        )
+        written = runner.store.db.submit(lambda conn: run_ops.start(conn, new))
+        if status == "running":  # its task waits for the same commit: no turn of the loop lost
+            active.record = record
+            active.task = asyncio.create_task(self._start(active, written), name=f"run-{run.id}")
+        try:
+            await written
+        except BaseException:
+            runner._forget(active)
+            runner._start_next(sid)  # a run queued behind this one meanwhile goes first
+            raise
+        finally:
+            if key:
+                self.keys.pop(key, None)
+        if status == "queued" and request.if_busy == "interrupt" and busy is not None:
+            await runner.cancel(busy, "interrupted")
+        return active
+
+    def _check_free(
+        self,
+        sid: str,
+        busy: ActiveRun | None,
+        queue: deque[ActiveRun],
+        request: RunRequest,
+        key: str | None,
+    ) -> None:
+        if (busy or queue) and request.if_busy == "reject":
+            blocker = busy or queue[0]
+            raise SessionBusy(
+                f"session {sid} is busy with run {blocker.id}; retry later, or send "
+                '"if_busy": "queue" or "interrupt"',
+                run_id=blocker.id,
+            )
+        if key is not None and key in self.keys:
+            raise Conflict("a run with this Idempotency-Key is being started; retry")
+
+    def _admit(self, active: ActiveRun, queue: deque[ActiveRun], key: str | None) -> None:
+        runner = self.runner
+        runner.runs[active.id] = active
+        if active.run.status == "running":
+            runner.running[active.session_id] = active
+        elif active.request.if_busy == "interrupt":
+            queue.appendleft(active)
+        else:
+            queue.append(active)
+        if key:
+            self.keys[key] = active.id
+
+    async def _start(
+        self, active: ActiveRun, written: asyncio.Future[run_ops.Begun | None]
+    ) -> None:
+        """Drive the run once its start is committed. A start that failed is for `_open` to
+        report: nothing was stored, and whoever waits on the run may go."""
+        try:
+            active.begun = await written
+        except BaseException:
+            active.done.set()
+            return
+        assert active.begun is not None  # a running run's start stores its message
+        active.messages.append(active.begun.message)
+        await self.runner._drive(active)
+
+
+class Records:
+    """The session record last read for each key (an id or a name), least recently used
+    first out."""
+
+    def __init__(self, max_records: int = 10_000) -> None:
+        self.max_records = max_records
+        self._kept: OrderedDict[str, SessionRecord] = OrderedDict()
+
+    def get(self, key: str) -> SessionRecord | None:
+        record = self._kept.get(key)
+        if record is not None:
+            self._kept.move_to_end(key)
+        return record
+
+    def keep(self, key: str, record: SessionRecord) -> None:
+        self._kept[key] = record
+        self._kept.move_to_end(key)
+        if len(self._kept) > self.max_records:
+            self._kept.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._kept.pop(key, None)
+
+
+def _options(request: RunRequest) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(request, content=[]))
+    result.pop("content", None)
+    return result

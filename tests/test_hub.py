@@ -1,0 +1,59 @@
+"""The session channel's parts alone: wake-ups with a quiet limit, watchers, the hub."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.hub import Hub, Quiet, Signal
+
+
+def test_a_wait_is_woken_by_a_fire_or_ends_after_the_quiet_time() -> None:
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        signal, quiet = Signal(), Quiet(0.05)
+        for _ in range(5):  # waits woken in time: the one timer keeps moving on
+            loop.call_later(0.02, signal.fire)
+            assert await signal.next(quiet) is True
+        started = loop.time()
+        waiter = signal.next(quiet)
+        assert await waiter is False
+        assert 0.04 <= loop.time() - started < 0.5
+        signal.discard(waiter)
+        quiet.close()
+
+    asyncio.run(go())
+
+
+def test_a_cancelled_wait_is_skipped_by_the_next_fire() -> None:
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        signal, quiet = Signal(), Quiet(5)
+        signal.next(quiet).cancel()  # a follower that went away
+        signal.fire()
+        second = signal.next(quiet)
+        loop.call_soon(signal.fire)
+        assert await second is True
+        quiet.close()
+
+    asyncio.run(go())
+
+
+def test_watchers_get_batches_pings_and_an_end() -> None:
+    async def go() -> None:
+        hub = Hub(buffer_limit=3)
+        quiet = Quiet(0.02)
+        watcher, slow = hub.watch("s"), hub.watch("s")
+        assert await watcher.next_batch(quiet) == []  # quiet: a ping
+        for seq in (1, 2):
+            hub.publish("s", ("r", seq, "text_delta", b"{}"))
+        assert [r[1] for r in await watcher.next_batch(quiet) or []] == [1, 2]
+        for seq in (3, 4):  # the slow watcher now holds four: more than its buffer
+            hub.publish("s", ("r", seq, "text_delta", b"{}"))
+        assert slow.closed and not watcher.closed
+        hub.leave(slow)
+        hub.end_session("s")
+        assert [r[1] for r in await watcher.next_batch(quiet) or []] == [3, 4]
+        assert await watcher.next_batch(quiet) is None
+        quiet.close()
+
+    asyncio.run(go())

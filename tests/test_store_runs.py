@@ -1,0 +1,147 @@
+"""The runner's write operations (store/runs.py) on a real SQLite file: the run's last step
+stored with its end leaves what storing them apart did; a start checked against a session
+record refuses, writing nothing, when the session is no longer so."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from server.models import (
+    PendingToolCall,
+    SessionRecord,
+    TextBlock,
+    ToolCallRecord,
+    ToolResultBlock,
+    ToolUseBlock,
+    Usage,
+)
+from server.store import runs as run_ops
+from server.store import sessions as session_ops
+from server.store.sqlite import SCHEMA_PATH, _connect_writer, _migrate, schema_steps
+
+SESSION = SessionRecord(
+    id="s",
+    name="named",
+    agent_id="a",
+    work_dir="/w",
+    title=None,
+    tags=[],
+    metadata={},
+    status="idle",
+    message_count=0,
+    turn_count=0,
+    usage=Usage(),
+    parent_id=None,
+    forked_from_message_id=None,
+    ttl_seconds=60,
+    expires_at=None,
+    archived_at=None,
+    created_at="2026-01-01T00:00:00.000Z",
+    updated_at="2026-01-01T00:00:00.000Z",
+)
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Any:
+    conn = _connect_writer(str(tmp_path / "r.db"))
+    _migrate(conn, schema_steps(SCHEMA_PATH.read_text()))
+    conn.execute(
+        "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+        "VALUES ('a', 'a', 'echo', 'n', 'n'), ('b', 'b', 'echo', 'n', 'n')"
+    )
+    yield conn
+    conn.close()
+
+
+def new_session(conn: sqlite3.Connection, sid: str) -> None:
+    session_ops.insert(conn, msgspec.structs.replace(SESSION, id=sid, name=sid))
+
+
+def start(conn: sqlite3.Connection, sid: str, rid: str, **extra: Any) -> Any:
+    new = run_ops.NewRun(rid, sid, "a", "running", [TextBlock("hi")], {}, None, "t0", **extra)
+    return run_ops.start(conn, new)
+
+
+def steps() -> list[tuple[run_ops.Step, run_ops.Finish]]:
+    call = ToolUseBlock("c1", "client_tool", {"x": 1})
+    record = ToolCallRecord("c0", "list_files", {}, 3, False, 1, 0)
+    plain = run_ops.Step([("assistant", [TextBlock("ok")])], Usage(5, 2), [], "t1")
+    held = run_ops.Step(
+        [("assistant", [call])], Usage(7, 3), [record], "t1", [ToolResultBlock("c0", "r")]
+    )
+    pending = [PendingToolCall("c1", "client_tool", {"x": 1})]
+    return [
+        (plain, run_ops.Finish("completed", "end_turn", None, Usage(0, 1), [], "idle")),
+        (held, run_ops.Finish("requires_action", "requires_action", None, Usage(), pending, None)),
+    ]
+
+
+def state(conn: sqlite3.Connection, sid: str, rid: str) -> tuple[Any, ...]:
+    run = conn.execute(
+        "SELECT status, steps, input_tokens, output_tokens, stop_reason, error, tool_calls, "
+        "pending_tool_calls, held_results, finished_at IS NULL FROM runs WHERE id = ?",
+        (rid,),
+    ).fetchone()
+    session = conn.execute(
+        "SELECT status, last_seq, message_count, turn_count, input_tokens, output_tokens, "
+        "updated_at, expires_at FROM sessions WHERE id = ?",
+        (sid,),
+    ).fetchone()
+    messages = conn.execute(
+        "SELECT seq, role, content, run_id = ?, created_at FROM messages WHERE session_id = ? "
+        "ORDER BY seq",
+        (rid, sid),
+    ).fetchall()
+    return run, session, messages
+
+
+@pytest.mark.parametrize("case", [0, 1])
+def test_last_step_with_the_end_stores_what_two_operations_did(conn: Any, case: int) -> None:
+    step, end = steps()[case]
+    for sid in ("apart", "together"):
+        new_session(conn, sid)
+        begun = start(conn, sid, f"run-{sid}")
+        assert begun.message.seq == 1 and begun.message_count == 1
+    apart = run_ops.add_step(conn, "run-apart", "apart", step)
+    run_ops.finish(conn, "run-apart", "apart", end, "t2")
+    together = run_ops.finish(conn, "run-together", "together", end, "t2", step)
+    assert [(m.seq, m.role, m.content) for m in together] == [
+        (m.seq, m.role, m.content) for m in apart
+    ]
+    assert state(conn, "apart", "run-apart") == state(conn, "together", "run-together")
+    session = state(conn, "together", "run-together")[1]
+    assert session[2] == 2 and session[6] == "t2"  # message_count, updated_at
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE sessions SET archived_at = 'x'",
+        "UPDATE sessions SET status = 'requires_action'",
+        "UPDATE sessions SET agent_id = 'b'",
+        "UPDATE sessions SET work_dir = '/elsewhere'",
+        "UPDATE sessions SET name = 'renamed'",
+        "DELETE FROM sessions",
+    ],
+)
+@pytest.mark.parametrize("status", ["running", "queued"])
+def test_a_start_checked_against_a_stale_record_writes_nothing(
+    conn: Any, change: str, status: str
+) -> None:
+    new_session(conn, "s")
+    expected = msgspec.structs.replace(SESSION, name="s")
+    assert start(conn, "s", "r0", expected=expected) is not None  # still as read: starts
+    conn.execute(change)
+    changed = state(conn, "s", "r0")
+    new = run_ops.NewRun("r1", "s", "a", status, [TextBlock("hi")], {}, None, "t0", expected)
+    conn.execute("SAVEPOINT op")  # as the writer runs every operation
+    with pytest.raises((run_ops.Stale, sqlite3.IntegrityError)):  # a deleted one: no run row
+        run_ops.start(conn, new)
+    conn.execute("ROLLBACK TO op")
+    assert state(conn, "s", "r0") == changed
+    assert conn.execute("SELECT count(*) FROM runs WHERE id = 'r1'").fetchone()[0] == 0
