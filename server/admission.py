@@ -177,7 +177,7 @@ class Records:
     """The session record last read for each key (an id or a name), least recently used
     first out."""
 
-    def __init__(self, max_records: int = 10_000) -> None:
+    def __init__(self, max_records: int = 4096) -> None:
         self.max_records = max_records
         self._kept: OrderedDict[str, SessionRecord] = OrderedDict()
 

@@ -143,7 +143,6 @@ class Runner:
         if first_step >= active.agent.max_steps:
             stop_reason = "max_steps"
         pending: list[PendingToolCall] = []
-        last: run_ops.Step | None = None  # the final step, stored with the run's end
         active.started = True
         try:
             if active.stop_status is not None:  # cancelled before the task got to run
@@ -158,7 +157,7 @@ class Runner:
             items = run_loop(session, provider, ctx, self.settings.loop, first_step)
             async for item in items:
                 if isinstance(item, StepOutcome):
-                    last = await self._persist(active, item)
+                    await self._persist(active, item)
                     stop_reason, pending = item.stop_reason, item.pending
                 else:
                     active.observe(item)
@@ -180,7 +179,7 @@ class Runner:
             error = ErrorInfo(
                 "internal_error", f"the run failed inside the server: {type(exc).__name__}"
             )
-        await self._finish(active, status, stop_reason, error, pending, last)
+        await self._finish(active, status, stop_reason, error, pending)
 
     async def _session(self, active: ActiveRun) -> Session:
         if active.scratch is not None:
@@ -201,12 +200,10 @@ class Runner:
         self._background(lambda conn: run_ops.add_usage(conn, rid, sid, delta))
 
     def _background(self, op: Callable[[Any], Any]) -> None:
-        try:
-            self.store.db.submit(op).add_done_callback(_log_failure)
-        except ApiError as exc:
-            log.error("background write failed: %s", exc)
+        task = asyncio.ensure_future(self.store.db.write(op))
+        task.add_done_callback(_log_failure)
 
-    async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> run_ops.Step | None:
+    async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> None:
         """Store a completed step before the loop asks the model anything more, and before
         `done`: a client that reads the history on `done` finds the whole run there. (Storing
         the final step with the run's end would save a commit but let `done` overtake it.)"""
@@ -218,7 +215,6 @@ class Runner:
             written = self.store.db.submit(lambda conn: run_ops.add_step(conn, rid, sid, step))
             self._stored(active, await self._committed(written))
         active.run.steps += 1
-        return None
 
     def _stored(self, active: ActiveRun, messages: list[Message]) -> None:
         active.messages.extend(messages)
@@ -231,7 +227,6 @@ class Runner:
         stop_reason: str | None,
         error: ErrorInfo | None,
         pending: list[PendingToolCall],
-        last: run_ops.Step | None = None,
     ) -> None:
         active.finishing = True  # from here on a cancel waits instead of interrupting
         usage = active.live_usage()
@@ -251,17 +246,19 @@ class Runner:
         rid, sid = active.id, active.session_id
         written = None
         if active.scratch is None:
-            written = self.store.db.submit(
-                lambda conn: run_ops.finish(conn, rid, sid, end, stamp, last)
-            )
+            written = self.store.db.submit(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
         # The session is free as soon as `done` is out: a client that sends its next message
         # on seeing it must not get session_busy. Writes queued from now on commit after ours.
         # The run stays readable from memory until its end is committed.
         self._release(active)
         self._start_next(sid)
-        if not await self._recorded(active, written) and last is not None:
-            # the final step is lost with the end: the answer must not say it is stored
-            status, error = "failed", ErrorInfo("internal_error", "the run could not be stored")
+        try:
+            if written is not None:
+                await self._committed(written)
+        except asyncio.CancelledError:
+            pass  # the end is recorded (see _committed); `done` must still be set
+        except Exception:
+            log.exception("could not record the end of run %s", rid)
         run = active.run
         active.run = msgspec.structs.replace(
             run,
@@ -275,21 +272,6 @@ class Runner:
         active.log.finish()
         active.done.set()
         self.runs.pop(active.id, None)
-
-    async def _recorded(self, active: ActiveRun, written: asyncio.Future[Any] | None) -> bool:
-        """Wait for the run's end (with its final step) to commit; False if it failed."""
-        if written is None:
-            return True
-        try:
-            await self._committed(written)
-        except asyncio.CancelledError:
-            pass  # the end is recorded (see _committed); `done` must still be set
-        except Exception:
-            log.exception("could not record the end of run %s", active.id)
-            return False
-        if not written.cancelled():
-            self._stored(active, written.result())
-        return True
 
     async def _committed(self, written: asyncio.Future[T]) -> T:
         """Wait for a write even if the run is cancelled meanwhile, then let the cancel

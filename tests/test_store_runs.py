@@ -1,6 +1,6 @@
-"""The runner's write operations (store/runs.py) on a real SQLite file: the run's last step
-stored with its end leaves what storing them apart did; a start checked against a session
-record refuses, writing nothing, when the session is no longer so."""
+"""The runner's write operations (store/runs.py) on a real SQLite file: a turn's start, step
+and end leave the counters they should, each in a statement or two; a start checked against
+a session record refuses, writing nothing, when the session is no longer so."""
 
 from __future__ import annotations
 
@@ -67,21 +67,7 @@ def start(conn: sqlite3.Connection, sid: str, rid: str, **extra: Any) -> Any:
     return run_ops.start(conn, new)
 
 
-def steps() -> list[tuple[run_ops.Step, run_ops.Finish]]:
-    call = ToolUseBlock("c1", "client_tool", {"x": 1})
-    record = ToolCallRecord("c0", "list_files", {}, 3, False, 1, 0)
-    plain = run_ops.Step([("assistant", [TextBlock("ok")])], Usage(5, 2), [], "t1")
-    held = run_ops.Step(
-        [("assistant", [call])], Usage(7, 3), [record], "t1", [ToolResultBlock("c0", "r")]
-    )
-    pending = [PendingToolCall("c1", "client_tool", {"x": 1})]
-    return [
-        (plain, run_ops.Finish("completed", "end_turn", None, Usage(0, 1), [], "idle")),
-        (held, run_ops.Finish("requires_action", "requires_action", None, Usage(), pending, None)),
-    ]
-
-
-def state(conn: sqlite3.Connection, sid: str, rid: str) -> tuple[Any, ...]:
+def state(conn: sqlite3.Connection, sid: str, rid: str) -> Any:
     run = conn.execute(
         "SELECT status, steps, input_tokens, output_tokens, stop_reason, error, tool_calls, "
         "pending_tool_calls, held_results, finished_at IS NULL FROM runs WHERE id = ?",
@@ -100,22 +86,37 @@ def state(conn: sqlite3.Connection, sid: str, rid: str) -> tuple[Any, ...]:
     return run, session, messages
 
 
-@pytest.mark.parametrize("case", [0, 1])
-def test_last_step_with_the_end_stores_what_two_operations_did(conn: Any, case: int) -> None:
-    step, end = steps()[case]
-    for sid in ("apart", "together"):
-        new_session(conn, sid)
-        begun = start(conn, sid, f"run-{sid}")
-        assert begun.message.seq == 1 and begun.message_count == 1
-    apart = run_ops.add_step(conn, "run-apart", "apart", step)
-    run_ops.finish(conn, "run-apart", "apart", end, "t2")
-    together = run_ops.finish(conn, "run-together", "together", end, "t2", step)
-    assert [(m.seq, m.role, m.content) for m in together] == [
-        (m.seq, m.role, m.content) for m in apart
+def test_start_step_and_end_keep_the_counters(conn: Any) -> None:
+    new_session(conn, "s")
+    begun = start(conn, "s", "r")
+    assert begun.message.seq == 1 and begun.message_count == 1
+    call = ToolUseBlock("c1", "client_tool", {"x": 1})
+    record = ToolCallRecord("c0", "list_files", {}, 3, False, 1, 0)
+    first = run_ops.Step(
+        [("assistant", [TextBlock("look")]), ("user", [ToolResultBlock("c0", "r")])],
+        Usage(5, 2),
+        [record],
+        "t1",
+    )
+    paused = run_ops.Step(
+        [("assistant", [call])], Usage(7, 3), [], "t2", [ToolResultBlock("c9", "h")]
+    )
+    stored = run_ops.add_step(conn, "r", "s", first) + run_ops.add_step(conn, "r", "s", paused)
+    assert [(m.seq, m.role) for m in stored] == [(2, "assistant"), (3, "user"), (4, "assistant")]
+    pending = [PendingToolCall("c1", "client_tool", {"x": 1})]
+    end = run_ops.Finish("requires_action", "requires_action", None, Usage(0, 1), pending, None)
+    run_ops.finish(conn, "r", "s", end, "2026-01-01T00:00:03.000Z")
+    run, session, messages = state(conn, "s", "r")
+    assert run[:5] == ("requires_action", 2, 12, 6, "requires_action")
+    assert '"list_files"' in run[6] and '"c1"' in run[7] and '"c9"' in run[8] and run[9] == 1
+    t3, expiry = "2026-01-01T00:00:03.000Z", "2026-01-01T00:01:03.000Z"  # ttl 60 s
+    assert session == ("running", 4, 4, 1, 12, 6, t3, expiry)
+    assert [(m[0], m[1], m[4]) for m in messages] == [
+        (1, "user", "t0"),
+        (2, "assistant", "t1"),
+        (3, "user", "t1"),
+        (4, "assistant", "t2"),
     ]
-    assert state(conn, "apart", "run-apart") == state(conn, "together", "run-together")
-    session = state(conn, "together", "run-together")[1]
-    assert session[2] == 2 and session[6] == "t2"  # message_count, updated_at
 
 
 @pytest.mark.parametrize(

@@ -234,24 +234,13 @@ class Step(msgspec.Struct):
 def add_step(conn: sqlite3.Connection, run_id: str, session_id: str, step: Step) -> list[Message]:
     """Persist a completed step: its messages, counters and usage, in one transaction."""
     moved = _move_session(conn, session_id, step.now, added=len(step.entries), usage=step.usage)
+    if moved is None:
+        raise NotFound(f"session {session_id!r} not found")
     conn.execute(
         "UPDATE runs SET steps = steps + 1, held_results = ?, input_tokens = input_tokens + ?, "
         "output_tokens = output_tokens + ? WHERE id = ?",
         (codec.text(step.held or []), step.usage.input_tokens, step.usage.output_tokens, run_id),
     )
-    return _store_step(conn, run_id, session_id, step, moved)
-
-
-def _store_step(
-    conn: sqlite3.Connection,
-    run_id: str,
-    session_id: str,
-    step: Step,
-    moved: tuple[int, int] | None,
-) -> list[Message]:
-    """The step's messages, numbered up to the session's new last_seq, and its tool calls."""
-    if moved is None:
-        raise NotFound(f"session {session_id!r} not found")
     first = moved[0] - len(step.entries) + 1
     stored = [
         Message(new_ulid(), session_id, first + i, role, blocks, run_id, step.now)
@@ -275,29 +264,14 @@ class Finish(msgspec.Struct):
     session_status: str | None  # None: leave the session's status alone
 
 
-def finish(
-    conn: sqlite3.Connection,
-    run_id: str,
-    session_id: str,
-    end: Finish,
-    now: str,
-    last: Step | None = None,
-) -> list[Message]:
-    """End a run. Its last step, when given, is stored in the same transaction (one commit
-    where two would do the same); the step's messages are returned."""
-    usage = end.usage if last is None else last.usage + end.usage
-    added = len(last.entries) if last is not None else 0
-    moved = _move_session(
-        conn, session_id, now, added=added, usage=usage, status=end.session_status
-    )
-    held = codec.text(last.held or []) if last is not None else None
+def finish(conn: sqlite3.Connection, run_id: str, session_id: str, end: Finish, now: str) -> None:
+    usage = end.usage
+    _move_session(conn, session_id, now, usage=usage, status=end.session_status)
     conn.execute(
-        "UPDATE runs SET steps = steps + ?, held_results = coalesce(?, held_results), "
-        "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, status = ?, "
-        "stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ? WHERE id = ?",
+        "UPDATE runs SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, "
+        "status = ?, stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ? "
+        "WHERE id = ?",
         (
-            1 if last is not None else 0,
-            held,
             usage.input_tokens,
             usage.output_tokens,
             end.status,
@@ -308,7 +282,6 @@ def finish(
             run_id,
         ),
     )
-    return [] if last is None else _store_step(conn, run_id, session_id, last, moved)
 
 
 def add_usage(conn: sqlite3.Connection, run_id: str, session_id: str, usage: Usage) -> None:
