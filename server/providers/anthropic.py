@@ -32,7 +32,7 @@ from server.events import (
 )
 from server.models import TextBlock, ToolResultBlock, ToolUseBlock, Turn, Usage
 from server.providers.base import ProviderContext, ProviderRequest
-from server.providers.http import Call, broken_stream, parse_options, post_sse, stream_error
+from server.providers.http import Call, broken_stream, parse_options, relay, stream_error
 from server.providers.http import base_url as resolve_base_url
 
 DEFAULT_URL = "https://api.anthropic.com"
@@ -51,13 +51,9 @@ class AnthropicProvider:
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]:
         call = self.call(request)
-        reader = StreamReader(call)
-        async with aclosing(post_sse(self.ctx, call)) as events:
-            async for sse in events:
-                for event in reader.feed(sse.data):
-                    yield event
-        if not reader.stopped:
-            raise broken_stream(call, "the stream ended before message_stop")
+        async with aclosing(relay(self.ctx, call, StreamReader(call))) as events:
+            async for event in events:
+                yield event
 
     def call(self, request: ProviderRequest) -> Call:
         key_env = self.options.api_key_env or KEY_ENV
@@ -191,6 +187,11 @@ class StreamReader:
             "message_stop": self._message_stop,
             "error": self._error,
         }
+
+    def end(self) -> list[StepEvent]:
+        if not self.stopped:
+            raise broken_stream(self.call, "the stream ended before message_stop")
+        return []
 
     def feed(self, data: str) -> list[StepEvent]:
         try:

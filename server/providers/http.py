@@ -18,13 +18,14 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 
 from server.errors import InvalidRequest, ProviderError
+from server.events import StepEvent
 from server.providers.base import ProviderContext, ProviderSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
@@ -100,6 +101,26 @@ def _is_http_url(url: str) -> bool:
 def base_url(options: HttpOptions, env: Mapping[str, str], env_name: str, default: str) -> str:
     """options.base_url, else the SDKs' environment variable, else the public endpoint."""
     return (options.base_url or env.get(env_name) or default).rstrip("/")
+
+
+class Reader(Protocol):
+    """Turns one upstream stream into step events, a `data:` payload at a time."""
+
+    def feed(self, data: str) -> list[StepEvent]: ...
+
+    def end(self) -> list[StepEvent]: ...
+
+
+async def relay(
+    ctx: ProviderContext, call: Call, reader: Reader
+) -> AsyncGenerator[StepEvent, None]:
+    """POST the call and yield the step events its SSE stream maps to."""
+    async with aclosing(post_sse(ctx, call)) as events:
+        async for sse in events:
+            for event in reader.feed(sse.data):
+                yield event
+    for event in reader.end():
+        yield event
 
 
 async def post_sse(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSentEvent, None]:

@@ -47,7 +47,7 @@ from server.providers.http import (
     UpstreamError,
     broken_stream,
     parse_options,
-    post_sse,
+    relay,
     stream_error,
 )
 from server.providers.http import base_url as resolve_base_url
@@ -74,13 +74,9 @@ class OpenAIProvider:
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]:
         call = self.call(request)
-        reader = StreamReader(call)
-        async with aclosing(post_sse(self.ctx, call)) as events:
-            async for sse in events:
-                for event in reader.feed(sse.data):
-                    yield event
-        for event in reader.end():
-            yield event
+        async with aclosing(relay(self.ctx, call, StreamReader(call))) as events:
+            async for event in events:
+                yield event
 
     def call(self, request: ProviderRequest) -> Call:
         key_env = self.options.api_key_env or KEY_ENV
