@@ -171,3 +171,11 @@ INSERT INTO events (run_id, first_seq, last_seq, types, data)
 SELECT run_id, seq, seq, type, data FROM events_by_event;
 
 DROP TABLE events_by_event;
+
+-- step 4: new messages are indexed by the writer, once per commit
+-- FTS5 writes its pending index to disk at every SAVEPOINT of a transaction it takes part in,
+-- and the writer gives each operation a savepoint: the insert trigger wrote an index segment
+-- per message. The server now indexes new messages itself at the end of each commit, in the
+-- same transaction, with the same text (store/searchindex.py). Deletes and edits still go
+-- through the triggers above.
+DROP TRIGGER message_search_insert;

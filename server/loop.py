@@ -131,6 +131,7 @@ async def run_loop(
             temperature=agent.temperature,
             options=agent.options,
             step=step,
+            history_size=session.size,
         )
         stream = provider.stream(request)
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from server.models import (
     Agent,
     ClientTool,
@@ -22,6 +24,13 @@ from server.models import (
 )
 
 INTERRUPTED = "interrupted: the run stopped before this tool call returned a result"
+_json = msgspec.json.Encoder()
+
+
+def size_of(turns: list[Turn]) -> int:
+    """The turns' size as JSON, in characters (bytes of UTF-8): what a provider that must
+    estimate its input usage counts."""
+    return len(_json.encode(turns))
 
 
 def unanswered(turns: list[Turn]) -> list[ToolUseBlock]:
@@ -52,9 +61,12 @@ class History:
         self.open_calls: list[ToolUseBlock] = []
         self.last_seq = 0
         self.count = 0
+        self._size: int | None = None  # of `fixed`, once asked for, then kept up to date
 
     def add(self, turn: Turn, seq: int = 0) -> None:
         self.last_seq, self.count = max(seq, self.last_seq), self.count + 1
+        if self._size is not None:
+            self._size += len(_json.encode(turn))
         if turn.role == "assistant":
             self._close()
             self.open_calls = [b for b in turn.content if type(b) is ToolUseBlock]
@@ -84,6 +96,12 @@ class History:
         if self.open_calls:
             _push(out, Turn("user", answer_all(self.open_calls, INTERRUPTED)))
         return out
+
+    def size(self) -> int:
+        """`size_of` the turns, counted once and then kept as turns are added."""
+        if self._size is None:
+            self._size = size_of(self.fixed)
+        return self._size
 
     @classmethod
     def of(cls, messages: Iterable[Message]) -> History:
@@ -123,6 +141,7 @@ class Session:
         self.agent = agent
         known = history if isinstance(history, History) else History.of(history)
         self.turns = known.turns()
+        self.size = known.size()  # about size_of(self.turns): a guide, not an exact count
         self.client_tools = [t for t in agent.tools if isinstance(t, ClientTool)]
         self.client_tools += client_tools or []
 
@@ -132,3 +151,4 @@ class Session:
 
     def append(self, turn: Turn) -> None:
         _push(self.turns, turn)
+        self.size += len(_json.encode(turn))

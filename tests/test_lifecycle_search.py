@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from server.models import TextBlock
+from server.store import Store, messages
 from server.store.sqlite import SCHEMA_PATH, _migrate, schema_steps
 from tests.conftest import app_client, make_settings, scripted_agent
 
@@ -202,3 +204,81 @@ def test_upgrading_a_database_indexes_its_existing_messages(tmp_path: Path) -> N
             assert hit["session"]["id"] == "01J00000000000000000000001"
 
     run(go())
+
+
+# What schema step 2's trigger indexed for a message; the writer now indexes new messages
+# itself (store/searchindex.py) and must index exactly this.
+STEP_2_TEXT = """
+SELECT messages.rowid, group_concat(
+    CASE json_extract(value, '$.type')
+        WHEN 'text' THEN json_extract(value, '$.text')
+        WHEN 'tool_result' THEN json_extract(value, '$.content')
+        WHEN 'tool_use' THEN json_extract(value, '$.name') || ' ' || json_extract(value, '$.input')
+    END, char(10))
+FROM messages, json_each(messages.content)
+GROUP BY messages.rowid ORDER BY messages.rowid
+"""
+
+
+def test_every_write_path_indexes_the_text_the_step_2_trigger_did(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    script = [
+        {"tool_calls": [{"name": "list_files", "input": {"path": ".", "glob": "é*"}}]},
+        {"text": "the quokka smiles\nand waves"},
+    ]
+
+    async def go() -> None:
+        async with app_client(settings) as http:
+            sid = await chat(http, tmp_path, script, "hello", "again")  # append
+            await http.post(f"/sessions/{sid}/fork", json={})  # copied messages
+            doc = (await http.get(f"/sessions/{sid}/export")).json()
+            imported = await http.post("/sessions/import", json=doc)  # imported messages
+            assert imported.status_code == 201, imported.text
+            gone = await chat(http, tmp_path, script, "to be deleted")
+            assert (await http.delete(f"/sessions/{gone}")).status_code == 204
+            assert len((await search(http, "quokka"))["data"]) == 3
+
+    run(go())
+    conn = sqlite3.connect(settings.db)
+    try:
+        expected = conn.execute(STEP_2_TEXT).fetchall()
+        indexed = conn.execute("SELECT rowid, text FROM message_search ORDER BY rowid").fetchall()
+        assert len(expected) == 4 * 3 * 2  # 4 messages a turn, 2 turns, 3 sessions
+        assert indexed == expected
+    finally:
+        conn.close()
+
+
+def test_a_failing_write_leaves_nothing_in_the_index(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with app_client(settings) as http:
+            sid = await chat(http, tmp_path, [{"text": "x"}], "first")
+        store = Store(settings.db)
+        await store.open()
+        try:
+
+            def fails(conn: sqlite3.Connection) -> None:
+                messages.append(conn, sid, "user", [TextBlock("a lost narwhal")], None, "t")
+                raise RuntimeError("after the insert")
+
+            def works(conn: sqlite3.Connection) -> None:
+                messages.append(conn, sid, "user", [TextBlock("a kept narwhal")], None, "t")
+
+            failed, kept = store.db.submit(fails), store.db.submit(works)  # one commit
+            with pytest.raises(RuntimeError):
+                await failed
+            await kept
+        finally:
+            await store.close()
+
+    run(go())
+    conn = sqlite3.connect(settings.db)
+    try:
+        found = conn.execute(
+            "SELECT text FROM message_search WHERE message_search MATCH 'narwhal'"
+        ).fetchall()
+        assert found == [("a kept narwhal",)]
+    finally:
+        conn.close()

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from server.models import TextBlock, ToolResultBlock, ToolUseBlock, Turn
-from server.session import INTERRUPTED, repair, unanswered
+from server.models import (
+    Agent,
+    ContentBlock,
+    Message,
+    Role,
+    SessionRecord,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    Turn,
+    Usage,
+)
+from server.session import INTERRUPTED, History, Session, repair, size_of, unanswered
 
 
 def use(call_id: str) -> ToolUseBlock:
@@ -57,3 +68,46 @@ def test_a_valid_history_is_unchanged() -> None:
         Turn("assistant", [TextBlock("done")]),
     ]
     assert repair(turns) == turns
+
+
+def test_the_kept_size_follows_the_history_as_it_grows() -> None:
+    def stored(seq: int) -> Message:
+        role: Role = "user" if seq % 2 else "assistant"
+        content: list[ContentBlock] = [TextBlock(f"message number {seq} " * (seq % 7 + 1))]
+        if role == "assistant" and seq % 4 == 0:
+            content.append(use(f"c{seq}"))
+        elif seq % 4 == 1 and seq > 1:
+            content.insert(0, result(f"c{seq - 1}", "é" * seq))
+        return Message(f"m{seq}", "s", seq, role, content, None, "t")
+
+    history = History.of(stored(seq) for seq in range(1, 200))
+    assert abs(history.size() - size_of(history.turns())) <= 200  # a comma a turn, at most
+    for seq in range(200, 260):
+        history.add(Turn(stored(seq).role, stored(seq).content), seq)
+    assert abs(history.size() - size_of(history.turns())) <= 260
+    agent = Agent("a", "a", "scripted", None, None, [], 16, None, None, {}, "t", "t")
+    record = SessionRecord(
+        id="s",
+        name=None,
+        agent_id="a",
+        work_dir=None,
+        title=None,
+        tags=[],
+        metadata={},
+        status="idle",
+        message_count=259,
+        turn_count=0,
+        usage=Usage(),
+        parent_id=None,
+        forked_from_message_id=None,
+        ttl_seconds=None,
+        expires_at=None,
+        archived_at=None,
+        created_at="t",
+        updated_at="t",
+    )
+    session = Session(record, agent, history)
+    before = session.size
+    session.append(Turn("assistant", [TextBlock("x" * 5000)]))
+    assert session.size - before >= 5000
+    assert abs(session.size - size_of(session.turns)) <= 300

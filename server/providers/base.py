@@ -30,6 +30,9 @@ class ProviderRequest(msgspec.Struct):
     temperature: float | None
     options: dict[str, Any]
     step: int  # 0-based index of this model call within the run
+    # about session.size_of(messages), kept as the history grows: for a provider that must
+    # estimate input usage without encoding a long history on every step (0: not known)
+    history_size: int = 0
 
 
 class Provider(Protocol):

@@ -7,7 +7,7 @@ from typing import Any
 
 from server.ids import new_ulid
 from server.models import ContentBlock, Message, Role
-from server.store import codec
+from server.store import codec, searchindex
 from server.store.sqlite import Database
 
 _COLUMNS = "id, session_id, seq, role, content, run_id, created_at"
@@ -44,6 +44,7 @@ def append(
         f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (message.id, session_id, seq, role, codec.text(content), run_id, now),
     )
+    searchindex.index(conn, [(message.id, content)])
     return message
 
 
@@ -56,6 +57,7 @@ def insert(conn: sqlite3.Connection, stored: list[Message]) -> None:
             for m in stored
         ],
     )
+    searchindex.index(conn, [(m.id, m.content) for m in stored])
 
 
 class Messages:

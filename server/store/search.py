@@ -1,5 +1,5 @@
-"""Full-text search over message text: the FTS5 table `message_search` (schema step 2), which
-triggers keep in step with the messages table.
+"""Full-text search over message text: the FTS5 table `message_search` (schema step 2), kept
+in step with the messages table by store/searchindex.py (new messages) and triggers.
 
 A session matches when one of its messages holds every word of the query. Results are
 sessions, best first: a session's score is its best message's BM25 rank, and it

@@ -10,7 +10,7 @@ import msgspec
 from server.errors import Conflict, NotFound
 from server.ids import new_ulid
 from server.models import Page, SessionRecord, Usage
-from server.store import codec
+from server.store import codec, searchindex
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sqlite import Database
 
@@ -264,8 +264,10 @@ def _fork(
     copy = msgspec.structs.replace(rec, message_count=len(rows), forked_from_message_id=message_id)
     insert(conn, copy, last_seq=upto)
     # the copies belong to no run of the fork: its runs, turns and usage start at zero
+    copies = [(new_ulid(), rec.id, seq, role, content, at) for seq, role, content, at in rows]
     conn.executemany(
         "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at) "
         "VALUES (?, ?, ?, ?, ?, NULL, ?)",
-        [(new_ulid(), rec.id, seq, role, content, at) for seq, role, content, at in rows],
+        copies,
     )
+    searchindex.index(conn, [(c[0], codec.decode_content(c[4])) for c in copies])

@@ -7,7 +7,7 @@ import sqlite3
 
 from server.errors import Conflict
 from server.models import Message, Run, SessionRecord
-from server.store import codec, sessions
+from server.store import codec, searchindex, sessions
 from server.store.sqlite import Database
 
 Restorable = tuple[SessionRecord, list[Message], list[Run]]
@@ -79,3 +79,4 @@ def _insert(
             for m in messages
         ],
     )
+    searchindex.index(conn, [(m.id, m.content) for m in messages])
