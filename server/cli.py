@@ -260,6 +260,16 @@ def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
+def quiet_logging_overhead() -> None:
+    """Skip what no format of ours prints: the caller's file and line (a stack walk per
+    record), thread and process names (the logging HOWTO's "Optimization" settings).
+    With the access log on, logging was 7 % of the event loop's time in short turns."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def serve(args: argparse.Namespace) -> int:
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
@@ -271,6 +281,7 @@ def serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_logging_overhead()
     app = create_app(settings)
     tune_gc()
     cfg = uvicorn.Config(
