@@ -99,14 +99,14 @@ class Admission:
     ) -> ActiveRun:
         runner, sid = self.runner, record.id
         busy = runner.running.get(sid)
-        queue = runner.queues.setdefault(sid, deque())
+        queue = runner.queues.get(sid)  # made only when a run waits: most never do
         self._check_free(sid, busy, queue, request, key)
         created = now()
         status: RunStatus = "queued" if (busy or queue) else "running"
         started = created if status == "running" else None
         run = Run(new_ulid(), sid, agent.id, status, created, started_at=started)
         active = ActiveRun(run, request, agent, runner._runlog(run.id, sid, 1))
-        self._admit(active, queue, key)
+        self._admit(active, key)
         options = _options(request)
         new = run_ops.NewRun(
             run.id, sid, agent.id, status, request.content, options, key, created, expected
@@ -132,12 +132,12 @@ class Admission:
         self,
         sid: str,
         busy: ActiveRun | None,
-        queue: deque[ActiveRun],
+        queue: deque[ActiveRun] | None,
         request: RunRequest,
         key: str | None,
     ) -> None:
-        if (busy or queue) and request.if_busy == "reject":
-            blocker = busy or queue[0]
+        blocker = busy or (queue[0] if queue else None)
+        if blocker is not None and request.if_busy == "reject":
             raise SessionBusy(
                 f"session {sid} is busy with run {blocker.id}; retry later, or send "
                 '"if_busy": "queue" or "interrupt"',
@@ -146,15 +146,15 @@ class Admission:
         if key is not None and key in self.keys:
             raise Conflict("a run with this Idempotency-Key is being started; retry")
 
-    def _admit(self, active: ActiveRun, queue: deque[ActiveRun], key: str | None) -> None:
+    def _admit(self, active: ActiveRun, key: str | None) -> None:
         runner = self.runner
         runner.runs[active.id] = active
         if active.run.status == "running":
             runner.running[active.session_id] = active
         elif active.request.if_busy == "interrupt":
-            queue.appendleft(active)
+            runner.queues.setdefault(active.session_id, deque()).appendleft(active)
         else:
-            queue.append(active)
+            runner.queues.setdefault(active.session_id, deque()).append(active)
         if key:
             self.keys[key] = active.id
 

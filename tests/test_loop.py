@@ -20,7 +20,7 @@ from server.events import (
     TextDelta,
     ToolResult,
 )
-from server.loop import LoopSettings, StepOutcome, run_loop
+from server.loop import CHUNK, Accumulator, LoopSettings, StepOutcome, run_loop
 from server.models import Agent, SessionRecord, TextBlock, ToolUseBlock, Usage
 from server.providers.base import ProviderRequest
 from server.session import Session
@@ -138,3 +138,23 @@ def test_max_steps_stops_after_running_the_last_calls(tmp_path: Path) -> None:
     outcomes = [i for i in items if isinstance(i, StepOutcome)]
     assert len(outcomes) == 2 and outcomes[-1].final
     assert outcomes[-1].stop_reason == "max_steps" and outcomes[-1].results
+
+
+def test_interleaved_deltas_of_any_length_assemble_exactly() -> None:
+    text = [f"w{i} " for i in range(3 * CHUNK + 5)]
+    payload = '{"path": "' + "é" * (2 * CHUNK) + '"}'
+    acc = Accumulator()
+    acc.add(ContentBlockStart(0, TextBlock("")))
+    acc.add(ContentBlockStart(1, ToolUseBlock("t1", "read_file", {})))
+    pieces = list(payload)
+    for i in range(max(len(text), len(pieces))):
+        if i < len(text):
+            acc.add(TextDelta(text[i], 0))
+        if i < len(pieces):
+            acc.add(InputJsonDelta(pieces[i], 1))
+    acc.add(ContentBlockStop(1))
+    acc.add(ContentBlockStop(0))
+    assert acc.content() == [
+        TextBlock("".join(text)),
+        ToolUseBlock("t1", "read_file", {"path": "é" * (2 * CHUNK)}),
+    ]
