@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from server.events import Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
+from server.hub import Flag
 from server.ids import now
 from server.loop import StepOutcome
 from server.models import Agent, ClientTool, ContentBlock, Message, Run, SessionRecord, Usage
@@ -48,7 +49,7 @@ class ActiveRun:
         self.started = False
         self.finishing = False
         self.messages: list[Message] = []
-        self.done = asyncio.Event()
+        self.done = Flag()
         self.completed = Usage()  # usage of finished steps
         self.step = Usage()  # the current step's usage so far
         self.recorded = Usage()  # what the database holds for this run
@@ -88,6 +89,10 @@ class ActiveRun:
         return Step(entries, self.unrecorded(), outcome.tool_calls, now(), held)
 
     def observe(self, event: Event) -> None:
+        kind = type(event)
+        if kind is TextDelta or kind is InputJsonDelta:
+            self.step.output_tokens += 1
+            return
         match event:
             case MessageStart(message=info):
                 self.step = Usage(info.usage.input_tokens, info.usage.output_tokens)

@@ -55,6 +55,32 @@ class Quiet:
             self._timer = None
 
 
+class Flag:
+    """Set once, awaited by any number of tasks: an `asyncio.Event` without the Event's deque
+    of waiters (600 B), made for every run although few are ever waited on."""
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._future)  # a waiter cancelled leaves the others waiting
+
+
 class Signal:
     """Wakes every task waiting on it, each with its own `Quiet` limit: a bare future per
     wait, where `asyncio.wait_for(event.wait())` costs an Event and a Task."""

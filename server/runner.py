@@ -27,6 +27,7 @@ from server.errors import (
 from server.events import (
     Done,
     Error,
+    Event,
     MessageStart,
     RequiresAction,
 )
@@ -154,16 +155,18 @@ class Runner:
             ctx = ToolContext(
                 session.record.work_dir, active.session_id, active.id, self.settings.tools
             )
-            items = run_loop(session, provider, ctx, self.settings.loop, first_step)
-            async for item in items:
-                if isinstance(item, StepOutcome):
-                    await self._persist(active, item)
-                    stop_reason, pending = item.stop_reason, item.pending
-                else:
-                    active.observe(item)
-                    active.log.emit(item)
-                    if isinstance(item, MessageStart):
-                        self._record_usage(active)
+            observe, append = active.observe, active.log.emit
+
+            def emit(event: Event) -> None:
+                observe(event)
+                append(event)
+                if type(event) is MessageStart:
+                    self._record_usage(active)
+
+            steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
+            async for outcome in steps:
+                await self._persist(active, outcome)
+                stop_reason, pending = outcome.stop_reason, outcome.pending
             if pending:
                 status = "requires_action"
         except asyncio.CancelledError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.hub import Hub, Quiet, Signal
+from server.hub import Flag, Hub, Quiet, Signal
 
 
 def test_a_wait_is_woken_by_a_fire_or_ends_after_the_quiet_time() -> None:
@@ -55,5 +55,23 @@ def test_watchers_get_batches_pings_and_an_end() -> None:
         assert [r[1] for r in await watcher.next_batch(quiet) or []] == [3, 4]
         assert await watcher.next_batch(quiet) is None
         quiet.close()
+
+    asyncio.run(go())
+
+
+def test_a_flag_wakes_every_waiter_and_survives_a_cancelled_one() -> None:
+    async def go() -> None:
+        flag = Flag()
+        first = asyncio.ensure_future(flag.wait())
+        second = asyncio.ensure_future(flag.wait())
+        cancelled = asyncio.ensure_future(flag.wait())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        assert not flag.is_set() and not first.done() and not second.done()
+        flag.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 1)
+        assert flag.is_set() and cancelled.cancelled()
+        await asyncio.wait_for(flag.wait(), 1)  # set already: returns at once
 
     asyncio.run(go())

@@ -83,7 +83,10 @@ def session(tmp_path: Path, tools: list[str], max_steps: int = 16) -> Session:
 
 async def drive(sess: Session, provider: Fed, settings: LoopSettings | None = None) -> list[Any]:
     ctx = ToolContext(sess.record.work_dir, "s", "r")
-    return [item async for item in run_loop(sess, provider, ctx, settings or LoopSettings())]
+    items: list[Any] = []  # events and outcomes, in the order they came
+    async for outcome in run_loop(sess, provider, ctx, settings or LoopSettings(), items.append):
+        items.append(outcome)
+    return items
 
 
 def test_fragments_become_tool_input_and_results_are_fed_back(tmp_path: Path) -> None:
