@@ -71,6 +71,32 @@ class RunLog:
             self._trim()
         return seq
 
+    def emit_all(self, events: Iterable[Event]) -> list[Row]:
+        """`emit` each; nothing is held back (see `hold`)."""
+        for event in events:
+            self.emit(event)
+        return []
+
+    def hold(self, events: Iterable[Event]) -> list[Row]:
+        """Number the events and hand them to the event log's write buffer now, but show them
+        to readers only at `release`: the run's end is stored with them, and no reader may
+        see `done` before that commit. Nothing may be emitted in between."""
+        first = self.last_seq + 1
+        held = [
+            (self.run_id, seq, _TYPES[type(event)], _encode(event))
+            for seq, event in enumerate(events, first)
+        ]
+        batch = self._sink(held)
+        if batch is not self._batch:
+            self._joined(first, batch)
+        return held
+
+    def release(self, held: list[Row]) -> None:
+        self.rows.extend(held)
+        for row in held:
+            self._publish(self.session_id, row)
+        self._changed.fire()
+
     def _joined(self, seq: int, batch: EventBatch | None) -> None:
         """Rows from `seq` on go into a new write batch."""
         self._batch = batch

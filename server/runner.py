@@ -144,6 +144,7 @@ class Runner:
         if first_step >= active.agent.max_steps:
             stop_reason = "max_steps"
         pending: list[PendingToolCall] = []
+        final: StepOutcome | None = None  # the last step, stored with the run's end
         active.started = True
         try:
             if active.stop_status is not None:  # cancelled before the task got to run
@@ -165,6 +166,9 @@ class Runner:
 
             steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
             async for outcome in steps:
+                if outcome.final and not outcome.pending and active.scratch is None:
+                    final, stop_reason = outcome, outcome.stop_reason  # the loop ends here
+                    continue
                 await self._persist(active, outcome)
                 stop_reason, pending = outcome.stop_reason, outcome.pending
             if pending:
@@ -182,7 +186,7 @@ class Runner:
             error = ErrorInfo(
                 "internal_error", f"the run failed inside the server: {type(exc).__name__}"
             )
-        await self._finish(active, status, stop_reason, error, pending)
+        await self._finish(active, status, stop_reason, error, pending, final)
 
     async def _session(self, active: ActiveRun) -> Session:
         if active.scratch is not None:
@@ -200,11 +204,8 @@ class Runner:
             return
         delta = active.unrecorded()
         rid, sid = active.id, active.session_id
-        self._background(lambda conn: run_ops.add_usage(conn, rid, sid, delta))
-
-    def _background(self, op: Callable[[Any], Any]) -> None:
-        task = asyncio.ensure_future(self.store.db.write(op))
-        task.add_done_callback(_log_failure)
+        written = self.store.db.submit_later(lambda conn: run_ops.add_usage(conn, rid, sid, delta))
+        written.add_done_callback(_log_failure)
 
     async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> None:
         """Store a completed step before the loop asks the model anything more, and before
@@ -230,16 +231,28 @@ class Runner:
         stop_reason: str | None,
         error: ErrorInfo | None,
         pending: list[PendingToolCall],
+        final: StepOutcome | None = None,
     ) -> None:
+        """End the run: its closing events, its end stored, the session released.
+
+        The run's last step (`final`) is stored together with its end, in one write: a turn
+        costs one commit less. Its closing events are then numbered and buffered for the
+        event log at once (so they commit with the end, or before it) but shown to readers
+        only once the write is committed: a client that reads the history on `done` finds
+        the whole turn there. Otherwise (no step left to store) they go out at once, and the
+        end is written after them."""
         active.finishing = True  # from here on a cancel waits instead of interrupting
+        step = active.settle(final) if final is not None else None
+        if step is not None:
+            active.run.steps += 1
         usage = active.live_usage()
-        if error is not None:
-            active.log.emit(Error(error))
         if status in ("cancelled", "interrupted"):
             stop_reason = stop_reason if stop_reason == "requires_action" else status
+        closing: list[Event] = [] if error is None else [Error(error)]
         if status == "requires_action":
-            active.log.emit(RequiresAction(active.id, pending))
-        active.log.emit(Done(usage, active.run.steps, active.id, stop_reason, status))
+            closing.append(RequiresAction(active.id, pending))
+        closing.append(Done(usage, active.run.steps, active.id, stop_reason, status))
+        held = active.log.hold(closing) if step is not None else active.log.emit_all(closing)
         was_running = self.running.get(active.session_id) is active
         session_status = _session_status(status) if was_running else None
         end = run_ops.Finish(
@@ -247,21 +260,28 @@ class Runner:
         )
         stamp = now()
         rid, sid = active.id, active.session_id
-        written = None
+        written: asyncio.Future[list[Message]] | None = None
         if active.scratch is None:
-            written = self.store.db.submit(lambda conn: run_ops.finish(conn, rid, sid, end, stamp))
+            written = self.store.db.submit(lambda conn: _end(conn, rid, sid, step, end, stamp))
         # The session is free as soon as `done` is out: a client that sends its next message
         # on seeing it must not get session_busy. Writes queued from now on commit after ours.
         # The run stays readable from memory until its end is committed.
-        self._release(active)
-        self._start_next(sid)
+        if step is None:
+            self._release(active)
+            self._start_next(sid)
         try:
             if written is not None:
-                await self._committed(written)
+                stored = await self._committed(written)
+                if step is not None:
+                    self._stored(active, stored)
         except asyncio.CancelledError:
             pass  # the end is recorded (see _committed); `done` must still be set
         except Exception:
             log.exception("could not record the end of run %s", rid)
+        if step is not None:
+            self._release(active)
+            self._start_next(sid)
+            active.log.release(held)
         run = active.run
         active.run = msgspec.structs.replace(
             run,
@@ -384,6 +404,20 @@ class Runner:
 
     async def recover(self) -> int:
         return await interrupt_unfinished(self.store)
+
+
+def _end(
+    conn: Any,
+    run_id: str,
+    session_id: str,
+    step: run_ops.Step | None,
+    end: run_ops.Finish,
+    stamp: str,
+) -> list[Message]:
+    """The run's end, with its last step if it has one left to store."""
+    stored = run_ops.add_step(conn, run_id, session_id, step) if step is not None else []
+    run_ops.finish(conn, run_id, session_id, end, stamp)
+    return stored
 
 
 def _session_status(status: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,6 +130,40 @@ def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
         await store.close()
         check = sqlite3.connect(tmp_path / "e.db")
         assert check.execute("SELECT max(last_seq) FROM events").fetchone()[0] == 1001
+        check.close()
+
+    asyncio.run(go())
+
+
+def test_a_later_write_rides_with_the_next_commit_or_the_flush(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = Store(str(tmp_path / "l.db"), event_flush_s=0.3)
+        await store.open()
+        db = store.db
+        await db.flush()
+        before = db.commits
+
+        def insert(name: str) -> Any:
+            return lambda conn: conn.execute(
+                "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+                "VALUES (?, ?, 'echo', 'n', 'n')",
+                (name, name),
+            )
+
+        later = db.submit_later(insert("later"))
+        await asyncio.sleep(0.05)
+        assert not later.done() and db.commits == before  # no commit of its own
+        await db.write(insert("now"))  # a real write takes it along, in order
+        assert later.done() and db.commits == before + 1
+        alone = db.submit_later(insert("alone"))
+        started = time.monotonic()
+        await asyncio.wait_for(alone, 5)  # with nothing else, at the flush time
+        assert 0.2 <= time.monotonic() - started < 3
+        db.submit_later(insert("at close"))
+        await store.close()
+        check = sqlite3.connect(tmp_path / "l.db")
+        names = [r[0] for r in check.execute("SELECT name FROM agents ORDER BY rowid")]
+        assert names[-4:] == ["later", "now", "alone", "at close"]
         check.close()
 
     asyncio.run(go())

@@ -170,6 +170,7 @@ class Database:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessiond-writer")
         self._writer: WriterConnection | None = None
         self._ops: list[_Pending] = []
+        self._later: list[_Pending] = []  # ops that wait for a commit like event rows do
         self._events = EventBatch()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -219,6 +220,18 @@ class Database:
         self._wake.set()
         return future
 
+    def submit_later(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `op` to commit with the next commit, like an event-log row: at most
+        `event_flush_s` from now, without starting a commit of its own. For what may lag a
+        little (a step's input usage as it starts), where a commit of its own could hold up
+        the write that a run waits on next."""
+        if self._closing:
+            raise StoreError("the database is closing")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._later.append(_Pending(op, future))
+        self._wake.set()  # the writer sleeps until the flush time unless a real op comes
+        return future
+
     def append_events(self, rows: Iterable[EventRow]) -> EventBatch:
         """Buffer rows for the next commit; the batch they joined says when that has happened."""
         batch = self._events
@@ -241,14 +254,14 @@ class Database:
                 if wait > 0:
                     await self._sleep_unless_op(wait)
             self._wake.clear()
-            ops, self._ops = self._ops, []
+            ops, self._ops, self._later = [*self._later, *self._ops], [], []
             batch, self._events = self._events, EventBatch()
             if ops or batch.rows:
                 results = await loop.run_in_executor(self._thread, self._apply, ops, batch)
                 last_commit = time.monotonic()
                 for pending, result in zip(ops, results, strict=True):
                     _settle(pending.future, result)
-            if self._closing and not self._ops and not self._events.rows:
+            if self._closing and not self._ops and not self._later and not self._events.rows:
                 return
 
     async def _sleep_unless_op(self, seconds: float) -> None:
