@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import providers
-from server.api import agents, forks, messages, oneshot, runs, search, sessions, transfer
+from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
@@ -161,7 +161,7 @@ def create_app(settings: Settings) -> Starlette:
         *runs.routes,
         *oneshot.routes,
     ]
-    middleware = []
+    middleware = [Middleware(sse.KeepSend)]
     if settings.cors_origins:
         # Starlette's CORSMiddleware is plain ASGI: it leaves streaming and disconnects alone.
         middleware.append(
