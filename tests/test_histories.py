@@ -126,3 +126,19 @@ def test_a_message_not_handed_over_is_read_not_missed(tmp_path: Path) -> None:
         assert loaded.count == 4 and loaded.turns() == fresh.turns()
 
     with_store(tmp_path, body)
+
+
+def test_a_new_sessions_first_message_reads_nothing(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        histories = Histories(store)
+        user, n = await add(store, "user", [TextBlock("first")])
+
+        async def no_reads(*args: Any) -> Any:
+            raise AssertionError("read the database")
+
+        real = store.messages.history
+        store.messages.page = store.messages.history = no_reads  # type: ignore[method-assign]
+        kept = await histories.load("s1", n, user)
+        assert n == 1 and kept.turns() == History.of(await real("s1")).turns()
+
+    with_store(tmp_path, body)

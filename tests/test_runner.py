@@ -7,6 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from server.app import create_app
 from tests.conftest import app_client, make_settings, scripted_agent
 
 PROBE = {"name": "probe", "description": "a client tool", "input_schema": {"type": "object"}}
@@ -99,5 +102,25 @@ def test_history_kept_across_turns_matches_the_stored_one(tmp_path: Path) -> Non
             assert usage == sorted(usage) and len(set(usage)) == 4  # each saw a longer history
             session = (await http.get(f"/sessions/{sid}")).json()
             assert session["message_count"] == 8 and session["usage"]["input_tokens"] == sum(usage)
+
+    asyncio.run(go())
+
+
+def test_a_new_sessions_first_message_reads_neither_session_nor_history(tmp_path: Path) -> None:
+    async def go() -> None:
+        app = create_app(make_settings(tmp_path))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://s") as http:
+                a = await agent(http, "a", [{"text": "first reply"}])
+                sid = (await http.post("/sessions", json={"agent_id": a})).json()["id"]
+                store = app.state.store
+
+                async def no_reads(*args: Any) -> Any:
+                    raise AssertionError("read the database")
+
+                store.sessions.get = store.messages.history = no_reads
+                sent = await say(http, sid)
+                assert sent.status_code == 200 and sent.json()["response"] == "first reply"
 
     asyncio.run(go())

@@ -153,12 +153,14 @@ async def create_session(request: Request) -> Response:
         ttl_seconds=body.ttl_seconds,
     )
     try:
-        return json_response(await sessions.create(record), 201)
+        created = await sessions.create(record)
     except Conflict:
         # create-or-resume raced another request creating the same name: resume theirs
         if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
             return json_response(existing, 200)
         raise
+    runner(request).admission.records.keep(created.id, created)  # its first message reads nothing
+    return json_response(created, 201)
 
 
 async def list_sessions(request: Request) -> Response:
