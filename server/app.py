@@ -151,13 +151,14 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     routes = [
+        # Starlette tries routes in order: the busiest first (their paths match no other's)
+        *messages.routes,
         Route("/healthz", healthz, methods=["GET"]),
         *agents.routes,
         *search.routes,  # before /sessions/{session_id}: "search" is not a session key
         *transfer.routes,
         *sessions.routes,
         *forks.routes,
-        *messages.routes,
         *runs.routes,
         *oneshot.routes,
     ]

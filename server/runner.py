@@ -262,7 +262,9 @@ class Runner:
         rid, sid = active.id, active.session_id
         written: asyncio.Future[list[Message]] | None = None
         if active.scratch is None:
-            written = self.store.db.submit(lambda conn: _end(conn, rid, sid, step, end, stamp))
+            written = self.store.db.submit(
+                lambda conn: run_ops.finish_with_step(conn, rid, sid, step, end, stamp)
+            )
         # The session is free as soon as `done` is out: a client that sends its next message
         # on seeing it must not get session_busy. Writes queued from now on commit after ours.
         # The run stays readable from memory until its end is committed.
@@ -404,20 +406,6 @@ class Runner:
 
     async def recover(self) -> int:
         return await interrupt_unfinished(self.store)
-
-
-def _end(
-    conn: Any,
-    run_id: str,
-    session_id: str,
-    step: run_ops.Step | None,
-    end: run_ops.Finish,
-    stamp: str,
-) -> list[Message]:
-    """The run's end, with its last step if it has one left to store."""
-    stored = run_ops.add_step(conn, run_id, session_id, step) if step is not None else []
-    run_ops.finish(conn, run_id, session_id, end, stamp)
-    return stored
 
 
 def _session_status(status: str) -> str:

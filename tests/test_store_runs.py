@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from server.models import (
+    ErrorInfo,
     PendingToolCall,
     SessionRecord,
     TextBlock,
@@ -146,3 +147,34 @@ def test_a_start_checked_against_a_stale_record_writes_nothing(
     conn.execute("ROLLBACK TO op")
     assert state(conn, "s", "r0") == changed
     assert conn.execute("SELECT count(*) FROM runs WHERE id = 'r1'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "requires_action"])
+def test_the_last_step_stored_with_the_end_leaves_what_the_two_writes_did(
+    conn: Any, status: str
+) -> None:
+    record = ToolCallRecord("c0", "list_files", {}, 3, False, 1, 0)
+    step = run_ops.Step(
+        [
+            ("assistant", [TextBlock("done"), ToolUseBlock("c0", "list_files", {})]),
+            ("user", [ToolResultBlock("c0", "r")]),
+        ],
+        Usage(9, 4),
+        [record],
+        "t1",
+        [ToolResultBlock("c0", "r")] if status == "requires_action" else None,
+    )
+    error = ErrorInfo("provider_error", "x") if status == "failed" else None
+    end = run_ops.Finish(status, "end_turn", error, Usage(2, 1), [], "idle")
+    for sid in ("apart", "together"):
+        new_session(conn, sid)
+        start(conn, sid, f"r-{sid}")
+    run_ops.add_step(conn, "r-apart", "apart", step)
+    run_ops.finish(conn, "r-apart", "apart", end, "2026-01-01T00:00:05.000Z")
+    stored = run_ops.finish_with_step(
+        conn, "r-together", "together", step, end, "2026-01-01T00:00:05.000Z"
+    )
+    assert [(m.seq, m.role, m.content) for m in stored] == [
+        (n, r, b) for n, (r, b) in enumerate(step.entries, 2)
+    ]
+    assert state(conn, "apart", "r-apart") == state(conn, "together", "r-together")

@@ -241,7 +241,14 @@ def add_step(conn: sqlite3.Connection, run_id: str, session_id: str, step: Step)
         "output_tokens = output_tokens + ? WHERE id = ?",
         (codec.text(step.held or []), step.usage.input_tokens, step.usage.output_tokens, run_id),
     )
-    first = moved[0] - len(step.entries) + 1
+    return _store_step(conn, run_id, session_id, step, moved[0])
+
+
+def _store_step(
+    conn: sqlite3.Connection, run_id: str, session_id: str, step: Step, last_seq: int
+) -> list[Message]:
+    """The step's messages, numbered up to `last_seq`, and its tool calls."""
+    first = last_seq - len(step.entries) + 1
     stored = [
         Message(new_ulid(), session_id, first + i, role, blocks, run_id, step.now)
         for i, (role, blocks) in enumerate(step.entries)
@@ -282,6 +289,44 @@ def finish(conn: sqlite3.Connection, run_id: str, session_id: str, end: Finish, 
             run_id,
         ),
     )
+
+
+def finish_with_step(
+    conn: sqlite3.Connection,
+    run_id: str,
+    session_id: str,
+    step: Step | None,
+    end: Finish,
+    now: str,
+) -> list[Message]:
+    """The run's end together with its last step (`add_step` then `finish`), in one update
+    of the session row and one of the run's where the two took two of each."""
+    if step is None:
+        finish(conn, run_id, session_id, end, now)
+        return []
+    usage = step.usage + end.usage
+    moved = _move_session(
+        conn, session_id, now, added=len(step.entries), usage=usage, status=end.session_status
+    )
+    if moved is None:
+        raise NotFound(f"session {session_id!r} not found")
+    conn.execute(
+        "UPDATE runs SET steps = steps + 1, held_results = ?, input_tokens = input_tokens + ?, "
+        "output_tokens = output_tokens + ?, status = ?, stop_reason = ?, error = ?, "
+        "pending_tool_calls = ?, finished_at = ? WHERE id = ?",
+        (
+            codec.text(step.held or []),
+            usage.input_tokens,
+            usage.output_tokens,
+            end.status,
+            end.stop_reason,
+            codec.text(end.error) if end.error else None,
+            codec.text(end.pending),
+            None if end.status == "requires_action" else now,
+            run_id,
+        ),
+    )
+    return _store_step(conn, run_id, session_id, step, moved[0])
 
 
 def add_usage(conn: sqlite3.Connection, run_id: str, session_id: str, usage: Usage) -> None:
