@@ -9,6 +9,12 @@ workloads on one server, each measured alone:
 - paced stream: one 100-delta run at 25 ms a token (a model's pace)
 - 100 paced streams: 100 such runs at once
 
+The target (at most 20 commits per 1,000 events) is the issue's, for the zero-latency
+provider: the fast stream. The paced figures have none: a stream alone at a model's pace
+commits its events every `event_flush_ms` (200 ms), the most of a streaming step a crash may
+lose (issue 3), so at 40 tokens/s it pays a commit per 8 events; concurrent streams share
+those commits.
+
 Database bytes per stored message: growth of the database file over the two turn workloads
 (checkpointed and truncated before and after, so the WAL holds nothing) divided by the
 messages they stored, runs and event log included. The details hold the `messages` table
@@ -134,7 +140,12 @@ async def run(ctx: Context, result: Result) -> None:
         events = task.result()
         per_k = commits / events * 1000
         result.details[f"{label}: commits, events"] = [commits, events]
-        result.add(
-            Figure(f"commits per 1,000 events, {label}", per_k, "", target="≤ 20", ok=per_k <= 20)
-        )
+        if label == "fast stream":  # the issue's scenario: the zero-latency provider
+            result.add(
+                Figure(
+                    f"commits per 1,000 events, {label}", per_k, "", target="≤ 20", ok=per_k <= 20
+                )
+            )
+        else:  # shown for what it costs: a lone paced stream commits every event_flush_ms
+            result.add(Figure(f"commits per 1,000 events, {label}", per_k, ""))
     await ctx.stop(server)
