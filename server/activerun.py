@@ -53,6 +53,8 @@ class ActiveRun:
         self.completed = Usage()  # usage of finished steps
         self.step = Usage()  # the current step's usage so far
         self.recorded = Usage()  # what the database holds for this run
+        # a usage write queued to ride with the next commit, and the usage it adds
+        self.usage_write: tuple[asyncio.Future[None], Usage] | None = None
         # The session as read when the run was submitted, and the run's user message as
         # stored: with both, starting the run reads nothing (None: read them then).
         self.record: SessionRecord | None = None
@@ -68,6 +70,13 @@ class ActiveRun:
 
     def live_usage(self) -> Usage:
         return self.completed + self.step
+
+    def unrecord(self, usage: Usage) -> None:
+        """A write of `usage` was taken back: it is for the next write to record."""
+        self.recorded = Usage(
+            self.recorded.input_tokens - usage.input_tokens,
+            self.recorded.output_tokens - usage.output_tokens,
+        )
 
     def unrecorded(self) -> Usage:
         live = self.live_usage()

@@ -206,11 +206,20 @@ class Runner:
         rid, sid = active.id, active.session_id
         written = self.store.db.submit_later(lambda conn: run_ops.add_usage(conn, rid, sid, delta))
         written.add_done_callback(_log_failure)
+        active.usage_write = (written, delta)
+
+    def _take_back_usage(self, active: ActiveRun) -> None:
+        """A step's input usage not yet taken by the writer goes into the write being made
+        instead: a fast turn's usage costs no statements of its own."""
+        queued, active.usage_write = active.usage_write, None
+        if queued is not None and self.store.db.withdraw(queued[0]):
+            active.unrecord(queued[1])
 
     async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> None:
         """Store a completed step before the loop asks the model anything more, and before
         `done`: a client that reads the history on `done` finds the whole run there. (Storing
         the final step with the run's end would save a commit but let `done` overtake it.)"""
+        self._take_back_usage(active)
         step = active.settle(outcome)
         if active.scratch is not None:
             active.messages.extend(ephemeral.messages(active, step.entries, step.now))
@@ -242,6 +251,7 @@ class Runner:
         the whole turn there. Otherwise (no step left to store) they go out at once, and the
         end is written after them."""
         active.finishing = True  # from here on a cancel waits instead of interrupting
+        self._take_back_usage(active)
         step = active.settle(final) if final is not None else None
         if step is not None:
             active.run.steps += 1

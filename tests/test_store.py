@@ -159,6 +159,9 @@ def test_a_later_write_rides_with_the_next_commit_or_the_flush(tmp_path: Path) -
         started = time.monotonic()
         await asyncio.wait_for(alone, 5)  # with nothing else, at the flush time
         assert 0.2 <= time.monotonic() - started < 3
+        taken_back = db.submit_later(insert("taken back"))
+        assert db.withdraw(taken_back) and taken_back.cancelled()
+        assert not db.withdraw(alone)  # committed already: too late
         db.submit_later(insert("at close"))
         await store.close()
         check = sqlite3.connect(tmp_path / "l.db")

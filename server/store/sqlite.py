@@ -232,6 +232,16 @@ class Database:
         self._wake.set()  # the writer sleeps until the flush time unless a real op comes
         return future
 
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take back an op queued with `submit_later` if the writer has not taken it yet (its
+        future is then cancelled): its change can go into the write about to be made."""
+        for i, pending in enumerate(self._later):
+            if pending.future is future:
+                del self._later[i]
+                future.cancel()
+                return True
+        return False
+
     def append_events(self, rows: Iterable[EventRow]) -> EventBatch:
         """Buffer rows for the next commit; the batch they joined says when that has happened."""
         batch = self._events
