@@ -62,7 +62,7 @@ class LoopSettings(msgspec.Struct, frozen=True):
     tool_timeout_s: float = 120.0
 
 
-CHUNK = 32  # deltas joined into one string as they come: a long reply held as text
+CHUNK = 16  # deltas joined into one string as they come: a long reply held as text
 
 
 class Accumulator:
