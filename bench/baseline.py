@@ -3,8 +3,8 @@ them, under uvicorn with the settings `sessiond serve` uses (loop and http "auto
 and httptools; the same log level). Run as `python -m bench.baseline --port N`.
 
 - POST /stream?words=N     a run's pre-encoded SSE frames from memory, one per chunk
-- POST /paced?words=N&delay_ms=D   the same frames, one text delta per D ms (asyncio.sleep
-                                   before each, as the scripted provider paces)
+- POST /paced?words=N&delay_ms=D   the same frames, delta i due i x D ms after the first
+                                   is asked for, as the scripted provider paces
 - GET  /idle               `retry:` then nothing (a ping every 15 s) until the client leaves
 - POST /turn               decode a JSON body, answer a small JSON object
 """
@@ -66,8 +66,11 @@ def create_app() -> Starlette:
         async def body() -> AsyncIterator[bytes]:
             for chunk in chunks[:3]:
                 yield chunk
-            for chunk in chunks[3 : 3 + n]:
-                await asyncio.sleep(delay)
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            for chunk in chunks[3 : 3 + n]:  # on the scripted provider's schedule
+                due += delay
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 yield chunk
             for chunk in chunks[3 + n :]:
                 yield chunk

@@ -132,14 +132,18 @@ async def _bursts(events: Iterator[StepEvent]) -> AsyncIterator[StepEvent]:
 
 
 class _Paced:
-    """Deltas one per delay: each `__anext__` hands out a future that a timer completes (the
-    other events' futures are complete at once). A thousand paced streams wake twenty
-    thousand times a second; an async generator around `asyncio.sleep` cost two more
-    coroutine frames per wake."""
+    """Deltas one per delay, on a schedule kept from the first: delta i is due `i` delays
+    after the step began, as a model produces tokens at its own pace whether or not they are
+    read at once (a reader that falls behind then finds several waiting, not a slower
+    model). Each `__anext__` hands out a future that a timer completes (the other events'
+    futures are complete at once): a thousand paced streams wake twenty thousand times a
+    second, and an async generator around `asyncio.sleep` cost two more coroutine frames
+    per wake."""
 
     def __init__(self, events: Generator[StepEvent, None, None], delay_s: float) -> None:
         self._events = events
         self._delay_s = delay_s
+        self._due = 0.0  # when the next delta is, once the first is asked for
 
     def __aiter__(self) -> _Paced:
         return self
@@ -151,7 +155,8 @@ class _Paced:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StepEvent] = loop.create_future()
         if isinstance(event, _DELTAS):
-            loop.call_later(self._delay_s, _deliver, future, event)
+            self._due = (self._due or loop.time()) + self._delay_s
+            loop.call_at(self._due, _deliver, future, event)
         else:
             future.set_result(event)
         return future
