@@ -70,8 +70,10 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-def default_agent(env: dict[str, str]) -> Agent:
+def default_agent(env: dict[str, str], model_setting: str | None = None) -> Agent:
     provider, model, options = providers.choose_default(env)
+    if provider != "echo" and model_setting:
+        model = model_setting
     stamp = now()
     return Agent(
         DEFAULT_ID,
@@ -137,7 +139,7 @@ def create_app(settings: Settings) -> Starlette:
             store, hub, ProviderContext(http, provider_settings, env), runner_settings(settings)
         )
         try:
-            agent = await store.agents.ensure_default(default_agent(env))
+            agent = await store.agents.ensure_default(default_agent(env, settings.default_model))
             log.info("default agent: provider %s, model %s", agent.provider, agent.model or "-")
             await runner.recover()
             app.state.store, app.state.runner = store, runner

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an origin whose browser pages may call the API, e.g. http://localhost:3000 "
         "(repeatable; '*' for any; default: none)",
     )
+    serve.add_argument(
+        "--default-model",
+        dest="default_model",
+        help="model of the built-in default agent (default: its provider's, e.g. "
+        "claude-sonnet-4-5 or gpt-4o-mini; a local OpenAI-compatible server needs its own)",
+    )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     talk = commands.add_parser("chat", help="chat with an agent in the terminal")
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")

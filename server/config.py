@@ -31,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provider_connect_timeout_s: float = 10.0
     provider_read_timeout_s: float = 120.0
     log_level: str = "info"
+    # The built-in default agent's model (None: its provider's default, e.g. for a local
+    # OpenAI-compatible server whose models are not OpenAI's)
+    default_model: str | None = None
     # Origins whose pages may call the API (EventSource, fetch) from a browser; "*" for any.
     cors_origins: list[str] = []
 

@@ -284,3 +284,38 @@ def test_upstream_failure_is_a_provider_error_and_the_key_stays_secret(
         asyncio.run(go())
     finally:
         server.stop()
+
+
+def test_the_default_agent_takes_the_default_model_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local OpenAI-compatible server (no key, OPENAI_BASE_URL) serves its own models."""
+    for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+
+    async def go() -> None:
+        async with Upstream() as upstream, httpx.AsyncClient(timeout=30) as http:
+            monkeypatch.setenv("OPENAI_BASE_URL", f"{upstream.url}/v1")
+            settings = make_settings(tmp_path, default_model="llama3.2")
+            server = ThreadServer(settings).start()
+            try:
+                upstream.enqueue(Reply(200, openai_text("hello from llama")))
+                default = (await http.get(f"{server.url}/agents/default")).json()
+                assert (default["provider"], default["model"]) == ("openai", "llama3.2")
+                sid = (await http.post(f"{server.url}/sessions", json={})).json()["id"]
+                sent = await http.post(
+                    f"{server.url}/sessions/{sid}/message", json={"message": "hi"}
+                )
+                assert sent.status_code == 200, sent.text
+                assert sent.json()["response"] == "hello from llama"
+                assert upstream.requests[0].body["model"] == "llama3.2"
+            finally:
+                server.stop()
+            server = ThreadServer(make_settings(tmp_path)).start()  # the setting dropped
+            try:
+                default = (await http.get(f"{server.url}/agents/default")).json()
+                assert default["model"] == "gpt-4o-mini"
+            finally:
+                server.stop()
+
+    asyncio.run(go())

@@ -86,3 +86,11 @@ def test_invalid_options_are_rejected(provider, options, needle):
 )
 def test_choose_default(env, expected):
     assert providers.choose_default(env) == expected
+
+
+def test_the_default_model_setting_names_a_real_providers_model_only():
+    from server.app import default_agent
+
+    assert default_agent({}, "llama3.2").model is None  # echo has no models
+    assert default_agent({"OPENAI_API_KEY": "k"}, "llama3.2").model == "llama3.2"
+    assert default_agent({"OPENAI_API_KEY": "k"}, None).model == "gpt-4o-mini"
