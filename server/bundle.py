@@ -32,7 +32,7 @@ _READ_ERRORS = (
     zipfile.LargeZipFile,
     zlib.error,
     EOFError,
-    NotImplementedError,
+    NotImplementedError,  # zipfile's answer to a compression method it lacks: a bad bundle
     RuntimeError,
     OSError,
     ValueError,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from server.activerun import ActiveRun, RunRequest
-from server.ids import new_ulid, now
-from server.models import Agent, ContentBlock, Message, Run, SessionRecord, Usage
+from server.ids import new_ulid
+from server.models import Agent, ContentBlock, Message, Run, new_session_record
 from server.runlog import Row, RunLog
 from server.session import Session
 
@@ -15,28 +17,10 @@ from server.session import Session
 def prepare(
     agent: Agent, work_dir: str | None, history: list[Message], request: RunRequest
 ) -> ActiveRun:
-    stamp = now()
-    sid = new_ulid()
-    record = SessionRecord(
-        id=sid,
-        name=None,
-        agent_id=agent.id,
-        work_dir=work_dir,
-        title=None,
-        tags=[],
-        metadata={},
-        status="running",
-        message_count=len(history),
-        turn_count=0,
-        usage=Usage(),
-        parent_id=None,
-        forked_from_message_id=None,
-        ttl_seconds=None,
-        expires_at=None,
-        archived_at=None,
-        created_at=stamp,
-        updated_at=stamp,
+    record = msgspec.structs.replace(
+        new_session_record(agent.id, work_dir), status="running", message_count=len(history)
     )
+    sid, stamp = record.id, record.created_at
     run = Run(new_ulid(), sid, agent.id, "running", stamp, started_at=stamp)
     user = Message(new_ulid(), sid, len(history) + 1, "user", request.content, run.id, stamp)
     scratch = Session(record, agent, [*history, user], request.tools)

@@ -34,10 +34,9 @@ class Histories:
         """The history of a session holding `count` messages; `latest`, if given, is the
         newest of them."""
         history = self._take(session_id)
-        if history is None and latest is not None and count == 1:
-            history = History()  # a new session: its one message is `latest`
-            history.add(Turn(latest.role, latest.content), latest.seq)
-        elif history is None or not await self._grow(session_id, history, count, latest):
+        if history is None and count == 1 and latest is not None:
+            history = History()  # a new session: `latest` is all it holds, nothing to read
+        if history is None or not await self._grow(session_id, history, count, latest):
             history = History.of(await self.store.messages.history(session_id))
         self._keep(session_id, history)
         return history

@@ -10,6 +10,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from server.ids import new_ulid, now
+
 Role = Literal["user", "assistant"]
 RunStatus = Literal[
     "queued", "running", "requires_action", "completed", "failed", "cancelled", "interrupted"
@@ -109,6 +111,41 @@ class SessionRecord(msgspec.Struct):
     archived_at: str | None
     created_at: str
     updated_at: str
+
+
+def new_session_record(
+    agent_id: str,
+    work_dir: str | None,
+    *,
+    name: str | None = None,
+    title: str | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    ttl_seconds: int | None = None,
+    parent_id: str | None = None,
+) -> SessionRecord:
+    """A new, empty, idle session (its work_dir already checked by the caller)."""
+    stamp = now()
+    return SessionRecord(
+        new_ulid(),
+        name,
+        agent_id,
+        work_dir,
+        title,
+        tags or [],
+        metadata or {},
+        "idle",
+        0,
+        0,
+        Usage(),
+        parent_id,
+        None,
+        ttl_seconds,
+        None,
+        None,
+        stamp,
+        stamp,
+    )
 
 
 class Message(msgspec.Struct):

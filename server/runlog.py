@@ -71,12 +71,6 @@ class RunLog:
             self._trim()
         return seq
 
-    def emit_all(self, events: Iterable[Event]) -> list[Row]:
-        """`emit` each; nothing is held back (see `hold`)."""
-        for event in events:
-            self.emit(event)
-        return []
-
     def hold(self, events: Iterable[Event]) -> list[Row]:
         """Number the events and hand them to the event log's write buffer now, but show them
         to readers only at `release`: the run's end is stored with them, and no reader may

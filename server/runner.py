@@ -42,6 +42,7 @@ from server.models import (
     Message,
     PendingToolCall,
     Run,
+    SessionRecord,
     ToolResultBlock,
 )
 from server.pauses import Pauses
@@ -262,7 +263,12 @@ class Runner:
         if status == "requires_action":
             closing.append(RequiresAction(active.id, pending))
         closing.append(Done(usage, active.run.steps, active.id, stop_reason, status))
-        held = active.log.hold(closing) if step is not None else active.log.emit_all(closing)
+        held: list[Row] = []
+        if step is not None:
+            held = active.log.hold(closing)
+        else:
+            for event in closing:
+                active.log.emit(event)
         was_running = self.running.get(active.session_id) is active
         session_status = _session_status(status) if was_running else None
         end = run_ops.Finish(
@@ -273,7 +279,7 @@ class Runner:
         written: asyncio.Future[list[Message]] | None = None
         if active.scratch is None:
             written = self.store.db.submit(
-                lambda conn: run_ops.finish_with_step(conn, rid, sid, step, end, stamp)
+                lambda conn: run_ops.finish(conn, rid, sid, end, stamp, step)
             )
         # The session is free as soon as `done` is out: a client that sends its next message
         # on seeing it must not get session_busy. Writes queued from now on commit after ours.
@@ -372,6 +378,10 @@ class Runner:
         self, session_key: str, run_id: str, supplied: list[ToolResultBlock]
     ) -> ActiveRun:
         return await self.pauses.resume(session_key, run_id, supplied)
+
+    def session_created(self, record: SessionRecord) -> None:
+        """A session just created: its first message needs not read the record back."""
+        self.admission.records.keep(record.id, record)
 
     async def stop_session(self, session_id: str) -> None:
         """Before a session is deleted: stop its runs and close its watchers."""

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api.request import decode_body, json_response, store
-from server.api.sessions import SessionName, Title, check_name, new_record
-from server.models import SessionRecord
+from server.api.sessions import SessionName, Title, check_name
+from server.models import SessionRecord, new_session_record
 from server.store import Store
 
 
@@ -32,7 +32,7 @@ async def fork(
     st: Store, source: SessionRecord, body: ForkBody, work_dir: str | None = None
 ) -> SessionRecord:
     """Fork `source` (into `work_dir` when given, else the source's own)."""
-    record = new_record(
+    record = new_session_record(
         source.agent_id,
         work_dir or source.work_dir,
         name=check_name(body.name),

@@ -25,9 +25,9 @@ from server.api import sse
 from server.api.forks import ForkBody, fork
 from server.api.messages import MessageBody, finished_result, to_request
 from server.api.request import decode_body, json_response, runner, store
-from server.api.sessions import check_work_dir, new_record
+from server.api.sessions import check_work_dir
 from server.errors import InvalidRequest, NotFound
-from server.models import ContentBlock, SessionRecord
+from server.models import ContentBlock, SessionRecord, new_session_record
 from server.store import Store
 from server.store.agents import DEFAULT_ID
 from server.store.sessions import SessionFilter
@@ -101,7 +101,7 @@ async def persisted(request: Request, body: RunBody, run: RunRequest) -> ActiveR
     if source is None:
         await st.agents.get(body.agent_id or DEFAULT_ID)
         work_dir = check_work_dir(request, body.work_dir)
-        source = await st.sessions.create(new_record(body.agent_id or DEFAULT_ID, work_dir))
+        source = await st.sessions.create(new_session_record(body.agent_id or DEFAULT_ID, work_dir))
         run = msgspec.structs.replace(run, agent_id=None)
     elif mode == "fork":
         source = await fork(st, source, ForkBody(), check_work_dir(request, body.work_dir))

@@ -24,8 +24,8 @@ from server.api.request import (
     store,
 )
 from server.errors import Conflict, InvalidRequest
-from server.ids import is_ulid, new_ulid, now
-from server.models import Page, SessionRecord, Usage
+from server.ids import is_ulid, now
+from server.models import Page, SessionRecord, new_session_record
 from server.store.agents import DEFAULT_ID
 from server.store.pages import MAX_LIMIT
 from server.store.sessions import SessionFilter
@@ -100,41 +100,6 @@ def check_name(name: str | None) -> str | None:
     return name
 
 
-def new_record(
-    agent_id: str,
-    work_dir: str | None,
-    *,
-    name: str | None = None,
-    title: str | None = None,
-    tags: list[str] | None = None,
-    metadata: dict[str, Any] | None = None,
-    ttl_seconds: int | None = None,
-    parent_id: str | None = None,
-) -> SessionRecord:
-    """A new, empty session (work_dir already checked)."""
-    stamp = now()
-    return SessionRecord(
-        new_ulid(),
-        name,
-        agent_id,
-        work_dir,
-        title,
-        tags or [],
-        metadata or {},
-        "idle",
-        0,
-        0,
-        Usage(),
-        parent_id,
-        None,
-        ttl_seconds,
-        None,
-        None,
-        stamp,
-        stamp,
-    )
-
-
 async def create_session(request: Request) -> Response:
     body = await decode_body(request, create_decoder)
     sessions = store(request).sessions
@@ -143,7 +108,7 @@ async def create_session(request: Request) -> Response:
         return json_response(existing, 200)
     agent_id = body.agent_id or DEFAULT_ID
     await store(request).agents.get(agent_id)
-    record = new_record(
+    record = new_session_record(
         agent_id,
         check_work_dir(request, body.work_dir),
         name=check_name(body.name),
@@ -159,7 +124,7 @@ async def create_session(request: Request) -> Response:
         if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
             return json_response(existing, 200)
         raise
-    runner(request).admission.records.keep(created.id, created)  # its first message reads nothing
+    runner(request).session_created(created)
     return json_response(created, 201)
 
 

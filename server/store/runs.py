@@ -271,51 +271,29 @@ class Finish(msgspec.Struct):
     session_status: str | None  # None: leave the session's status alone
 
 
-def finish(conn: sqlite3.Connection, run_id: str, session_id: str, end: Finish, now: str) -> None:
-    usage = end.usage
-    _move_session(conn, session_id, now, usage=usage, status=end.session_status)
-    conn.execute(
-        "UPDATE runs SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, "
-        "status = ?, stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ? "
-        "WHERE id = ?",
-        (
-            usage.input_tokens,
-            usage.output_tokens,
-            end.status,
-            end.stop_reason,
-            codec.text(end.error) if end.error else None,
-            codec.text(end.pending),
-            None if end.status == "requires_action" else now,
-            run_id,
-        ),
-    )
-
-
-def finish_with_step(
+def finish(
     conn: sqlite3.Connection,
     run_id: str,
     session_id: str,
-    step: Step | None,
     end: Finish,
     now: str,
+    step: Step | None = None,
 ) -> list[Message]:
-    """The run's end together with its last step (`add_step` then `finish`), in one update
-    of the session row and one of the run's where the two took two of each."""
-    if step is None:
-        finish(conn, run_id, session_id, end, now)
-        return []
-    usage = step.usage + end.usage
+    """The run's end; with `step`, its last step too (what `add_step` stores), in the same
+    update of the session row and of the run's where the two took two of each."""
+    added, usage = (0, end.usage) if step is None else (len(step.entries), step.usage + end.usage)
     moved = _move_session(
-        conn, session_id, now, added=len(step.entries), usage=usage, status=end.session_status
+        conn, session_id, now, added=added, usage=usage, status=end.session_status
     )
-    if moved is None:
+    if moved is None and step is not None:
         raise NotFound(f"session {session_id!r} not found")
     conn.execute(
-        "UPDATE runs SET steps = steps + 1, held_results = ?, input_tokens = input_tokens + ?, "
-        "output_tokens = output_tokens + ?, status = ?, stop_reason = ?, error = ?, "
-        "pending_tool_calls = ?, finished_at = ? WHERE id = ?",
+        "UPDATE runs SET steps = steps + ?, held_results = coalesce(?, held_results), "
+        "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, status = ?, "
+        "stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ? WHERE id = ?",
         (
-            codec.text(step.held or []),
+            0 if step is None else 1,
+            None if step is None else codec.text(step.held or []),
             usage.input_tokens,
             usage.output_tokens,
             end.status,
@@ -326,6 +304,8 @@ def finish_with_step(
             run_id,
         ),
     )
+    if step is None or moved is None:
+        return []
     return _store_step(conn, run_id, session_id, step, moved[0])
 
 
