@@ -8,34 +8,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from server.histories import Histories
-from server.models import Message, SessionRecord, TextBlock, ToolUseBlock, Usage
+from server.models import Message, SessionRecord, TextBlock, ToolUseBlock, new_session_record
 from server.session import History
 from server.store import Store
 from server.store import messages as message_ops
 
 
 def record(session_id: str) -> SessionRecord:
-    return SessionRecord(
-        id=session_id,
-        name=None,
-        agent_id="default",
-        work_dir=None,
-        title=None,
-        tags=[],
-        metadata={},
-        status="idle",
-        message_count=0,
-        turn_count=0,
-        usage=Usage(),
-        parent_id=None,
-        forked_from_message_id=None,
-        ttl_seconds=None,
-        expires_at=None,
-        archived_at=None,
-        created_at="n",
-        updated_at="n",
-    )
+    fresh = new_session_record("default", None)
+    return msgspec.structs.replace(fresh, id=session_id, created_at="n", updated_at="n")
 
 
 def with_store(tmp_path: Path, body: Callable[[Store], Awaitable[None]]) -> None:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -21,7 +23,7 @@ from server.events import (
     ToolResult,
 )
 from server.loop import CHUNK, Accumulator, LoopSettings, StepOutcome, run_loop
-from server.models import Agent, SessionRecord, TextBlock, ToolUseBlock, Usage
+from server.models import Agent, TextBlock, ToolUseBlock, Usage, new_session_record
 from server.providers.base import ProviderRequest
 from server.session import Session
 from server.tools.base import ToolContext
@@ -58,25 +60,8 @@ def step(*blocks: tuple[str, Any], stop: str = "end_turn") -> list[StepEvent]:
 
 def session(tmp_path: Path, tools: list[str], max_steps: int = 16) -> Session:
     agent = Agent("a", "a", "fed", None, "sys", list(tools), max_steps, None, None, {}, "n", "n")
-    record = SessionRecord(
-        id="s",
-        name=None,
-        agent_id="a",
-        work_dir=str(tmp_path),
-        title=None,
-        tags=[],
-        metadata={},
-        status="idle",
-        message_count=0,
-        turn_count=0,
-        usage=Usage(),
-        parent_id=None,
-        forked_from_message_id=None,
-        ttl_seconds=None,
-        expires_at=None,
-        archived_at=None,
-        created_at="n",
-        updated_at="n",
+    record = msgspec.structs.replace(
+        new_session_record("a", str(tmp_path)), id="s", created_at="n", updated_at="n"
     )
     return Session(record, agent, [])
 

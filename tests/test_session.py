@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from server.models import (
     Agent,
     ContentBlock,
     Message,
     Role,
-    SessionRecord,
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
     Turn,
-    Usage,
+    new_session_record,
 )
 from server.session import INTERRUPTED, History, Session, repair, size_of, unanswered
 
@@ -86,25 +87,8 @@ def test_the_kept_size_follows_the_history_as_it_grows() -> None:
         history.add(Turn(stored(seq).role, stored(seq).content), seq)
     assert abs(history.size() - size_of(history.turns())) <= 260
     agent = Agent("a", "a", "scripted", None, None, [], 16, None, None, {}, "t", "t")
-    record = SessionRecord(
-        id="s",
-        name=None,
-        agent_id="a",
-        work_dir=None,
-        title=None,
-        tags=[],
-        metadata={},
-        status="idle",
-        message_count=259,
-        turn_count=0,
-        usage=Usage(),
-        parent_id=None,
-        forked_from_message_id=None,
-        ttl_seconds=None,
-        expires_at=None,
-        archived_at=None,
-        created_at="t",
-        updated_at="t",
+    record = msgspec.structs.replace(
+        new_session_record("a", None), id="s", message_count=259, created_at="t", updated_at="t"
     )
     session = Session(record, agent, history)
     before = session.size

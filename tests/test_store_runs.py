@@ -14,34 +14,20 @@ import pytest
 from server.models import (
     ErrorInfo,
     PendingToolCall,
-    SessionRecord,
     TextBlock,
     ToolCallRecord,
     ToolResultBlock,
     ToolUseBlock,
     Usage,
+    new_session_record,
 )
 from server.store import runs as run_ops
 from server.store import sessions as session_ops
 from server.store.sqlite import SCHEMA_PATH, _connect_writer, _migrate, schema_steps
 
-SESSION = SessionRecord(
+SESSION = msgspec.structs.replace(
+    new_session_record("a", "/w", name="named", ttl_seconds=60),
     id="s",
-    name="named",
-    agent_id="a",
-    work_dir="/w",
-    title=None,
-    tags=[],
-    metadata={},
-    status="idle",
-    message_count=0,
-    turn_count=0,
-    usage=Usage(),
-    parent_id=None,
-    forked_from_message_id=None,
-    ttl_seconds=60,
-    expires_at=None,
-    archived_at=None,
     created_at="2026-01-01T00:00:00.000Z",
     updated_at="2026-01-01T00:00:00.000Z",
 )
@@ -171,9 +157,7 @@ def test_the_last_step_stored_with_the_end_leaves_what_the_two_writes_did(
         start(conn, sid, f"r-{sid}")
     run_ops.add_step(conn, "r-apart", "apart", step)
     run_ops.finish(conn, "r-apart", "apart", end, "2026-01-01T00:00:05.000Z")
-    stored = run_ops.finish_with_step(
-        conn, "r-together", "together", step, end, "2026-01-01T00:00:05.000Z"
-    )
+    stored = run_ops.finish(conn, "r-together", "together", end, "2026-01-01T00:00:05.000Z", step)
     assert [(m.seq, m.role, m.content) for m in stored] == [
         (n, r, b) for n, (r, b) in enumerate(step.entries, 2)
     ]
