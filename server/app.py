@@ -17,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from server import providers
 from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
@@ -118,6 +119,12 @@ def by_path(routes: list[Route]) -> list[Route]:
     return merged
 
 
+class _App(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        # outside Starlette's own error middleware too: a stream's body chunks skip its wrapper
+        return sse.KeepSend(super().build_middleware_stack())
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -164,7 +171,7 @@ def create_app(settings: Settings) -> Starlette:
         *runs.routes,
         *oneshot.routes,
     ]
-    middleware = [Middleware(sse.KeepSend)]
+    middleware: list[Middleware] = []
     if settings.cors_origins:
         # Starlette's CORSMiddleware is plain ASGI: it leaves streaming and disconnects alone.
         middleware.append(
@@ -176,7 +183,7 @@ def create_app(settings: Settings) -> Starlette:
                 expose_headers=["Location", "Retry-After", "Session-Id"],
             )
         )
-    app = Starlette(
+    app = _App(
         routes=by_path(routes),
         middleware=middleware,
         lifespan=lifespan,

@@ -32,11 +32,12 @@ SEND_KEY = "sessiond.send"
 
 
 class KeepSend:
-    """Middleware, the outermost of ours: keeps the `send` it is given in the scope. A stream
-    sends its headers down the whole chain, then its body chunks through this `send`
-    directly: Starlette wraps `send` in its error middleware and in the exception handling of
-    the app and of the route, each only to see the response start, and for a stream of many
-    small chunks those three coroutine calls per chunk were a twentieth of the event loop."""
+    """Wraps the whole app, outside Starlette's own middleware (see app.py), and keeps the
+    `send` it is given in the scope. A stream sends its headers down the whole chain, then its
+    body chunks through this `send` directly: Starlette wraps `send` in its error middleware
+    and in the exception handling of the app and of the route, each only to see the response
+    start, and for a stream of many small chunks those coroutine calls per chunk were a
+    twentieth of the event loop."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

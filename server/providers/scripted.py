@@ -11,7 +11,9 @@ failures. Tests, demos, benchmarks and client authors working offline use it.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
+import weakref
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
@@ -135,15 +137,16 @@ class _Paced:
     """Deltas one per delay, on a schedule kept from the first: delta i is due `i` delays
     after the step began, as a model produces tokens at its own pace whether or not they are
     read at once (a reader that falls behind then finds several waiting, not a slower
-    model). Each `__anext__` hands out a future that a timer completes (the other events'
-    futures are complete at once): a thousand paced streams wake twenty thousand times a
-    second, and an async generator around `asyncio.sleep` cost two more coroutine frames
-    per wake."""
+    model). Each `__anext__` hands out a future that the pacer completes when the delta is
+    due (the other events' futures are complete at once): a thousand paced streams wake
+    twenty thousand times a second, and an async generator around `asyncio.sleep` cost two
+    more coroutine frames per wake."""
 
     def __init__(self, events: Generator[StepEvent, None, None], delay_s: float) -> None:
         self._events = events
         self._delay_s = delay_s
         self._due = 0.0  # when the next delta is, once the first is asked for
+        self._pacer: _Pacer | None = None
 
     def __aiter__(self) -> _Paced:
         return self
@@ -155,8 +158,11 @@ class _Paced:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StepEvent] = loop.create_future()
         if isinstance(event, _DELTAS):
-            self._due = (self._due or loop.time()) + self._delay_s
-            loop.call_at(self._due, _deliver, future, event)
+            if self._pacer is None:
+                self._pacer = _pacer(loop)
+                self._due = loop.time()
+            self._due += self._delay_s
+            self._pacer.deliver(self._due, future, event)
         else:
             future.set_result(event)
         return future
@@ -165,9 +171,39 @@ class _Paced:
         self._events.close()
 
 
-def _deliver(future: asyncio.Future[StepEvent], event: StepEvent) -> None:
-    if not future.done():  # else the run was cancelled meanwhile
-        future.set_result(event)
+class _Pacer:
+    """Completes paced deltas when they are due, on one timer per millisecond that has any:
+    a timer per delta (a libuv timer and a handle each, made, queued and freed twenty
+    thousand times a second for a thousand streams) was a tenth of the event loop. A delta
+    goes out at most a millisecond after its time, as a timer's own slack allows anyway."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: dict[int, list[tuple[asyncio.Future[StepEvent], StepEvent]]] = {}
+
+    def deliver(self, when: float, future: asyncio.Future[StepEvent], event: StepEvent) -> None:
+        tick = math.ceil(when * TICKS_PER_S)
+        waiting = self.due.get(tick)
+        if waiting is None:
+            self.due[tick] = waiting = []
+            self.loop.call_at(tick / TICKS_PER_S, self._fire, tick)
+        waiting.append((future, event))
+
+    def _fire(self, tick: int) -> None:
+        for future, event in self.due.pop(tick):
+            if not future.done():  # else the run was cancelled meanwhile
+                future.set_result(event)
+
+
+TICKS_PER_S = 1000
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer] = weakref.WeakKeyDictionary()
+
+
+def _pacer(loop: asyncio.AbstractEventLoop) -> _Pacer:
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        _pacers[loop] = pacer = _Pacer(loop)
+    return pacer
 
 
 def step_events(step: ScriptedStep, request: ProviderRequest) -> Generator[StepEvent, None, None]:
