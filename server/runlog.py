@@ -28,7 +28,7 @@ _TYPES, _encode = events.TYPES, events.encode
 
 GATHER_TURNS = 64  # event-loop turns a follower may wait for a run that is still producing
 GATHER_ROWS = 2048  # … or until this many rows are waiting
-TAIL = 8  # committed rows kept in memory: a follower a little behind needs no database
+TAIL = 2  # committed rows kept in memory: a follower a row or two behind needs no database
 TRIM_EVERY = 4  # emits between looks at what has been committed
 
 
