@@ -11,48 +11,99 @@ runlog.py) waits for news: cheaply, since a stream waits once per batch it sends
 from __future__ import annotations
 
 import asyncio
+import weakref
+from typing import Protocol
 
 # (run_id, seq, type, data)
 Item = tuple[str, int, str, bytes]
 
 
-class Quiet:
-    """How long a follower may wait for news: a deadline each wait moves on, watched by one
-    timer per follower that is re-armed when it fires (at most once per `seconds`), where a
-    timer per wait cost a heap insert and a cancel for every batch sent."""
+class Ticker:
+    """One timer for many deadlines of the same length (a stream's ping interval, its send
+    timeout): every `period` it calls `tick(now)` on its members. A uvloop timer handle is
+    half a kilobyte, and each stream held two for the whole of its life; here a stream is a
+    set entry. A deadline is met at most `period` late, a quarter of its length at most."""
 
-    __slots__ = ("_future", "_timer", "deadline", "seconds")
+    __slots__ = ("_handle", "_loop", "_members", "period")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self._loop = loop
+        self.period = period
+        self._members: set[Ticking] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def every(cls, seconds: float) -> Ticker:
+        """The running loop's ticker for deadlines `seconds` long."""
+        loop = asyncio.get_running_loop()
+        period = min(MAX_TICK_S, seconds / 4)
+        mine = _tickers.get(loop)
+        if mine is None:
+            _tickers[loop] = mine = {}
+        ticker = mine.get(period)
+        if ticker is None:
+            mine[period] = ticker = cls(loop, period)
+        return ticker
+
+    def add(self, member: Ticking) -> None:
+        self._members.add(member)
+        if self._handle is None:
+            self._handle = self._loop.call_later(self.period, self._tick)
+
+    def discard(self, member: Ticking) -> None:
+        self._members.discard(member)
+
+    def _tick(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        for member in list(self._members):
+            member.tick(now)
+        if self._members:
+            self._handle = self._loop.call_later(self.period, self._tick)
+
+
+class Ticking(Protocol):
+    def tick(self, now: float) -> None: ...
+
+
+MAX_TICK_S = 1.0
+_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Ticker]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Quiet:
+    """How long a follower may wait for news: a deadline each wait moves on, watched by the
+    loop's ticker for waits of this length (a timer per wait cost a heap insert and a cancel
+    for every batch sent, and a timer per follower half a kilobyte)."""
+
+    __slots__ = ("_future", "_ticker", "deadline", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.deadline = 0.0
         self._future: asyncio.Future[bool] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker: Ticker | None = None
 
     def start(self) -> asyncio.Future[bool]:
         """A wait from now: its future turns False if nothing wakes it within `seconds`."""
         loop = asyncio.get_running_loop()
         self.deadline = loop.time() + self.seconds
         self._future = loop.create_future()
-        if self._timer is None:
-            self._timer = loop.call_at(self.deadline, self._expire)
+        if self._ticker is None:
+            self._ticker = Ticker.every(self.seconds)
+            self._ticker.add(self)
         return self._future
 
-    def _expire(self) -> None:
-        self._timer = None
+    def tick(self, now: float) -> None:
         future = self._future
-        if future is None or future.done():
-            return  # not waiting: the next wait arms the timer again
-        loop = future.get_loop()
-        if loop.time() >= self.deadline:
+        if future is not None and not future.done() and now >= self.deadline:
             future.set_result(False)
-        else:
-            self._timer = loop.call_at(self.deadline, self._expire)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._ticker is not None:
+            self._ticker.discard(self)
+            self._ticker = None
 
 
 class Flag:

@@ -6,7 +6,8 @@ Ours needs none of what that one adds (its pings are comments, we send our own p
 its shutdown handling we turn off, our runner drains instead), and what it adds is paid per
 connection and per send: four tasks, a task group and a watcher of the process-wide shutdown
 flag for every stream, a cancel scope around every send. Here a stream is the request's own
-task plus one that listens for the client leaving, and a send timeout is one timer per stream.
+task plus one that listens for the client leaving, and its send timeout an entry in the
+loop's ticker for that timeout (hub.Ticker).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import events
+from server.hub import Ticker
 from server.runlog import Row
 
 log = logging.getLogger("sessiond.sse")
@@ -132,7 +134,8 @@ class EventStream(Response):
 
 
 class _Connection:
-    """One streaming response in flight: its sends, its send watchdog, its disconnect listener.
+    """One streaming response in flight: its sends, its send watchdog (`tick`), its disconnect
+    listener.
 
     Both the watchdog and the listener stop the stream by cancelling the request's task (the
     body generator then unwinds from wherever it waits); `_cause` tells that cancel apart from
@@ -146,7 +149,6 @@ class _Connection:
         "_sending",
         "_started",
         "_task",
-        "_timer",
         "response",
     )
 
@@ -158,11 +160,11 @@ class _Connection:
         self._sending = False
         self._started = 0.0  # when the send in progress began
         self._cause: str | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     async def serve(self, start: Message, body: Framed, receive: Receive) -> None:
         listener = asyncio.create_task(self._listen(receive))
-        self._arm(self.response.send_timeout)
+        watchdog = Ticker.every(self.response.send_timeout)
+        watchdog.add(self)
         try:
             await self.send(start)
             self._send = self._send_body
@@ -182,8 +184,7 @@ class _Connection:
                 ) from None
         finally:
             listener.cancel()
-            if self._timer is not None:
-                self._timer.cancel()
+            watchdog.discard(self)
 
     async def send(self, message: Message) -> None:
         self._started = asyncio.get_running_loop().time()
@@ -191,21 +192,10 @@ class _Connection:
         await self._send(message)
         self._sending = False
 
-    def _arm(self, delay: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(delay, self._watchdog)
-
-    def _watchdog(self) -> None:
-        """Fires once per timeout while no send is in progress; else when the send in
-        progress reaches the timeout."""
-        timeout = self.response.send_timeout
-        if not self._sending:
-            self._arm(timeout)
-            return
-        waited = asyncio.get_running_loop().time() - self._started
-        if waited >= timeout:
+    def tick(self, now: float) -> None:
+        """The watchdog: a send in progress for the send timeout ends the stream."""
+        if self._sending and now - self._started >= self.response.send_timeout:
             self._stop("timeout")
-        else:
-            self._arm(timeout - waited)
 
     async def _listen(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
