@@ -24,13 +24,12 @@ class Ticker:
     half a kilobyte, and each stream held two for the whole of its life; here a stream is a
     set entry. A deadline is met at most `period` late, a quarter of its length at most."""
 
-    __slots__ = ("_handle", "_loop", "_members", "period")
+    __slots__ = ("_armed", "_members", "period")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
-        self._loop = loop
+    def __init__(self, period: float) -> None:  # keeps no reference to its loop: see `_tickers`
         self.period = period
         self._members: set[Ticking] = set()
-        self._handle: asyncio.TimerHandle | None = None
+        self._armed = False  # a flag, not the timer handle: that one refers to the loop
 
     @classmethod
     def every(cls, seconds: float) -> Ticker:
@@ -42,24 +41,26 @@ class Ticker:
             _tickers[loop] = mine = {}
         ticker = mine.get(period)
         if ticker is None:
-            mine[period] = ticker = cls(loop, period)
+            mine[period] = ticker = cls(period)
         return ticker
 
     def add(self, member: Ticking) -> None:
         self._members.add(member)
-        if self._handle is None:
-            self._handle = self._loop.call_later(self.period, self._tick)
+        if not self._armed:
+            asyncio.get_running_loop().call_later(self.period, self._tick)
+            self._armed = True
 
     def discard(self, member: Ticking) -> None:
         self._members.discard(member)
 
     def _tick(self) -> None:
-        self._handle = None
-        now = self._loop.time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for member in list(self._members):
             member.tick(now)
-        if self._members:
-            self._handle = self._loop.call_later(self.period, self._tick)
+        self._armed = bool(self._members)
+        if self._armed:
+            loop.call_later(self.period, self._tick)
 
 
 class Ticking(Protocol):
@@ -67,6 +68,7 @@ class Ticking(Protocol):
 
 
 MAX_TICK_S = 1.0
+# a loop's tickers go with the loop (a value that referred to its key would keep it alive)
 _tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Ticker]] = (
     weakref.WeakKeyDictionary()
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
-from server.hub import Flag, Hub, Quiet, Signal
+from server.hub import Flag, Hub, Quiet, Signal, Ticker
 
 
 def test_a_wait_is_woken_by_a_fire_or_ends_after_the_quiet_time() -> None:
@@ -75,3 +77,29 @@ def test_a_flag_wakes_every_waiter_and_survives_a_cancelled_one() -> None:
         await asyncio.wait_for(flag.wait(), 1)  # set already: returns at once
 
     asyncio.run(go())
+
+
+def test_a_ticker_fires_its_members_and_lets_its_loop_go() -> None:
+    fired: list[float] = []
+
+    class Member:
+        def tick(self, now: float) -> None:
+            fired.append(now)
+
+    async def go() -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        ticker = Ticker.every(0.04)  # a tick every 10 ms
+        assert Ticker.every(0.04) is ticker and ticker.period == 0.01
+        member = Member()
+        ticker.add(member)
+        await asyncio.sleep(0.05)
+        ticker.discard(member)
+        count = len(fired)
+        await asyncio.sleep(0.03)
+        assert 2 <= count == len(fired)  # ticks while a member is in, none after
+        ticker.add(Member())  # left armed at the loop's end
+        return loop
+
+    loop = weakref.ref(asyncio.run(go()))
+    gc.collect()
+    assert loop() is None  # the loop's tickers do not keep it alive

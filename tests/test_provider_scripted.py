@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 import pytest
 
@@ -56,3 +58,24 @@ def test_a_delay_paces_every_delta_and_an_error_comes_on_cue() -> None:
     for delay in (0, 5):
         with pytest.raises(ProviderError, match="boom"):
             asyncio.run(play({**failing, "token_delay_ms": delay}))
+
+
+def test_paced_deltas_are_spaced_and_leave_no_loop_behind() -> None:
+    async def go() -> tuple[list[float], asyncio.AbstractEventLoop]:
+        loop = asyncio.get_running_loop()
+        stream = ScriptedProvider({"script": [{"text": "a b c d e f"}], "token_delay_ms": 10})
+        arrivals = [loop.time() async for e in stream.stream(REQUEST) if isinstance(e, TextDelta)]
+        # a run cancelled mid-stream leaves its next delta with the pacer: still released
+        cut = ScriptedProvider({"script": [{"text": "x y"}], "token_delay_ms": 50}).stream(REQUEST)
+        task = asyncio.ensure_future(cut.__anext__())
+        await asyncio.sleep(0)
+        task.cancel()
+        return arrivals, loop
+
+    arrivals, loop = asyncio.run(go())
+    assert len(arrivals) == 6
+    assert arrivals[-1] - arrivals[0] >= 5 * 0.010 - 0.002  # due 10 ms apart (to the ms)
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None

@@ -162,7 +162,7 @@ class _Paced:
                 self._pacer = _pacer(loop)
                 self._due = loop.time()
             self._due += self._delay_s
-            self._pacer.deliver(self._due, future, event)
+            self._pacer.deliver(loop, self._due, future, event)
         else:
             future.set_result(event)
         return future
@@ -177,16 +177,21 @@ class _Pacer:
     thousand times a second for a thousand streams) was a tenth of the event loop. A delta
     goes out at most a millisecond after its time, as a timer's own slack allows anyway."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:  # keeps no reference to its loop: see `_pacers`
         self.due: dict[int, list[tuple[asyncio.Future[StepEvent], StepEvent]]] = {}
 
-    def deliver(self, when: float, future: asyncio.Future[StepEvent], event: StepEvent) -> None:
+    def deliver(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        when: float,
+        future: asyncio.Future[StepEvent],
+        event: StepEvent,
+    ) -> None:
         tick = math.ceil(when * TICKS_PER_S)
         waiting = self.due.get(tick)
         if waiting is None:
             self.due[tick] = waiting = []
-            self.loop.call_at(tick / TICKS_PER_S, self._fire, tick)
+            loop.call_at(tick / TICKS_PER_S, self._fire, tick)
         waiting.append((future, event))
 
     def _fire(self, tick: int) -> None:
@@ -196,13 +201,14 @@ class _Pacer:
 
 
 TICKS_PER_S = 1000
+# a loop's pacer goes with the loop (a value that referred to its key would keep it alive)
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer] = weakref.WeakKeyDictionary()
 
 
 def _pacer(loop: asyncio.AbstractEventLoop) -> _Pacer:
     pacer = _pacers.get(loop)
     if pacer is None:
-        _pacers[loop] = pacer = _Pacer(loop)
+        _pacers[loop] = pacer = _Pacer()
     return pacer
 
 
