@@ -21,6 +21,12 @@ async def agent(http: Any, name: str, script: list[Any], **extra: Any) -> str:
     return str(created.json()["id"])
 
 
+async def new_session(http: Any, agent_id: str, **fields: Any) -> str:
+    created = await http.post("/sessions", json={"agent_id": agent_id, **fields})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
 async def say(http: Any, key: str, **body: Any) -> Any:
     return await http.post(f"/sessions/{key}/message", json={"message": "hi", **body})
 
@@ -30,8 +36,7 @@ def test_a_changed_session_is_seen_by_the_next_message(tmp_path: Path) -> None:
         async with app_client(make_settings(tmp_path)) as http:
             a = await agent(http, "a", [{"text": "from a"}], tools=[PROBE])
             b = await agent(http, "b", [{"text": "from b"}])
-            body = {"agent_id": a, "name": "first", "work_dir": str(tmp_path)}
-            sid = (await http.post("/sessions", json=body)).json()["id"]
+            sid = await new_session(http, a, name="first", work_dir=str(tmp_path))
             assert (await say(http, "first")).json()["response"] == "from a"
             assert (await say(http, sid)).json()["response"] == "from a"
 
@@ -64,8 +69,7 @@ def test_a_changed_work_dir_is_the_next_run_s(tmp_path: Path) -> None:
     async def go() -> None:
         async with app_client(make_settings(tmp_path)) as http:
             a = await agent(http, "lister", script, tools=["list_files"])
-            body = {"agent_id": a, "work_dir": str(tmp_path / "one")}
-            sid = (await http.post("/sessions", json=body)).json()["id"]
+            sid = await new_session(http, a, work_dir=str(tmp_path / "one"))
             first = (await say(http, sid)).json()
             assert "in-one.txt" in first["tool_calls"][0]["output"]
             await http.patch(f"/sessions/{sid}", json={"work_dir": str(tmp_path / "two")})
@@ -79,7 +83,7 @@ def test_a_replaced_agent_is_the_next_run_s(tmp_path: Path) -> None:
     async def go() -> None:
         async with app_client(make_settings(tmp_path)) as http:
             a = await agent(http, "a", [{"text": "first version"}])
-            sid = (await http.post("/sessions", json={"agent_id": a})).json()["id"]
+            sid = await new_session(http, a)
             assert (await say(http, sid)).json()["response"] == "first version"
             options = {"script": [{"text": "second version"}]}
             replaced = await http.put(f"/agents/{a}", json={"options": options})
@@ -93,7 +97,7 @@ def test_history_kept_across_turns_matches_the_stored_one(tmp_path: Path) -> Non
     async def go() -> None:
         async with app_client(make_settings(tmp_path)) as http:
             a = await agent(http, "a", [{"text": "ok"}])
-            sid = (await http.post("/sessions", json={"agent_id": a})).json()["id"]
+            sid = await new_session(http, a)
             words = "forty characters of text, ten tokens ok"
             usage = [
                 (await say(http, sid, message=words)).json()["usage"]["input_tokens"]
@@ -113,7 +117,7 @@ def test_a_new_sessions_first_message_reads_neither_session_nor_history(tmp_path
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://s") as http:
                 a = await agent(http, "a", [{"text": "first reply"}])
-                sid = (await http.post("/sessions", json={"agent_id": a})).json()["id"]
+                sid = await new_session(http, a)
                 store = app.state.store
 
                 async def no_reads(*args: Any) -> Any:
