@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from server.errors import Conflict
 from server.store import Store
-from server.store.sqlite import SCHEMA_PATH, schema_steps
+from server.store.sqlite import SCHEMA_PATH, SETTLE_SLICE, schema_steps
 
 
 def test_schema_is_applied_once_and_recorded_in_user_version(tmp_path: Path) -> None:
@@ -89,6 +90,41 @@ def test_concurrent_writes_share_commits_and_a_failing_op_undoes_only_itself(
             assert db.commits - before <= 3  # fifty operations, a few commits
             rows = await db.fetchall("SELECT id FROM agents WHERE id LIKE 'a%'")
             assert len(rows) == 49 and "a7" not in {r[0] for r in rows}
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
+    tmp_path: Path,
+) -> None:
+    """A thousand runs started in one commit must not all wake in one turn of the loop."""
+
+    async def go() -> None:
+        store = Store(str(tmp_path / "s.db"))
+        await store.open()
+        try:
+            db = store.db
+            await db.flush()
+            before = db.commits
+            futures = [db.submit(lambda conn, i=i: i) for i in range(SETTLE_SLICE * 4 + 1)]
+            order: list[int] = []
+            for future in futures:
+                future.add_done_callback(lambda f: order.append(f.result()))
+            settled: list[int] = []  # how many were settled, at each turn of the loop
+            loop = asyncio.get_running_loop()
+
+            def turn() -> None:
+                settled.append(sum(f.done() for f in futures))
+                if settled[-1] < len(futures):
+                    loop.call_soon(turn)
+
+            loop.call_soon(turn)
+            assert await asyncio.gather(*futures) == list(range(len(futures)))
+            assert db.commits == before + 1 and order == list(range(len(futures)))
+            steps = [b - a for a, b in itertools.pairwise(settled)]
+            assert max(steps) == SETTLE_SLICE and steps.count(SETTLE_SLICE) == 4
         finally:
             await store.close()
 
