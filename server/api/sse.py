@@ -5,9 +5,11 @@ a `ping` event (no `id:`) whenever the stream has been quiet for the ping interv
 Ours needs none of what that one adds (its pings are comments, we send our own ping events;
 its shutdown handling we turn off, our runner drains instead), and what it adds is paid per
 connection and per send: four tasks, a task group and a watcher of the process-wide shutdown
-flag for every stream, a cancel scope around every send. Here a stream is the request's own
-task plus one that listens for the client leaving, and its send timeout an entry in the
-loop's ticker for that timeout (hub.Ticker).
+flag for every stream, a cancel scope around every send. Here a stream is a task that serves
+it (the request's task waits on it, in the app's middleware chain, which a stream woken per
+event would otherwise resume each time: 8 % of the server's CPU with 1,000 paced streams),
+one that listens for the client leaving, and an entry in the loop's ticker for its send
+timeout (hub.Ticker).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class EventStream(Response):
             return
         async with contextlib.aclosing(self.framed) as body:
             connection = _Connection(self, send, scope.get(SEND_KEY, send))
-            await connection.serve(start, body, receive)
+            await asyncio.create_task(connection.serve(start, body, receive))
 
 
 class _Connection:
@@ -156,12 +158,13 @@ class _Connection:
         self.response = response
         self._send = send  # down the app's chain, for the response start
         self._send_body = send_body
-        self._task = asyncio.current_task()
+        self._task: asyncio.Task[None] | None = None  # the one serving the stream
         self._sending = False
         self._started = 0.0  # when the send in progress began
         self._cause: str | None = None
 
     async def serve(self, start: Message, body: Framed, receive: Receive) -> None:
+        self._task = asyncio.current_task()
         listener = asyncio.create_task(self._listen(receive))
         watchdog = Ticker.every(self.response.send_timeout)
         watchdog.add(self)
