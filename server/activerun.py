@@ -105,8 +105,6 @@ class ActiveRun:
         match event:
             case MessageStart(message=info):
                 self.step = Usage(info.usage.input_tokens, info.usage.output_tokens)
-            case TextDelta() | InputJsonDelta():
-                self.step.output_tokens += 1
             case MessageDelta(usage=usage):
                 self.step = Usage(
                     max(usage.input_tokens, self.step.input_tokens), usage.output_tokens

@@ -6,6 +6,8 @@ import asyncio
 import itertools
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +59,21 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[Store]:
+    store = Store(str(path))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def test_concurrent_writes_share_commits_and_a_failing_op_undoes_only_itself(
     tmp_path: Path,
 ) -> None:
     async def go() -> None:
-        store = Store(str(tmp_path / "g.db"))
-        await store.open()
-        try:
+        async with opened(tmp_path / "g.db") as store:
             db = store.db
             before = db.commits
 
@@ -90,8 +100,6 @@ def test_concurrent_writes_share_commits_and_a_failing_op_undoes_only_itself(
             assert db.commits - before <= 3  # fifty operations, a few commits
             rows = await db.fetchall("SELECT id FROM agents WHERE id LIKE 'a%'")
             assert len(rows) == 49 and "a7" not in {r[0] for r in rows}
-        finally:
-            await store.close()
 
     asyncio.run(go())
 
@@ -102,9 +110,7 @@ def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
     """A thousand runs started in one commit must not all wake in one turn of the loop."""
 
     async def go() -> None:
-        store = Store(str(tmp_path / "s.db"))
-        await store.open()
-        try:
+        async with opened(tmp_path / "s.db") as store:
             db = store.db
             await db.flush()
             before = db.commits
@@ -125,8 +131,6 @@ def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
             assert db.commits == before + 1 and order == list(range(len(futures)))
             steps = [b - a for a, b in itertools.pairwise(settled)]
             assert max(steps) == SETTLE_SLICE and steps.count(SETTLE_SLICE) == 4
-        finally:
-            await store.close()
 
     asyncio.run(go())
 

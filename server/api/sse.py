@@ -139,7 +139,7 @@ class _Connection:
     """One streaming response in flight: its sends, its send watchdog (`tick`), its disconnect
     listener.
 
-    Both the watchdog and the listener stop the stream by cancelling the request's task (the
+    Both the watchdog and the listener stop the stream by cancelling the task serving it (the
     body generator then unwinds from wherever it waits); `_cause` tells that cancel apart from
     one by the server.
     """

@@ -286,10 +286,6 @@ class Database:
 
     def _hand_back(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
         """Settle a commit's futures in order, after any still waiting from earlier commits."""
-        if not self._settling and len(futures) <= SETTLE_SLICE:
-            for future, result in zip(futures, results, strict=True):
-                _settle(future, result)
-            return
         idle = not self._settling
         self._settling.extend(zip(futures, results, strict=True))
         if idle:
