@@ -7,7 +7,7 @@ import itertools
 import sqlite3
 from pathlib import Path
 
-from server.store import Store
+from server.store import Store, eventlog
 from server.store.eventlog import CHUNK, EventRow, chunks
 from server.store.sqlite import SCHEMA_PATH, _connect_writer, _migrate, schema_steps
 
@@ -119,3 +119,37 @@ def test_a_log_of_one_row_per_event_is_carried_over_byte_for_byte(tmp_path: Path
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_log_keyed_by_run_is_carried_over_into_write_order(tmp_path: Path) -> None:
+    path = tmp_path / "keyed.db"
+    steps = schema_steps(SCHEMA_PATH.read_text())
+    conn = _connect_writer(str(path))
+    _migrate(conn, steps[:4])  # the chunked log keyed by (run_id, first_seq)
+    _parents(conn, {"a", "b"})
+    written = [*rows_of("a", range(1, 300)), *rows_of("b", [1, 2, 5])]
+    conn.executemany(
+        "INSERT INTO events (run_id, first_seq, last_seq, types, data) VALUES (?, ?, ?, ?, ?)",
+        chunks(written),
+    )
+    conn.close()
+
+    async def go() -> None:
+        store = Store(str(path))
+        await store.open()
+        try:
+            assert await store.runs.events("a", 0, 1000) == [r[1:] for r in written[:299]]
+            assert await store.runs.events("b", 0, 10) == [r[1:] for r in written[299:]]
+            assert await store.runs.last_event_seq("a") == 299
+            await store.db.write(lambda c: eventlog.insert(c, rows_of("b", [5, 6, 7])))  # again
+            await store.db.write(lambda c: eventlog.insert(c, rows_of("b", [6, 7])))
+            assert [seq for seq, _, _ in await store.runs.events("b", 0, 10)] == [1, 2, 5, 6, 7]
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+    conn = sqlite3.connect(path)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+    conn.close()
+    assert "WITHOUT ROWID" not in sql  # new rows go onto the table's last pages
