@@ -153,3 +153,22 @@ def test_a_log_keyed_by_run_is_carried_over_into_write_order(tmp_path: Path) -> 
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()[0]
     conn.close()
     assert "WITHOUT ROWID" not in sql  # new rows go onto the table's last pages
+
+
+def test_a_commit_of_many_runs_is_written_a_few_statements_of_many_rows(tmp_path: Path) -> None:
+    runs = [f"r{i:03}" for i in range(300)]
+    written = [row for seq in (1, 2) for run in runs for row in rows_of(run, [seq])]
+    prepared = eventlog.statements(written)
+    assert [len(values) // 5 for _, values in prepared] == [128, 128, 44]  # chunks a statement
+
+    async def go() -> None:
+        store = await stored(tmp_path, [written])
+        try:
+            for run in ("r000", "r127", "r128", "r299"):
+                assert await store.runs.events(run, 0, 10) == [
+                    r[1:] for r in written if r[0] == run
+                ]
+        finally:
+            await store.close()
+
+    asyncio.run(go())

@@ -278,7 +278,8 @@ class Database:
             ops, self._ops, self._later = [*self._later, *self._ops], [], []
             batch, self._events = self._events, EventBatch()
             if ops or batch.rows:
-                results = await loop.run_in_executor(self._thread, self._apply, ops, batch)
+                events = eventlog.statements(batch.rows)
+                results = await loop.run_in_executor(self._thread, self._apply, ops, batch, events)
                 last_commit = time.monotonic()
                 self._hand_back([p.future for p in ops], results)
             if self._closing and not self._ops and not self._later and not self._events.rows:
@@ -311,14 +312,15 @@ class Database:
             except TimeoutError:
                 return
 
-    def _apply(self, ops: list[_Pending], batch: EventBatch) -> list[Any]:
+    def _apply(
+        self, ops: list[_Pending], batch: EventBatch, events: list[eventlog.Statement]
+    ) -> list[Any]:
         conn = self._writer
         assert conn is not None
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if batch.rows:
-                eventlog.insert(conn, batch.rows)
+            eventlog.write(conn, events)
             for pending in ops:
                 results.append(_run_op(conn, pending.op))
             _run_deferred(conn)
