@@ -45,6 +45,10 @@ async def stored(tmp_path: Path, batches: list[list[EventRow]]) -> Store:
     return store
 
 
+def _insert(conn: sqlite3.Connection, rows: list[EventRow]) -> None:
+    eventlog.write(conn, eventlog.statements(rows))
+
+
 def _parents(conn: sqlite3.Connection, run_ids: set[str]) -> None:
     conn.execute(
         "INSERT INTO agents (id, name, provider, created_at, updated_at) "
@@ -141,8 +145,8 @@ def test_a_log_keyed_by_run_is_carried_over_into_write_order(tmp_path: Path) -> 
             assert await store.runs.events("a", 0, 1000) == [r[1:] for r in written[:299]]
             assert await store.runs.events("b", 0, 10) == [r[1:] for r in written[299:]]
             assert await store.runs.last_event_seq("a") == 299
-            await store.db.write(lambda c: eventlog.insert(c, rows_of("b", [5, 6, 7])))  # again
-            await store.db.write(lambda c: eventlog.insert(c, rows_of("b", [6, 7])))
+            await store.db.write(lambda c: _insert(c, rows_of("b", [5, 6, 7])))  # again
+            await store.db.write(lambda c: _insert(c, rows_of("b", [6, 7])))
             assert [seq for seq, _, _ in await store.runs.events("b", 0, 10)] == [1, 2, 5, 6, 7]
         finally:
             await store.close()

@@ -48,10 +48,6 @@ def write(conn: sqlite3.Connection, prepared: list[Statement]) -> None:
         conn.execute(sql, values)
 
 
-def insert(conn: sqlite3.Connection, rows: list[EventRow]) -> None:
-    write(conn, statements(rows))
-
-
 INSERT_ROWS = 128  # x 5 values: within the 999 variables older SQLite builds allow
 
 
