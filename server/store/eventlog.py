@@ -64,8 +64,10 @@ def chunks(rows: list[EventRow]) -> Iterator[Chunk]:
     order), the grouping and the joins run in C, and Python sees each run once, not each row."""
     for run_id, group in itertools.groupby(sorted(rows, key=_run_of), key=_run_of):
         mine = list(group)
-        if len(mine) <= CHUNK and mine[-1][1] - mine[0][1] == len(mine) - 1:
-            parts: Iterable[list[EventRow]] = (mine,)
+        if mine[-1][1] - mine[0][1] == len(mine) - 1:  # no gap: cut every CHUNK rows
+            parts: Iterable[list[EventRow]] = (
+                mine[i : i + CHUNK] for i in range(0, len(mine), CHUNK)
+            )
         else:
             parts = _consecutive(mine)
         for part in parts:
