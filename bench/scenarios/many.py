@@ -107,16 +107,16 @@ async def fan_out(
     paths: list[str],
     body: bytes | None,
     tokens: int,
-    timeout: float,
-) -> tuple[list[Tally], int, int]:
-    """All streams at once; (tallies, RSS before, peak RSS) in kB. The child's CPU use goes
-    into `ctx.notes`."""
+    delay_ms: int,
+) -> Round:
+    """All streams at once, and the child's figures for them."""
     await ctx.settle(0.5)
     before = child.rss_kb()
     cpu, started, mine = child.cpu_s(), time.perf_counter(), time.process_time()
     stop = asyncio.Event()
     sampler = asyncio.create_task(peak_rss(child, stop))
     tallies = [Tally() for _ in paths]
+    timeout = tokens * delay_ms / 1000 * 4 + 20
     try:
         await asyncio.gather(
             *(one(child.port, p, body, t, timeout) for p, t in zip(paths, tallies, strict=True))
@@ -126,17 +126,19 @@ async def fan_out(
         peak = await sampler
     cpu, wall = child.cpu_s() - cpu, time.perf_counter() - started
     client_cores = (time.process_time() - mine) / wall
-    ctx.notes[f"{child.name}_cpu"] = {
-        "cores": cpu / wall,
-        "wall_s": wall,
-        "client_cores": client_cores,
-    }
     for tally in tallies:
         if tally.error is None and (tally.done is None or b'"completed"' not in tally.done):
             tally.error = f"no completed done (got {tally.done!r})"
         elif tally.error is None and len(tally.deltas) != tokens:
             tally.error = f"{len(tally.deltas)} deltas, expected {tokens}"
-    return tallies, before, peak
+    errors = [t.error for t in tallies if t.error]
+    return Round(
+        lags(tallies, delay_ms / 1000),
+        {"before": before, "peak": peak},
+        {"cores": cpu / wall, "wall_s": wall, "client_cores": client_cores},
+        len(errors),
+        errors[:5],
+    )
 
 
 def lags(tallies: list[Tally], delay: float) -> dict[str, float | None]:
@@ -226,43 +228,17 @@ async def _ours(ctx: Context, streams: int, tokens: int, delay_ms: int) -> Round
     agent = await api.agent(workload.scripted_agent("many", tokens, delay_ms))
     sessions = await api.sessions(agent, streams)
     paths = [f"/sessions/{s}/message/stream" for s in sessions]
-    timeout = _timeout(tokens, delay_ms)
-    tallies, before, peak = await fan_out(ctx, server, paths, JSON_BODY, tokens, timeout)
+    figures = await fan_out(ctx, server, paths, JSON_BODY, tokens, delay_ms)
     await ctx.stop(server)
-    return _round(ctx, server, tallies, before, peak, delay_ms)
+    return figures
 
 
 async def _theirs(ctx: Context, streams: int, tokens: int, delay_ms: int) -> Round:
     baseline = await ctx.baseline()
     paths = [f"/paced?words={tokens}&delay_ms={delay_ms}"] * streams
-    timeout = _timeout(tokens, delay_ms)
-    tallies, before, peak = await fan_out(ctx, baseline, paths, b"{}", tokens, timeout)
+    figures = await fan_out(ctx, baseline, paths, b"{}", tokens, delay_ms)
     await ctx.stop(baseline)
-    return _round(ctx, baseline, tallies, before, peak, delay_ms)
-
-
-def _timeout(tokens: int, delay_ms: int) -> float:
-    return tokens * delay_ms / 1000 * 4 + 20
-
-
-def _round(
-    ctx: Context,
-    child: procs.Child,
-    tallies: list[Tally],
-    before: int,
-    peak: int,
-    delay_ms: int,
-) -> Round:
-    errors = [t.error for t in tallies if t.error]
-    cpu = ctx.notes.pop(f"{child.name}_cpu")
-    assert isinstance(cpu, dict)
-    return Round(
-        lags(tallies, delay_ms / 1000),
-        {"before": before, "peak": peak},
-        cpu,
-        len(errors),
-        errors[:5],
-    )
+    return figures
 
 
 def _le(value: float | None, limit: float) -> bool:
