@@ -162,7 +162,7 @@ def test_a_log_keyed_by_run_is_carried_over_into_write_order(tmp_path: Path) -> 
 def test_a_commit_of_many_runs_is_written_a_few_statements_of_many_rows(tmp_path: Path) -> None:
     runs = [f"r{i:03}" for i in range(300)]
     written = [row for seq in (1, 2) for run in runs for row in rows_of(run, [seq])]
-    prepared = eventlog.statements(written)
+    prepared = list(eventlog.statements(written))
     assert [len(values) // 5 for _, values in prepared] == [128, 128, 44]  # chunks a statement
 
     async def go() -> None:

@@ -39,7 +39,7 @@ import re
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -278,7 +278,7 @@ class Database:
             ops, self._ops, self._later = [*self._later, *self._ops], [], []
             batch, self._events = self._events, EventBatch()
             if ops or batch.rows:
-                events = eventlog.statements(batch.rows)
+                events = await _built(eventlog.statements(batch.rows))
                 results = await loop.run_in_executor(self._thread, self._apply, ops, batch, events)
                 last_commit = time.monotonic()
                 self._hand_back([p.future for p in ops], results)
@@ -385,3 +385,14 @@ def _settle(future: asyncio.Future[Any], result: Any) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+async def _built(statements: Iterator[eventlog.Statement]) -> list[eventlog.Statement]:
+    """The event log's statements, built one a turn of the event loop: a commit of a thousand
+    runs' events took 3.5-6.5 ms to build, and streams that were due meanwhile waited."""
+    built: list[eventlog.Statement] = []
+    for statement in statements:
+        if built:
+            await asyncio.sleep(0)
+        built.append(statement)
+    return built
