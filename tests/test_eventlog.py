@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from server.store import Store, eventlog
 from server.store.eventlog import CHUNK, EventRow, chunks
-from server.store.sqlite import SCHEMA_PATH, _connect_writer, _migrate, schema_steps
+from server.store.sqlite import SCHEMA_PATH, _built, _connect_writer, _migrate, schema_steps
 
 
 def rows_of(run_id: str, seqs: range | list[int]) -> list[EventRow]:
@@ -176,3 +179,34 @@ def test_a_commit_of_many_runs_is_written_a_few_statements_of_many_rows(tmp_path
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_big_commits_statements_are_built_one_a_turn_of_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Streams due while a commit of many runs is built go out between its statements."""
+    rows = [row for i in range(300) for row in rows_of(f"r{i:03}", [1])]
+    seen: list[str] = []
+    build = eventlog.statements
+
+    def noted(rows: list[EventRow]) -> Iterator[eventlog.Statement]:
+        for statement in build(rows):
+            seen.append("statement")
+            yield statement
+
+    monkeypatch.setattr(eventlog, "statements", noted)
+
+    async def go() -> list[eventlog.Statement]:
+        async def stream() -> None:
+            for _ in range(10):
+                seen.append("turn")
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(stream())
+        built = await _built(rows)
+        await other
+        return built
+
+    assert asyncio.run(go()) == list(build(rows))
+    first, last = seen.index("statement"), len(seen) - seen[::-1].index("statement")
+    assert seen[first:last] == ["statement", "turn", "statement", "turn", "statement"]
