@@ -31,14 +31,12 @@ Statement = tuple[str, list[object]]  # SQL and its parameters
 
 def statements(rows: list[EventRow]) -> Iterator[Statement]:
     """The inserts that write the rows' chunks, up to INSERT_ROWS chunks a statement, one
-    statement at a time. The database builds them on the event loop as it hands a commit to
-    the writer thread, a statement per turn of the loop, so that the writer runs no Python
-    of its own for the event log (only sqlite3's binding and one step a statement, where
-    `executemany` let go of the GIL and took it back for every row) and no stream waits for
-    the whole commit's worth of building. In the many-streams benchmark (a thousand runs'
-    events in each commit) the writer's CPU per commit fell from 13-14 to 8 ms, and its wall
-    time from 39-48 to 24 ms. Built at once, the statements held the loop for 3.5-6.5 ms a
-    commit; a statement of 128 chunks is an eighth of that."""
+    statement at a time (the database takes a turn of the event loop between them: see
+    sqlite._built). They are built on the loop as a commit is handed to the writer thread,
+    so that the writer runs no Python of its own for the event log: only sqlite3's binding
+    and one step a statement, where `executemany` let go of the GIL and took it back for
+    every row. In the many-streams benchmark (a thousand runs' events in each commit) the
+    writer's CPU per commit fell from 13-14 to 8 ms, and its wall time from 39-48 to 24 ms."""
     pending = chunks(rows)
     while part := list(itertools.islice(pending, INSERT_ROWS)):
         yield _insert_sql(len(part)), list(itertools.chain.from_iterable(part))
