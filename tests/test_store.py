@@ -15,7 +15,7 @@ import pytest
 
 from server.errors import Conflict
 from server.store import Store
-from server.store.sqlite import SCHEMA_PATH, SETTLE_SLICE, schema_steps
+from server.store.sqlite import SCHEMA_PATH, SETTLE_MAX, TURN_BUSY_S, schema_steps
 
 
 def test_schema_is_applied_once_and_recorded_in_user_version(tmp_path: Path) -> None:
@@ -107,30 +107,37 @@ def test_concurrent_writes_share_commits_and_a_failing_op_undoes_only_itself(
 def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
     tmp_path: Path,
 ) -> None:
-    """A thousand runs started in one commit must not all wake in one turn of the loop."""
+    """A thousand runs started in one commit must not all wake in one turn of the loop; and
+    a turn that took long (the loop is busy) makes the next slice smaller."""
 
     async def go() -> None:
         async with opened(tmp_path / "s.db") as store:
             db = store.db
             await db.flush()
             before = db.commits
-            futures = [db.submit(lambda conn, i=i: i) for i in range(SETTLE_SLICE * 4 + 1)]
+            futures = [db.submit(lambda conn, i=i: i) for i in range(SETTLE_MAX * 8)]
             order: list[int] = []
             for future in futures:
                 future.add_done_callback(lambda f: order.append(f.result()))
             settled: list[int] = []  # how many were settled, at each turn of the loop
+            slow: list[int] = []  # the turn that took long
             loop = asyncio.get_running_loop()
 
             def turn() -> None:
                 settled.append(sum(f.done() for f in futures))
+                if not slow and len([n for n in settled if n]) == 2:
+                    slow.append(len(settled) - 1)
+                    time.sleep(TURN_BUSY_S * 3)  # one slow turn, as a busy loop has
                 if settled[-1] < len(futures):
                     loop.call_soon(turn)
 
             loop.call_soon(turn)
             assert await asyncio.gather(*futures) == list(range(len(futures)))
             assert db.commits == before + 1 and order == list(range(len(futures)))
-            steps = [b - a for a, b in itertools.pairwise(settled)]
-            assert max(steps) == SETTLE_SLICE and steps.count(SETTLE_SLICE) == 4
+            steps = [b - a for a, b in itertools.pairwise(settled) if b > a]
+            assert max(steps) <= SETTLE_MAX and steps.count(SETTLE_MAX) >= 2
+            after = [b - a for a, b in itertools.pairwise(settled[slow[0] :])][:2]
+            assert min(after) <= SETTLE_MAX // 2  # the slice after the slow turn was halved
 
     asyncio.run(go())
 

@@ -21,16 +21,17 @@ took about 500 commits per 1,000 events; at 0.2 s about 150 (a fifth of a second
 each), while fast or concurrent streams share their commits anyway (under 5 per 1,000). Fewer
 would mean holding more than a few hundred ms of a step in memory only.
 
-A commit's results are handed back `SETTLE_SLICE` at a time, one slice per turn of the event
-loop: each settled future wakes a task that runs until its next await, and a thousand runs
-whose starts shared a commit, woken in one turn, held every timer and socket of the loop for
-over 100 ms (measured in the many-streams benchmark: one 708-op commit, a tick due every ms
-120 ms late). A slice keeps a turn to a few ms; the last result of a big commit comes no later.
-Eight, not 32: a run woken from its start commit costs the loop about 0.3 ms before its first
-token, and with a thousand streams flowing the loop is three quarters busy, so a turn's extra
-work comes back several times over in the turns after it. Six alternated pairs of the
-many-streams benchmark (one round each): p99 lag 4-30 ms with 8 against 21-243 ms with 32,
-8 ahead in every pair.
+A commit's results are handed back a slice at a time, one slice per turn of the event loop:
+each settled future wakes a task that runs until its next await, and a thousand runs whose
+starts shared a commit, woken in one turn, held every timer and socket of the loop for over
+100 ms (measured in the many-streams benchmark: one 708-op commit, a tick due every ms 120 ms
+late). The slice follows how long the loop's last turn took: half as many after a turn over
+`TURN_BUSY_S`, one more after a turn under `TURN_QUIET_S`, from one to `SETTLE_MAX`. A run
+woken from its start commit costs the loop about 0.3 ms before its first token; with a
+thousand streams flowing the loop is three quarters busy, and whatever a turn adds to that
+comes back several times over in the turns after it, as lag on every stream. Runs that
+started together then start a little later each, where the streams already flowing would
+have waited for all of them.
 
 Reads use aiosqlite connections of their own; under WAL they never wait for the writer.
 """
@@ -61,7 +62,9 @@ Op = Callable[[sqlite3.Connection], Any]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 _STEP = re.compile(r"^-- step (\d+):", re.MULTILINE)
-SETTLE_SLICE = 8  # results handed back in one turn of the event loop
+SETTLE_MAX = 16  # results handed back in one turn of the event loop, at most
+TURN_BUSY_S = 0.004  # a turn of the loop longer than this: the next slice is half as big
+TURN_QUIET_S = 0.002  # shorter than this: one more
 
 
 def schema_steps(text: str) -> list[tuple[int, str]]:
@@ -188,6 +191,8 @@ class Database:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._settling: deque[tuple[asyncio.Future[Any], Any]] = deque()
+        self._slice = SETTLE_MAX  # results the next slice hands back
+        self._sliced: float | None = None  # when the last slice was handed back, if more wait
         self._closing = False
         self.commits = 0
 
@@ -298,11 +303,20 @@ class Database:
             self._settle_slice()
 
     def _settle_slice(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._sliced is not None:  # a turn of the loop since the last slice: how long?
+            turn = now - self._sliced
+            if turn > TURN_BUSY_S:
+                self._slice = max(1, self._slice // 2)
+            elif turn < TURN_QUIET_S:
+                self._slice = min(SETTLE_MAX, self._slice + 1)
         settling = self._settling
-        for _ in range(min(SETTLE_SLICE, len(settling))):
+        for _ in range(min(self._slice, len(settling))):
             _settle(*settling.popleft())
+        self._sliced = now if settling else None
         if settling:
-            asyncio.get_running_loop().call_soon(self._settle_slice)
+            loop.call_soon(self._settle_slice)
 
     async def _sleep_unless_op(self, seconds: float) -> None:
         """Let events gather, but wake at once for a real operation."""
