@@ -21,7 +21,9 @@ from /proc before the streams start and its highest 100 ms sample while they run
 The full run alternates ROUNDS rounds (sessiond, then the bare app, each started afresh) and
 reports the median of the rounds' figures, each round's kept in the details: on the shared
 2-vCPU machine one round's p99 ratio moved between 0.7x and 25x from one run to the next a
-minute later, the stalls of the host landing on one side or the other. A smoke run does one.
+minute later, the stalls of the host landing on one side or the other. Five rounds, not
+three: one stalled round of either side then moves the median no more than a quiet one
+would. A smoke run does one.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from bench.report import Figure, Result, median, percentile, ratio
 NAME = "many"
 TITLE = "1,000 concurrent streams, 200 tokens at 50 ms each"
 BUDGET_S = 200.0
-ROUNDS = 3
+ROUNDS = 5
 SAMPLES = 36_000  # RSS samples 0.1 s apart: an hour, far beyond any stream's timeout
 
 
