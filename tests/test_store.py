@@ -120,13 +120,12 @@ def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
             for future in futures:
                 future.add_done_callback(lambda f: order.append(f.result()))
             settled = [0]  # how many were settled, at each turn of the loop from the first
-            slow: list[int] = []  # the turn that took long
+            slow = 2  # the turn that takes long: the second after the first result
             loop = asyncio.get_running_loop()
 
             def turn() -> None:
                 settled.append(sum(f.done() for f in futures))
-                if len(settled) == 3:
-                    slow.append(len(settled) - 1)
+                if len(settled) == slow + 1:
                     time.sleep(TURN_BUSY_S * 3)  # one slow turn, as a busy loop has
                 if settled[-1] < len(futures):
                     loop.call_soon(turn)
@@ -138,7 +137,7 @@ def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
             assert db.commits == before + 1 and order == list(range(len(futures)))
             steps = [b - a for a, b in itertools.pairwise(settled) if b > a]
             assert steps[0] == max(steps) == SETTLE_MAX  # the first slice has no turn to go by
-            after = [b - a for a, b in itertools.pairwise(settled[slow[0] :])][:2]
+            after = [b - a for a, b in itertools.pairwise(settled[slow:])][:2]
             assert min(after) <= SETTLE_MAX // 2  # the slice after the slow turn was halved
 
     asyncio.run(go())
