@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 2323
 DB ?= ./data/sessiond.db
 
-.PHONY: run test lint typecheck pytest bench bench-smoke clean
+.PHONY: run test lint typecheck pytest system-deps bench bench-smoke clean
 
 $(BIN)/sessiond: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ $(VENV)/.test-extras: $(BIN)/sessiond
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+system-deps:
+	sh tests/system-deps.sh
+
 run: $(BIN)/sessiond
 	$(BIN)/sessiond serve --host $(HOST) --port $(PORT) --db $(DB)
 
@@ -28,7 +31,7 @@ lint: $(VENV)/.test-extras
 typecheck: $(VENV)/.test-extras
 	$(BIN)/mypy
 
-pytest: $(VENV)/.test-extras
+pytest: $(VENV)/.test-extras system-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -26,6 +26,13 @@ class Unauthorized(ApiError):
     type = "unauthorized"
 
 
+class Forbidden(ApiError):
+    """The caller may not do this: a browser page from a foreign origin, a key without the scope."""
+
+    status = 403
+    type = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     type = "not_found"
@@ -60,6 +67,25 @@ class PayloadTooLarge(ApiError):
     type = "payload_too_large"
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+    type = "unsupported_media_type"
+
+
+class Unprocessable(ApiError):
+    """Well-formed but cannot be done as asked: an Idempotency-Key reused with another body."""
+
+    status = 422
+    type = "unprocessable"
+
+
+class AgentUnusable(Unprocessable):
+    """The agent cannot run now (a missing key, a tool the operator has not allowed): the
+    operator's or the agent's fault, so no upstream is ever asked."""
+
+    type = "agent_unusable"
+
+
 class RateLimited(ApiError):
     status = 429
     type = "rate_limited"
@@ -91,9 +117,19 @@ class ProviderError(ApiError):
         self.upstream_status = upstream_status
 
 
-class ShuttingDown(ApiError):
+class Unavailable(ApiError):
+    """Not now: shutting down, too many connections. `Retry-After` says when to try again."""
+
     status = 503
     type = "unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class ShuttingDown(Unavailable):
+    pass
 
 
 class StoreError(ApiError):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +42,18 @@ def live(tmp_path: Path) -> Iterator[ThreadServer]:
         yield server
     finally:
         server.stop()
+
+
+def require_system(binary: str, package: str) -> str:
+    """The path of a system program a test drives for real (`make test` installs it where it
+    can): without it the test skips, or fails where SESSIOND_TEST_STRICT=1 (CI) says so."""
+    path = shutil.which(binary)
+    if path is not None:
+        return path
+    message = f"{binary} is not installed (Debian package {package}; see tests/system-deps.sh)"
+    if os.environ.get("SESSIOND_TEST_STRICT") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def scripted_agent(script: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
