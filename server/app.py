@@ -32,6 +32,7 @@ from server.providers.base import ProviderContext, ProviderSettings
 from server.runner import Runner, RunnerSettings
 from server.store import Store
 from server.store.agents import DEFAULT_ID
+from server.store.lock import DatabaseLock
 from server.sweeper import Sweeper
 from server.tools import READ_ONLY
 from server.tools.base import ToolSettings
@@ -125,9 +126,24 @@ class _App(Starlette):
         return sse.KeepSend(super().build_middleware_stack())
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> Starlette:
+    """`db_lock`: the database's lock if the caller holds it already (`sessiond serve` takes
+    it before anything else); otherwise the lifespan takes it, before opening the database."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        lock = db_lock if db_lock is not None else DatabaseLock(settings.db)
+        owned = not lock.held
+        lock.acquire()
+        try:
+            async with _serving(app):
+                yield
+        finally:
+            if owned:
+                lock.release()
+
+    @asynccontextmanager
+    async def _serving(app: Starlette) -> AsyncIterator[None]:
         store = Store(settings.db, event_flush_s=settings.event_flush_ms / 1000)
         await store.open()
         http = httpx.AsyncClient(

@@ -20,6 +20,7 @@ import uvicorn
 from server import chat, config
 from server.app import create_app
 from server.chat import Client, ClientError, add_url_argument
+from server.store.lock import DatabaseInUse, DatabaseLock
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GC_THRESHOLD = 20_000  # allocations between first-generation collections (Python's default: 700)
@@ -288,7 +289,12 @@ def serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     quiet_logging_overhead()
-    app = create_app(settings)
+    try:  # before anything touches the database: a second server must change nothing
+        lock = DatabaseLock(settings.db).acquire()
+    except DatabaseInUse as exc:
+        print(f"sessiond: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(settings, db_lock=lock)
     tune_gc()
     cfg = uvicorn.Config(
         app,
