@@ -3,15 +3,19 @@
 The loop hands every event to `emit` as the provider produces it, and yields a `StepOutcome`
 each time a step is complete (the assistant message, its tool results in call order, usage).
 The runner persists each outcome before the loop resumes, so a step is stored before the next
-one asks the model anything. (Events go to a plain call rather than through the generator:
-resuming an async generator per token was a tenth of a stream's event-loop time.)
+one asks the model anything. Events go to a plain call rather than through the generator:
+resuming an async generator per token costs a tenth of a stream's event-loop time.
+
+A step's `tool_result` events travel in its outcome instead: the runner shows them once the
+step is stored, so a result a client has seen is never lost to a crash (the tools may have
+changed files or run commands).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -55,6 +59,7 @@ class StepOutcome(msgspec.Struct):
     usage: Usage
     stop_reason: str | None
     final: bool
+    shown: list[ToolResult] = []  # the step's tool_result events, shown once it is stored
 
 
 class LoopSettings(msgspec.Struct, frozen=True):
@@ -133,9 +138,11 @@ async def run_loop(
     provider: Provider,
     ctx: ToolContext,
     settings: LoopSettings,
-    emit: Callable[[Event], object],
+    emit: Callable[[Event], Awaitable[None] | None],
     first_step: int = 0,
 ) -> AsyncIterator[StepOutcome]:
+    """`emit` may hand back something to await before the next event: the run's event log
+    is too far ahead of its commits."""
     agent = session.agent
     specs = tool_specs(session)
     client = {tool.name for tool in session.client_tools}
@@ -157,7 +164,9 @@ async def run_loop(
             add = acc.add
             async for event in stream:
                 add(event)
-                emit(event)
+                pause = emit(event)
+                if pause is not None:
+                    await pause
         finally:  # close the upstream request now, not when the generator is collected
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -173,17 +182,20 @@ async def run_loop(
         server_calls = [c for c in calls if c.name not in client]
         results: list[ToolResultBlock] = []
         records: list[ToolCallRecord] = []
+        shown: list[ToolResult] = []
         async for item in run_tools(server_calls, session, ctx, settings, acc.bad_input, step):
             if isinstance(item, ToolResult):
-                emit(item)
+                shown.append(item)
             else:
                 results, records = item
         if pending:
-            yield _outcome(step, assistant, acc, results, pending, records, "requires_action", True)
+            yield _outcome(
+                step, assistant, acc, results, pending, records, "requires_action", True, shown
+            )
             return
         session.append(Turn("user", list(results)))
         stop = "max_steps" if last else acc.stop_reason
-        yield _outcome(step, assistant, acc, results, [], records, stop, final=last)
+        yield _outcome(step, assistant, acc, results, [], records, stop, last, shown)
     return
 
 
@@ -196,8 +208,11 @@ def _outcome(
     records: list[ToolCallRecord],
     stop_reason: str | None,
     final: bool,
+    shown: list[ToolResult] | None = None,
 ) -> StepOutcome:
-    return StepOutcome(step, assistant, results, pending, records, acc.usage, stop_reason, final)
+    return StepOutcome(
+        step, assistant, results, pending, records, acc.usage, stop_reason, final, shown or []
+    )
 
 
 def tool_specs(session: Session) -> list[ToolSpec]:

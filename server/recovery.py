@@ -1,7 +1,11 @@
 """Start-up repair after a crash: runs a dead process left `running` or `queued` become
 `interrupted`, their sessions go back to `idle`, a dangling `tool_use` gets an `is_error`
 result, and each such run's event log is closed with `error` and `done` so that replaying it
-ends cleanly. Usage of the step that was cut short is recovered from the event log."""
+ends cleanly. Usage of the step that was cut short is recovered from the event log.
+
+A running run's closing events are numbered past the run log's WINDOW: the dead process may
+have shown that many events beyond its last commit, and a client resuming from any of them
+must get the run's end, never a reused id."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from server import events
 from server.events import Done, Error, Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
 from server.ids import now
 from server.models import ErrorInfo, Run, Turn, Usage
+from server.runlog import WINDOW
 from server.session import INTERRUPTED, answer_all, unanswered
 from server.store import Store
 from server.store import messages as message_ops
@@ -60,6 +65,8 @@ async def _interrupt(store: Store, run: Run) -> None:
     repair = answer_all(missing, INTERRUPTED) if run.status == "running" else []
     error = ErrorInfo("interrupted", MESSAGE)
     last = rows[-1][0] if rows else 0
+    if run.status == "running":
+        last += WINDOW
     closing: list[Event] = [
         Error(error),
         Done(run.usage + delta, run.steps, run.id, "interrupted", "interrupted"),

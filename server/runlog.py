@@ -6,6 +6,12 @@ for a few more turns of the event loop before it takes its batch: a fast run the
 client in a few large chunks instead of one small chunk per event, while a paced run (one row
 per wake-up, as a model streams) is sent at once.
 
+Ids are promises: a follower sees a row as soon as it is emitted, before it is committed, so a
+crash can lose ids a client already holds. A run therefore never shows more than WINDOW rows
+past what is committed (when it would, it waits for the commit), and crash recovery numbers
+the closing events of a run it interrupts past that window: every id a client can have seen
+names one event forever, and a resume from any of them ends with the run's `error` and `done`.
+
 Memory holds the rows not yet committed and a short tail: once the event log has a row and
 TAIL newer ones exist, the row is dropped and `base` moves past it. A follower behind `base`
 reads on from the database (Followers does), so a long run costs its readers nothing extra
@@ -15,9 +21,10 @@ and the server no more than a tail per run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from server import events
+from server.errors import StoreError
 from server.events import Event
 from server.hub import Quiet, Signal
 from server.store.sqlite import EventBatch
@@ -30,6 +37,10 @@ GATHER_TURNS = 64  # event-loop turns a follower may wait for a run that is stil
 GATHER_ROWS = 2048  # … or until this many rows are waiting
 TAIL = 2  # committed rows kept in memory: a follower a row or two behind needs no database
 TRIM_EVERY = 4  # emits between looks at what has been committed
+# Rows a run may show beyond its committed ones: far more than a commit interval of the
+# fastest stream (a zero-latency stream commits about once per 10,000 events), so a run
+# waits on it only when the writer is stalled.
+WINDOW = 1 << 16
 
 
 class RunLog:
@@ -40,6 +51,7 @@ class RunLog:
         first_seq: int,
         sink: Callable[[Iterable[Row]], EventBatch | None],
         publish: Callable[[str, Row], None],
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
@@ -48,6 +60,8 @@ class RunLog:
         self.finished = False
         self._sink = sink
         self._publish = publish
+        self._flush = flush
+        self.crowded = False  # WINDOW rows past the committed ones: `room()` before more
         self._changed = Signal()
         self._batches: list[tuple[int, EventBatch]] = []  # (first seq, batch) not yet committed
         self._batch: EventBatch | None = EventBatch()  # the latest (a placeholder at first)
@@ -80,12 +94,16 @@ class RunLog:
             (self.run_id, seq, _TYPES[type(event)], _encode(event))
             for seq, event in enumerate(events, first)
         ]
+        if not held:
+            return held
         batch = self._sink(held)
         if batch is not self._batch:
             self._joined(first, batch)
         return held
 
     def release(self, held: list[Row]) -> None:
+        if not held:
+            return
         self.rows.extend(held)
         for row in held:
             self._publish(self.session_id, row)
@@ -109,10 +127,19 @@ class RunLog:
             done += 1
         del self._batches[:done]
         durable = self._batches[0][0] - 1 if self._batches else self.last_seq
+        self.crowded = self.last_seq - durable >= WINDOW - 2 * TRIM_EVERY
         new_base = min(durable, self.last_seq - TAIL)
         if new_base > self.base:
             del self.rows[: new_base - self.base]
             self.base = new_base
+
+    async def room(self) -> None:
+        """Wait until the rows shown are within WINDOW of the committed ones."""
+        if self._flush is not None:
+            await self._flush()
+        self._trim()
+        if self.crowded:  # flushed, and the oldest rows still not stored: their commit failed
+            raise StoreError(f"the events of run {self.run_id} could not be stored")
 
     def finish(self) -> None:
         self.finished = True

@@ -102,7 +102,8 @@ class Runner:
         return active
 
     def _runlog(self, run_id: str, session_id: str, first_seq: int) -> RunLog:
-        return RunLog(run_id, session_id, first_seq, self.store.db.append_events, self.hub.publish)
+        db = self.store.db
+        return RunLog(run_id, session_id, first_seq, db.append_events, self.hub.publish, db.flush)
 
     def _forget(self, active: ActiveRun) -> None:
         self.runs.pop(active.id, None)
@@ -157,13 +158,15 @@ class Runner:
             ctx = ToolContext(
                 session.record.work_dir, active.session_id, active.id, self.settings.tools
             )
-            observe, append = active.observe, active.log.emit
+            runlog = active.log
+            observe, append = active.observe, runlog.emit
 
-            def emit(event: Event) -> None:
+            def emit(event: Event) -> Awaitable[None] | None:
                 observe(event)
                 append(event)
                 if type(event) is MessageStart:
                     self._record_usage(active)
+                return runlog.room() if runlog.crowded else None
 
             steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
             async for outcome in steps:
@@ -222,12 +225,16 @@ class Runner:
         the final step with the run's end would save a commit but let `done` overtake it.)"""
         self._take_back_usage(active)
         step = active.settle(outcome)
-        if active.scratch is not None:
-            active.messages.extend(ephemeral.messages(active, step.entries, step.now))
-        else:
-            rid, sid = active.id, active.session_id
-            written = self.store.db.submit(lambda conn: run_ops.add_step(conn, rid, sid, step))
-            self._stored(active, await self._committed(written))
+        held = active.log.hold(outcome.shown)  # committed with the step, shown after it
+        try:
+            if active.scratch is not None:
+                active.messages.extend(ephemeral.messages(active, step.entries, step.now))
+            else:
+                rid, sid = active.id, active.session_id
+                written = self.store.db.submit(lambda conn: run_ops.add_step(conn, rid, sid, step))
+                self._stored(active, await self._committed(written))
+        finally:
+            active.log.release(held)
         active.run.steps += 1
 
     def _stored(self, active: ActiveRun, messages: list[Message]) -> None:
@@ -265,7 +272,8 @@ class Runner:
         closing.append(Done(usage, active.run.steps, active.id, stop_reason, status))
         held: list[Row] = []
         if step is not None:
-            held = active.log.hold(closing)
+            assert final is not None
+            held = active.log.hold([*final.shown, *closing])
         else:
             for event in closing:
                 active.log.emit(event)

@@ -288,12 +288,16 @@ def test_sigkill_mid_run_leaves_a_consistent_database(tmp_path: Path, point: str
     try:
         sid = new_session(server.url, tmp_path, TOOL_SCRIPT, delay_ms=20)
 
+        seen: list[int] = []  # the ids the client received before the kill
+
         async def go() -> None:
             async with httpx.AsyncClient(timeout=30) as http:
                 path = f"{server.url}/sessions/{sid}/message/stream"
                 async with http.stream("POST", path, json={"message": "go"}) as response:
                     starts = late = 0
                     async for event in events(response):
+                        if event.id:
+                            seen.append(int(event.id))
                         starts += event.event == "message_start"
                         late += starts == 2 and event.event == "text_delta"
                         if (
@@ -318,7 +322,14 @@ def test_sigkill_mid_run_leaves_a_consistent_database(tmp_path: Path, point: str
         assert roles == expected
         replay = asyncio.run(read_run(server.url, sid, run["id"]))
         assert [e.event for e in replay[-2:]] == ["error", "done"]
-        assert [int(e.id) for e in replay] == list(range(1, len(replay) + 1))
+        stored = [int(e.id) for e in replay[:-2]]
+        assert stored == list(range(1, len(stored) + 1))
+        # Every id the client received names the event it named then, and the run's end
+        # comes after all of them: a resume from the last one ends with `error` and `done`.
+        closing = [int(e.id) for e in replay[-2:]]
+        assert closing[0] > max(seen) and closing[1] == closing[0] + 1
+        resumed = asyncio.run(read_run(server.url, sid, run["id"], str(max(seen))))
+        assert [(e.event, e.id) for e in resumed] == [(e.event, e.id) for e in replay[-2:]]
         session = httpx.get(f"{server.url}/sessions/{sid}").json()
         assert session["status"] == "idle"
         if point != "first_step":
@@ -327,6 +338,58 @@ def test_sigkill_mid_run_leaves_a_consistent_database(tmp_path: Path, point: str
             f"{server.url}/sessions/{sid}/message", json={"message": "again"}, timeout=30
         )
         assert again.status_code == 200 and again.json()["status"] == "completed"
+        check_database(db)
+    finally:
+        server.stop()
+
+
+SLOW_TOOL_SCRIPT = [
+    {
+        "text": "Two things at once.",
+        "tool_calls": [
+            {"name": "list_files", "input": {}},
+            {"name": "run_command", "input": {"command": "sleep 2; echo slept"}},
+        ],
+    },
+    {"text": "Both are done."},
+]
+COMMAND_FLAGS: tuple[str, ...] = ()
+
+
+def test_a_tool_result_the_client_saw_survives_sigkill(tmp_path: Path) -> None:
+    """The quick tool's result lands while the slow one still runs; a kill as soon as the
+    client sees a result must not lose it: the step is stored before its results are shown."""
+    db = tmp_path / "kill.db"
+    server = ProcessServer(db, tmp_path, *COMMAND_FLAGS).start()
+    agent = scripted_agent(SLOW_TOOL_SCRIPT, tools=["list_files", "run_command"])
+    agent_id = httpx.post(f"{server.url}/agents", json=agent).json()["id"]
+    body = {"agent_id": agent_id, "work_dir": str(tmp_path)}
+    sid = httpx.post(f"{server.url}/sessions", json=body).json()["id"]
+    shown: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{server.url}/sessions/{sid}/message/stream"
+            async with http.stream("POST", path, json={"message": "go"}) as response:
+                async for event in events(response):
+                    if event.event == "tool_result":
+                        shown.append(event.json)
+                        server.kill()
+                        return
+
+    try:
+        asyncio.run(go())
+        assert shown, "the stream ended before any tool result"
+        server = ProcessServer(db, tmp_path, *COMMAND_FLAGS).start()
+        history = httpx.get(f"{server.url}/sessions/{sid}/messages").json()["data"]
+        results = {
+            block["tool_use_id"]: block
+            for message in history
+            for block in message["content"]
+            if block["type"] == "tool_result"
+        }
+        for result in shown:
+            assert results[result["tool_use_id"]]["content"] == result["content"]
         check_database(db)
     finally:
         server.stop()

@@ -71,6 +71,7 @@ async def drive(sess: Session, provider: Fed, settings: LoopSettings | None = No
     items: list[Any] = []  # events and outcomes, in the order they came
     async for outcome in run_loop(sess, provider, ctx, settings or LoopSettings(), items.append):
         items.append(outcome)
+        items += outcome.shown  # the runner shows a step's tool results once it is stored
     return items
 
 
