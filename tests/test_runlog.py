@@ -7,10 +7,13 @@ import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+
+from server.errors import StoreError
 from server.events import TextDelta
 from server.followers import Followers
 from server.hub import Hub, Quiet
-from server.runlog import TAIL, TRIM_EVERY, Row, RunLog
+from server.runlog import TAIL, TRIM_EVERY, WINDOW, Row, RunLog
 from server.store import Store
 from server.store.sqlite import EventBatch
 
@@ -167,5 +170,37 @@ def test_followers_read_dropped_rows_from_the_database_without_gap_or_duplicate(
             assert seen == list(range(1, log.last_seq + 1))
         finally:
             await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_run_shows_at_most_a_window_of_rows_past_its_commits() -> None:
+    """Recovery numbers a crashed run's end past WINDOW: the log must never show more."""
+
+    async def go() -> None:
+        sink = Batches()
+        flushes: list[int] = []
+
+        async def flush() -> None:
+            flushes.append(log.last_seq)
+            sink.commit()
+
+        log = RunLog("r", "s", 1, sink, lambda session_id, row: None, flush)
+        while not log.crowded:
+            log.emit(delta(log.last_seq))
+            assert log.last_seq <= WINDOW
+        assert log.last_seq > WINDOW - 4 * TRIM_EVERY  # crowded only near the window's end
+        await log.room()
+        assert flushes == [log.last_seq] and not log.crowded
+        log.emit(delta(0))
+
+        async def failed_commit() -> None:
+            await asyncio.sleep(0)
+
+        stuck = RunLog("q", "s", 1, Batches(), lambda session_id, row: None, failed_commit)
+        while not stuck.crowded:
+            stuck.emit(delta(0))
+        with pytest.raises(StoreError):  # flushed, still not stored: the run must not go on
+            await stuck.room()
 
     asyncio.run(go())
