@@ -258,6 +258,32 @@ def test_idempotency_key_returns_the_first_run(live: ThreadServer, tmp_path: Pat
     assert httpx.get(f"{live.url}/sessions/{sid}").json()["turn_count"] == 1
 
 
+def test_idempotency_key_with_another_body_is_422_on_every_route(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "once"}])
+    headers = {"Idempotency-Key": "k-body"}
+    base = f"{live.url}/sessions/{sid}"
+    first = httpx.post(f"{base}/message", json={"message": "hi"}, headers=headers).json()
+    for path, body in [
+        ("/message", {"message": "something else"}),
+        ("/message/stream", {"message": "something else"}),
+        ("/runs", {"message": "something else"}),
+        ("/message", {"message": "hi", "if_busy": "queue"}),
+    ]:
+        refused = httpx.post(f"{base}{path}", json=body, headers=headers)
+        assert refused.status_code == 422, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["type"] == "unprocessable" and "k-body" in error["message"]
+    again = httpx.post(
+        f"{base}/message", json={"message": [{"type": "text", "text": "hi"}]}, headers=headers
+    )
+    assert again.json()["run_id"] == first["run_id"]
+    assert httpx.get(base).json()["turn_count"] == 1
+    texts = [m["content"][0]["text"] for m in httpx.get(f"{base}/messages").json()["data"]]
+    assert texts == ["hi", "once"]
+
+
 # -- a real process, killed ---------------------------------------------------------------
 
 # first step streaming; second step just started (the first is stored by then); deep in it
