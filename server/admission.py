@@ -83,7 +83,7 @@ class Admission:
         run_id = self.keys.get(key)
         if run_id is not None and run_id in runs:
             found: ActiveRun | Run = runs[run_id]
-            first = runs[run_id].request
+            first: RunRequest | None = runs[run_id].request
         else:
             stored = await self.runner.store.runs.by_idempotency_key(key)
             if stored is None:
