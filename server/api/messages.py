@@ -86,9 +86,12 @@ def to_request(body: MessageBody) -> RunRequest:
     return RunRequest(content, body.agent_id, body.if_busy, body.cancel_on_disconnect, body.tools)
 
 
-def result_of(run: Run, messages: list[Message]) -> MessageResult:
-    """The blocking answer, built from the run and the messages it stored."""
-    outputs: dict[str, ToolResultBlock] = {}
+def result_of(
+    run: Run, messages: list[Message], held: list[ToolResultBlock] | None = None
+) -> MessageResult:
+    """The blocking answer, built from the run and the messages it stored (and, for a run
+    paused for client tools, the results of the server tools its last step ran)."""
+    outputs: dict[str, ToolResultBlock] = {block.tool_use_id: block for block in held or []}
     calls: list[ToolUseBlock] = []
     response = ""
     for message in messages:
@@ -132,9 +135,11 @@ async def start(request: Request) -> ActiveRun | Run:
 
 
 async def finished_result(request: Request, started: ActiveRun | Run) -> MessageResult:
+    stored = True
     if isinstance(started, ActiveRun):
         await started.done.wait()
         run, messages = started.run, started.messages
+        stored = started.scratch is None
     else:
         run = started
         messages = await store(request).messages.of_run(run.id)
@@ -143,7 +148,11 @@ async def finished_result(request: Request, started: ActiveRun | Run) -> Message
         error.type = run.error.type
         error.status = status_for(run.error.type)
         raise error
-    return result_of(run, messages)
+    held: list[ToolResultBlock] = []
+    if run.status == "requires_action" and stored:
+        # the paused step's server tool results wait in the run until the client's come
+        held = (await store(request).runs.get(run.id)).held
+    return result_of(run, messages, held)
 
 
 async def post_message(request: Request) -> Response:
