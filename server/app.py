@@ -180,7 +180,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["Location", "Retry-After", "Session-Id"],
+                expose_headers=["Location", "Retry-After", "Session-Id", "Sessiond-Run-Id"],
             )
         )
     app = _App(

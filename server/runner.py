@@ -160,6 +160,8 @@ class Runner:
             observe, append = active.observe, active.log.emit
 
             def emit(event: Event) -> None:
+                if type(event) is MessageStart:
+                    event.run_id = active.id
                 observe(event)
                 append(event)
                 if type(event) is MessageStart:

@@ -155,9 +155,13 @@ async def finished_result(request: Request, started: ActiveRun | Run) -> Message
     return result_of(run, messages, held)
 
 
+RUN_ID_HEADER = "Sessiond-Run-Id"  # the run a message started (or its key's earlier one)
+
+
 async def post_message(request: Request) -> Response:
     started = await start(request)
-    return json_response(await finished_result(request, started))
+    result = await finished_result(request, started)
+    return json_response(result, 200, {RUN_ID_HEADER: started.id})
 
 
 async def stream_message(request: Request) -> Response:
@@ -173,7 +177,9 @@ def stream_run(request: Request, started: ActiveRun | Run, after: int = 0) -> Re
         if cancel and isinstance(started, ActiveRun):
             await runner(request).cancel(started)
 
-    return sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
+    response = sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
+    response.headers[RUN_ID_HEADER] = run_id  # before the first event: cancel or resume by it
+    return response
 
 
 async def start_run(request: Request) -> Response:
@@ -183,7 +189,8 @@ async def start_run(request: Request) -> Response:
     position = runner(request).queue_position(started.id)
     status = runner(request).status_of(started)
     body = RunStarted(started.id, sid, status, position, url)
-    return json_response(body, 202, {"Location": f"/sessions/{sid}/runs/{started.id}"})
+    headers = {"Location": f"/sessions/{sid}/runs/{started.id}", RUN_ID_HEADER: started.id}
+    return json_response(body, 202, headers)
 
 
 async def tool_results(request: Request) -> Response:
@@ -194,7 +201,8 @@ async def tool_results(request: Request) -> Response:
         request.path_params["session_id"], request.path_params["run_id"], body.results
     )
     if wait:
-        return json_response(await finished_result(request, resumed))
+        result = await finished_result(request, resumed)
+        return json_response(result, 200, {RUN_ID_HEADER: resumed.id})
     return stream_run(request, resumed, after=resumed.log.base)
 
 
