@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk = commands.add_parser("chat", help="chat with an agent in the terminal")
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")
     talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
+    talk.add_argument(
+        "--work-dir",
+        help="the folder a new session's tools work in (default: the current folder, when the "
+        "server allows it)",
+    )
     add_url_argument(talk)
     manage = commands.add_parser("sessions", help="list, show, delete, export, import sessions")
     add_session_commands(manage)
@@ -308,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "chat":
-        return chat.main(args.url, args.session, args.agent)
+        return chat.main(args.url, args.session, args.agent, args.work_dir)
     if args.command == "sessions":
         return sessions(args)
     return 2
