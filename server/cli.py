@@ -112,6 +112,11 @@ def add_session_commands(parent: argparse.ArgumentParser) -> None:
     export.add_argument("sessions", nargs="*", help="ids or names (none: every session)")
     export.add_argument("--format", choices=("json", "jsonl", "markdown", "zip"))
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    export.add_argument(
+        "--with-agents",
+        action="store_true",
+        help="include the sessions' agents (json and zip), for import onto another server",
+    )
     imp = commands.add_parser("import", help="import a json export or a zip bundle")
     imp.add_argument("file", help="the file ('-' for stdin)")
     imp.add_argument("--keep-ids", action="store_true", help="keep the exported ids")
@@ -196,12 +201,13 @@ def sessions_export(client: Client, args: argparse.Namespace, out: TextIO) -> in
     form = args.format or ("json" if len(args.sessions) == 1 else "zip")
     if form != "zip" and len(args.sessions) != 1:
         raise ClientError(f"--format {form} exports exactly one session; use zip for many")
+    params = {"with_agents": "true"} if args.with_agents else {}
     if form == "zip":
         body = {"ids": args.sessions} if args.sessions else {}
-        data = client.request("POST", "/sessions/export", json=body).content
+        data = client.request("POST", "/sessions/export", json=body, params=params).content
     else:
         path = f"/sessions/{args.sessions[0]}/export"
-        data = client.request("GET", path, params={"format": form}).content
+        data = client.request("GET", path, params={"format": form, **params}).content
     if args.output:
         Path(args.output).write_bytes(data)
         out.write(f"wrote {len(data)} bytes to {args.output}\n")
@@ -230,6 +236,11 @@ def sessions_import(client: Client, args: argparse.Namespace, out: TextIO) -> in
     )
     for session in sessions:
         out.write(f"  {session['id']}  {session['name'] or '-'}  {session['title'] or ''}\n")
+    for agent in result.get("agents", []):
+        out.write(f"created agent {agent['id']}  {agent['name']}\n")
+    answered = sum(len(item["tool_use_ids"]) for item in result.get("repaired", []))
+    if answered:
+        out.write(f"answered {answered} tool call(s) the history held no result for\n")
     return 0
 
 
