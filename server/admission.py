@@ -21,9 +21,9 @@ import msgspec
 
 from server import agentspec
 from server.activerun import ActiveRun, RunRequest
-from server.errors import ApiError, Archived, Conflict, SessionBusy, ShuttingDown
+from server.errors import ApiError, Archived, Conflict, SessionBusy, ShuttingDown, Unprocessable
 from server.ids import new_ulid, now
-from server.models import Agent, ClientTool, Run, RunStatus, SessionRecord
+from server.models import Agent, ClientTool, ContentBlock, Run, RunStatus, SessionRecord
 from server.store import runs as run_ops
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Admission:
         if record.archived_at:
             raise Archived(f"session {record.id} is archived; unarchive it to send messages")
         if idempotency_key:
-            earlier = await self._earlier(idempotency_key, record.id)
+            earlier = await self._earlier(idempotency_key, record.id, request)
             if earlier is not None:
                 return earlier
         agent = await runner.store.agents.get(request.agent_id or record.agent_id)
@@ -74,19 +74,31 @@ class Admission:
                 await runner.pauses.close(paused, "cancelled")
         return await self._open(record, agent, request, idempotency_key, expected)
 
-    async def _earlier(self, key: str, session_id: str) -> ActiveRun | Run | None:
+    async def _earlier(
+        self, key: str, session_id: str, request: RunRequest
+    ) -> ActiveRun | Run | None:
+        """The run this key started, if any; the key on another session is a conflict, with
+        another request (message, options, tools) unprocessable."""
         runs = self.runner.runs
         run_id = self.keys.get(key)
         if run_id is not None and run_id in runs:
             found: ActiveRun | Run = runs[run_id]
+            first: RunRequest | None = runs[run_id].request
         else:
             stored = await self.runner.store.runs.by_idempotency_key(key)
             if stored is None:
                 return None
-            found = runs.get(stored.id, stored)
+            found = runs.get(stored.run.id, stored.run)
+            first = _request_of(stored.input, stored.options)
         owner = found.session_id
         if owner != session_id:
             raise Conflict("this Idempotency-Key was already used for another session")
+        if first != request:
+            raise Unprocessable(
+                f"Idempotency-Key {key!r} was already used with another request body; send a "
+                "new key for a new message",
+                field="Idempotency-Key",
+            )
         return found
 
     async def _open(
@@ -195,6 +207,14 @@ class Records:
 
     def forget(self, key: str) -> None:
         self._kept.pop(key, None)
+
+
+def _request_of(content: list[ContentBlock], options: dict[str, Any]) -> RunRequest | None:
+    """The request a stored run was started for (None: options this server cannot read)."""
+    try:
+        return msgspec.convert({**options, "content": content}, RunRequest)
+    except msgspec.ValidationError:
+        return None
 
 
 def _options(request: RunRequest) -> dict[str, Any]:

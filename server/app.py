@@ -196,7 +196,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
                 allow_origins=settings.cors_origins,
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["Location", "Retry-After", "Session-Id"],
+                expose_headers=["Location", "Retry-After", "Session-Id", "Sessiond-Run-Id"],
             )
         )
     app = _App(

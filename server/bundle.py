@@ -3,6 +3,7 @@
     manifest.json        format, version, created_at, counts, and a SHA-256 for every other file
     sessions.json        [{"session": …, "runs": […]}, …]
     messages.jsonl       every message of every session, one per line, in session and seq order
+    agents.json          the sessions' agents, when asked for (with_agents; absent otherwise)
     transcripts/<id>.md  a readable transcript of each session (ignored on import)
 
 Reading a bundle trusts nothing: not the zip's own size fields (each member is read against a
@@ -20,13 +21,14 @@ import zlib
 import msgspec
 
 from server.errors import InvalidRequest, PayloadTooLarge
-from server.models import Run, SessionRecord
+from server.models import Agent, Run, SessionRecord
 from server.transcript import VERSION, SessionExport, jsonl, markdown
 
 FORMAT = "sessiond-bundle"
 MANIFEST = "manifest.json"
 SESSIONS = "sessions.json"
 MESSAGES = "messages.jsonl"
+AGENTS = "agents.json"
 _READ_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -63,6 +65,7 @@ class Unpacked(msgspec.Struct):
     manifest: Manifest
     sessions: bytes
     messages: bytes
+    agents: bytes | None  # None: the bundle carries no agents
 
 
 _encoder = msgspec.json.Encoder()
@@ -73,11 +76,13 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack(exports: list[SessionExport], created_at: str) -> bytes:
+def pack(exports: list[SessionExport], created_at: str, agents: list[Agent] | None = None) -> bytes:
     files = {
         SESSIONS: _encoder.encode([BundleEntry(e.session, e.runs) for e in exports]),
         MESSAGES: b"".join(jsonl(e.messages) for e in exports),
     }
+    if agents is not None:
+        files[AGENTS] = _encoder.encode(agents)
     for export in exports:
         files[f"transcripts/{export.session.id}.md"] = markdown(export).encode()
     counts = Counts(
@@ -117,7 +122,7 @@ def _unpack(archive: zipfile.ZipFile, limit: int) -> Unpacked:
     for name in (SESSIONS, MESSAGES):
         if name not in files:
             raise InvalidRequest(f"the bundle's {MANIFEST} lists no checksum for {name}")
-    return Unpacked(manifest, files[SESSIONS], files[MESSAGES])
+    return Unpacked(manifest, files[SESSIONS], files[MESSAGES], files.get(AGENTS))
 
 
 def _members(archive: zipfile.ZipFile, limit: int) -> dict[str, zipfile.ZipInfo]:

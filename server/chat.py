@@ -1,9 +1,10 @@
 """`sessiond chat` and the small HTTP client the terminal commands share.
 
 `sessiond chat` creates or resumes the named session (a generated name, printed, when none is
-given), sends each line as a message over POST /sessions/{id}/message/stream and prints the
-reply as it streams, with tool calls shown one line each. Ctrl-C stops the current reply (the
-run is cancelled with the connection); Ctrl-D leaves.
+given; a new one works in --work-dir, or in the current folder when the server allows it),
+sends each line as a message over POST /sessions/{id}/message/stream and prints the reply as
+it streams, with tool calls shown one line each. Ctrl-C stops the current reply (the run is
+cancelled with the connection); Ctrl-D leaves.
 
 `Client` talks to a running sessiond; every failure -- the server unreachable, or an error
 answer -- becomes a ClientError carrying a message fit to print.
@@ -30,7 +31,9 @@ WIDTH = 100
 
 
 class ClientError(Exception):
-    pass
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the error's `field`, when the server named one
 
 
 def default_url(env: Mapping[str, str] | None = None) -> str:
@@ -72,6 +75,14 @@ def sse_events(lines: Iterable[str]) -> Iterator[SseEvent]:
                 data.append(value)
 
 
+def error_field(response: httpx.Response) -> str | None:
+    try:
+        field = response.json()["error"].get("field")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return field if isinstance(field, str) else None
+
+
 def error_message(response: httpx.Response) -> str:
     try:
         error = response.json()["error"]
@@ -95,7 +106,7 @@ class Client:
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach sessiond at {self.url}: {exc}") from exc
         if response.is_error:
-            raise ClientError(error_message(response))
+            raise ClientError(error_message(response), error_field(response))
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -165,11 +176,24 @@ class Renderer:
                 self.line("")
 
 
-def open_session(client: Client, name: str, agent: str | None) -> dict[str, Any]:
+def open_session(
+    client: Client, name: str, agent: str | None, work_dir: str | None, out: TextIO
+) -> dict[str, Any]:
+    """Create (or resume) the session. A new one works in `work_dir`, else in the current
+    folder if the server allows it (its tools then have files to work on), else in none."""
     body: dict[str, Any] = {"name": name, "if_exists": "resume"}
     if agent:
         body["agent_id"] = agent
-    session: dict[str, Any] = client.json("POST", "/sessions", json=body)
+    folder = os.path.abspath(work_dir or os.getcwd())
+    try:
+        session: dict[str, Any] = client.json(
+            "POST", "/sessions", json={**body, "work_dir": folder}
+        )
+    except ClientError as exc:
+        if work_dir is not None or exc.field != "work_dir":
+            raise
+        out.write(f"[the server does not allow {folder} as a work_dir; tools have none]\n")
+        session = client.json("POST", "/sessions", json=body)
     return session
 
 
@@ -198,10 +222,17 @@ def read_line(out: TextIO, source: TextIO) -> str | None:
     return line.rstrip("\n")
 
 
-def run(url: str, name: str | None, agent: str | None, out: TextIO, source: TextIO) -> int:
+def run(
+    url: str,
+    name: str | None,
+    agent: str | None,
+    out: TextIO,
+    source: TextIO,
+    work_dir: str | None = None,
+) -> int:
     client = Client(url)
     try:
-        session = open_session(client, name or generated_name(), agent)
+        session = open_session(client, name or generated_name(), agent, work_dir, out)
         count = session["message_count"]
         state = f"resumed, {count} messages" if count else "new"
         out.write(f"session {session['name']} ({state}); Ctrl-D to leave\n")
@@ -230,5 +261,5 @@ def _prompt(out: TextIO, source: TextIO) -> str | None:
             out.write("\n")
 
 
-def main(url: str, name: str | None, agent: str | None) -> int:
-    return run(url, name, agent, sys.stdout, sys.stdin)
+def main(url: str, name: str | None, agent: str | None, work_dir: str | None = None) -> int:
+    return run(url, name, agent, sys.stdout, sys.stdin, work_dir)

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk = commands.add_parser("chat", help="chat with an agent in the terminal")
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")
     talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
+    talk.add_argument(
+        "--work-dir",
+        help="the folder a new session's tools work in (default: the current folder, when the "
+        "server allows it)",
+    )
     add_url_argument(talk)
     manage = commands.add_parser("sessions", help="list, show, delete, export, import sessions")
     add_session_commands(manage)
@@ -108,6 +113,11 @@ def add_session_commands(parent: argparse.ArgumentParser) -> None:
     export.add_argument("sessions", nargs="*", help="ids or names (none: every session)")
     export.add_argument("--format", choices=("json", "jsonl", "markdown", "zip"))
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    export.add_argument(
+        "--with-agents",
+        action="store_true",
+        help="include the sessions' agents (json and zip), for import onto another server",
+    )
     imp = commands.add_parser("import", help="import a json export or a zip bundle")
     imp.add_argument("file", help="the file ('-' for stdin)")
     imp.add_argument("--keep-ids", action="store_true", help="keep the exported ids")
@@ -192,12 +202,13 @@ def sessions_export(client: Client, args: argparse.Namespace, out: TextIO) -> in
     form = args.format or ("json" if len(args.sessions) == 1 else "zip")
     if form != "zip" and len(args.sessions) != 1:
         raise ClientError(f"--format {form} exports exactly one session; use zip for many")
+    params = {"with_agents": "true"} if args.with_agents else {}
     if form == "zip":
         body = {"ids": args.sessions} if args.sessions else {}
-        data = client.request("POST", "/sessions/export", json=body).content
+        data = client.request("POST", "/sessions/export", json=body, params=params).content
     else:
         path = f"/sessions/{args.sessions[0]}/export"
-        data = client.request("GET", path, params={"format": form}).content
+        data = client.request("GET", path, params={"format": form, **params}).content
     if args.output:
         Path(args.output).write_bytes(data)
         out.write(f"wrote {len(data)} bytes to {args.output}\n")
@@ -226,6 +237,11 @@ def sessions_import(client: Client, args: argparse.Namespace, out: TextIO) -> in
     )
     for session in sessions:
         out.write(f"  {session['id']}  {session['name'] or '-'}  {session['title'] or ''}\n")
+    for agent in result.get("agents", []):
+        out.write(f"created agent {agent['id']}  {agent['name']}\n")
+    answered = sum(len(item["tool_use_ids"]) for item in result.get("repaired", []))
+    if answered:
+        out.write(f"answered {answered} tool call(s) the history held no result for\n")
     return 0
 
 
@@ -314,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "chat":
-        return chat.main(args.url, args.session, args.agent)
+        return chat.main(args.url, args.session, args.agent, args.work_dir)
     if args.command == "sessions":
         return sessions(args)
     return 2

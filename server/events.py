@@ -28,8 +28,11 @@ class StopInfo(msgspec.Struct, gc=False):
     stop_reason: str | None
 
 
-class MessageStart(msgspec.Struct, tag="message_start", tag_field="type"):
+class MessageStart(msgspec.Struct, tag="message_start", tag_field="type", omit_defaults=True):
     message: StepInfo
+    # the run's id, filled in by the runner (a provider does not know it): a client learns
+    # it with the step's first event, in time to cancel or resume the run
+    run_id: str | None = None
 
 
 class ContentBlockStart(msgspec.Struct, tag="content_block_start", tag_field="type"):
@@ -142,8 +145,8 @@ _CARRY_RUN_ID = frozenset({"done", "requires_action"})
 
 def with_run_id(type_: str, data: bytes, run_id: str) -> bytes:
     """The session channel's form of an event: the same JSON object with `run_id` added."""
-    if type_ in _CARRY_RUN_ID:
-        return data
+    if type_ in _CARRY_RUN_ID or (type_ == "message_start" and b',"run_id":"' in data):
+        return data  # (a JSON string holds no unescaped quote: the key is the event's own)
     return b'{"run_id":"%s",%s' % (run_id.encode(), data[1:])
 
 

@@ -2,6 +2,12 @@
 give everything new ids (unless the import keeps them), and recompute the totals from the runs
 so that a session's counters always equal the sum over its runs.
 
+A tool call left without a result before the history goes on (a fork cut right after the
+call, then continued) is answered here as the rebuild answers it (`session.History`): an
+error result, marked as added on import, at the head of the next user message (or in a user
+message of its own before an assistant one). Sessiond writes such histories itself, so its
+own exports import back; anything else malformed is refused.
+
 An import is all or nothing: the first problem found refuses the whole of it.
 """
 
@@ -16,6 +22,7 @@ from server.errors import InvalidRequest
 from server.ids import is_ulid, new_ulid
 from server.models import (
     FINISHED_STATUSES,
+    ContentBlock,
     ErrorInfo,
     Message,
     Run,
@@ -24,20 +31,91 @@ from server.models import (
     Turn,
     Usage,
 )
-from server.session import repair
+from server.session import answer_all, repair
 from server.transcript import SessionExport
 
 UNFINISHED = "the run had not finished when its session was exported"
+ANSWERED_ON_IMPORT = (
+    "no result: the imported history held none for this tool call (answered on import)"
+)
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 MAX_COUNT = 2**40  # steps or tokens of one run: far above any real run, far below SQLite's
 
 
-def plan(exports: list[SessionExport], keep_ids: bool, now: str) -> list[SessionExport]:
+class Repaired(msgspec.Struct):
+    """Tool calls of a session that the import answered (see ANSWERED_ON_IMPORT)."""
+
+    session_id: str
+    tool_use_ids: list[str]
+
+
+def plan(
+    exports: list[SessionExport], keep_ids: bool, now: str
+) -> tuple[list[SessionExport], list[Repaired]]:
+    """The sessions as they will be stored, and the tool calls answered on the way (under
+    the sessions' new ids)."""
+    answered: list[tuple[str, list[str]]] = []
+    mended = []
     for export in exports:
+        export, calls = answer_open_calls(export)
+        if calls:
+            answered.append((export.session.id, calls))
         check(export, keep_ids)
-    _check_unique(exports)
-    ids = _id_map(exports, keep_ids)
-    return [_restored(export, ids, now) for export in exports]
+        mended.append(export)
+    _check_unique(mended)
+    ids = _id_map(mended, keep_ids)
+    repaired = [Repaired(ids[sid], calls) for sid, calls in answered]
+    return [_restored(export, ids, now) for export in mended], repaired
+
+
+def answer_open_calls(export: SessionExport) -> tuple[SessionExport, list[str]]:
+    """The export with every tool call that the history goes on past without a result
+    answered; and those calls' ids. Calls still open at the very end stay open (a paused
+    or interrupted run, answered when the session runs)."""
+    messages: list[Message] = []
+    answered: list[str] = []
+    open_calls: list[ToolUseBlock] = []
+    added = 0  # messages inserted so far: the ones after them move up (a bad seq stays bad)
+    for message in export.messages:
+        if open_calls and message.role == "assistant":
+            filler = answer_all(open_calls, ANSWERED_ON_IMPORT)
+            seq = message.seq + added
+            messages.append(
+                Message(
+                    new_ulid(), message.session_id, seq, "user", filler, None, message.created_at
+                )
+            )
+            answered += [call.id for call in open_calls]
+            added += 1
+        elif open_calls:
+            content, missing = _answered(message.content, open_calls)
+            message = msgspec.structs.replace(message, content=content)
+            answered += missing
+        messages.append(msgspec.structs.replace(message, seq=message.seq + added))
+        open_calls = [
+            b
+            for b in message.content
+            if isinstance(b, ToolUseBlock) and message.role == "assistant"
+        ]
+    if not answered:
+        return export, []
+    return msgspec.structs.replace(export, messages=messages), answered
+
+
+def _answered(
+    content: list[ContentBlock], open_calls: list[ToolUseBlock]
+) -> tuple[list[ContentBlock], list[str]]:
+    """A user message's blocks with results for the open calls it does not answer, placed
+    after its own results (results come first in a message); and those calls' ids."""
+    given = {b.tool_use_id for b in content if isinstance(b, ToolResultBlock)}
+    missing = [call for call in open_calls if call.id not in given]
+    if not missing:
+        return content, []
+    lead = 0
+    while lead < len(content) and isinstance(content[lead], ToolResultBlock):
+        lead += 1
+    filled = [*content[:lead], *answer_all(missing, ANSWERED_ON_IMPORT), *content[lead:]]
+    return filled, [call.id for call in missing]
 
 
 def check(export: SessionExport, keep_ids: bool) -> None:
@@ -97,6 +175,11 @@ def _check_run(where: str, run: Run, session_id: str) -> None:
         if not 0 <= count <= MAX_COUNT:
             raise InvalidRequest(f"{where}: run {run.id!r} has a count out of range: {count}")
     for stamp in (run.created_at, run.started_at, run.finished_at):
+        _check_stamp(where, stamp)
+
+
+def check_stamps(where: str, stamps: list[str | None]) -> None:
+    for stamp in stamps:
         _check_stamp(where, stamp)
 
 

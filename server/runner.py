@@ -162,6 +162,8 @@ class Runner:
             observe, append = active.observe, runlog.emit
 
             def emit(event: Event) -> Awaitable[None] | None:
+                if type(event) is MessageStart:
+                    event.run_id = active.id
                 observe(event)
                 append(event)
                 if type(event) is MessageStart:

@@ -8,6 +8,7 @@ import re
 import msgspec
 
 from server.models import (
+    Agent,
     ContentBlock,
     Message,
     Run,
@@ -22,11 +23,12 @@ _BACKTICKS = re.compile(r"`+")
 _encoder = msgspec.json.Encoder()
 
 
-class SessionExport(msgspec.Struct):
+class SessionExport(msgspec.Struct, omit_defaults=True):
     version: int
     session: SessionRecord
     runs: list[Run]
     messages: list[Message]
+    agents: list[Agent] = []  # the session's agent, when asked for (with_agents)
 
 
 def jsonl(messages: list[Message]) -> bytes:

@@ -226,6 +226,8 @@ def test_cors_for_browser_pages_when_configured(tmp_path: Path) -> None:
             assert preflight.headers["access-control-allow-origin"] == "http://app.test"
             listed = await http.get("/sessions", headers=origin)
             assert listed.headers["access-control-allow-origin"] == "http://app.test"
+            exposed = listed.headers["access-control-expose-headers"].lower().split(", ")
+            assert "sessiond-run-id" in exposed  # a page reads the run id of its stream
             other = await http.get("/sessions", headers={"Origin": "http://evil.test"})
             assert "access-control-allow-origin" not in other.headers
         async with app_client(make_settings(tmp_path)) as http:

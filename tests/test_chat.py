@@ -30,7 +30,7 @@ SCRIPT = [
 class Terminal:
     """A child process on the slave side of a pty; we read and type on the master side."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cwd: Path = ROOT) -> None:
         self.master, slave = pty.openpty()
         env = {k: v for k, v in os.environ.items() if k != "SESSIOND_URL"}
         self.proc = subprocess.Popen(
@@ -38,7 +38,7 @@ class Terminal:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             close_fds=True,
         )
@@ -114,6 +114,43 @@ def test_chat_without_a_name_makes_one_and_prints_it(live: ThreadServer, agent_i
     term.type("\x04")
     assert term.close() == 0
     assert httpx.get(f"{live.url}/sessions/{name}").status_code == 200
+
+
+def test_chat_work_dir_gives_a_new_session_its_folder(
+    live: ThreadServer, agent_id: str, tmp_path: Path
+) -> None:
+    args = ("chat", "--agent", agent_id, "--url", live.url)
+    term = Terminal(*args, "--session", "wd-flag", "--work-dir", str(tmp_path))
+    term.read_until(r"session wd-flag \(new\); Ctrl-D to leave\n> ")
+    term.type("what is here?\n")
+    term.read_until(r"<- notes\.txt")  # the tool ran in the folder
+    term.read_until(r"word39\n\n> ")
+    term.type("\x04")
+    assert term.close() == 0
+    assert httpx.get(f"{live.url}/sessions/wd-flag").json()["work_dir"] == str(tmp_path)
+
+    # without the flag: the current folder, which this server allows
+    here = Terminal(*args, "--session", "wd-here", cwd=tmp_path)
+    here.read_until(r"session wd-here \(new\)")
+    here.read_until(r"> ")
+    here.type("\x04")
+    assert here.close() == 0
+    assert httpx.get(f"{live.url}/sessions/wd-here").json()["work_dir"] == str(tmp_path)
+
+    # a current folder the server does not allow: said, and the session has none
+    elsewhere = Terminal(*args, "--session", "wd-none")
+    elsewhere.read_until(r"does not allow .* as a work_dir")
+    elsewhere.read_until(r"session wd-none \(new\)")
+    elsewhere.read_until(r"> ")
+    elsewhere.type("\x04")
+    assert elsewhere.close() == 0
+    assert httpx.get(f"{live.url}/sessions/wd-none").json()["work_dir"] is None
+
+    # a folder asked for that the server does not allow: an error, no session
+    refused = Terminal(*args, "--session", "wd-bad", "--work-dir", str(ROOT))
+    refused.read_until(r"sessiond chat: work_dir .* is outside the allowed roots")
+    assert refused.close() == 1
+    assert httpx.get(f"{live.url}/sessions/wd-bad").status_code == 404
 
 
 def test_chat_reports_an_unreachable_server(tmp_path: Path) -> None:

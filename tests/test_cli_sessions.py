@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.cli import main
-from tests.conftest import scripted_agent
+from tests.conftest import make_settings, scripted_agent
 from tests.live import ThreadServer
 
 
@@ -90,6 +90,31 @@ def test_export_and_import(live: ThreadServer, tmp_path: Path, capsys: Any) -> N
     assert "already exists" in capsys.readouterr().err
     assert main(sessions(live, "export", "alpha", "beta", "--format", "json")) == 1
     assert "exactly one session" in capsys.readouterr().err
+
+
+def test_export_with_agents_imports_onto_an_empty_server(
+    live: ThreadServer, tmp_path: Path, capsys: Any
+) -> None:
+    alpha, _ = populate(live, tmp_path)
+    agent = httpx.get(f"{live.url}/sessions/{alpha}").json()["agent_id"]
+    bundle, doc = tmp_path / "all.zip", tmp_path / "alpha.json"
+    assert main(sessions(live, "export", "--with-agents", "-o", str(bundle))) == 0
+    assert main(sessions(live, "export", "alpha", "--with-agents", "-o", str(doc))) == 0
+    assert [a["id"] for a in json.loads(doc.read_text())["agents"]] == [agent]
+    capsys.readouterr()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = ThreadServer(make_settings(empty)).start()
+    try:
+        assert main(sessions(other, "import", str(bundle), "--keep-ids")) == 0
+        report = capsys.readouterr().out
+        assert f"created agent {agent}  scripted" in report
+        assert httpx.get(f"{other.url}/sessions/{alpha}").json()["agent_id"] == agent
+        sent = httpx.post(f"{other.url}/sessions/{alpha}/message", json={"message": "again"})
+        assert sent.json()["response"] == "the answer"
+    finally:
+        other.stop()
 
 
 @pytest.mark.parametrize(

@@ -83,9 +83,15 @@ def test_client_tool_round_trip_streamed(live: ThreadServer, tmp_path: Path) -> 
 def test_client_tool_blocking_and_restart_while_paused(live: ThreadServer, tmp_path: Path) -> None:
     sid = session_with(live.url, tmp_path, SCRIPT, ["list_files", WEATHER])
     base = f"{live.url}/sessions/{sid}"
+    (tmp_path / "forecast.txt").write_text("clouds\n")
     paused = httpx.post(f"{base}/message", json={"message": "weather?"}).json()
     assert paused["stop_reason"] == "requires_action" and paused["status"] == "requires_action"
     [call] = paused["pending_tool_calls"]
+    # the server tool of the paused step already ran: its output is shown, the client's is not
+    listed, waiting = paused["tool_calls"]
+    assert listed["name"] == "list_files" and not listed["is_error"]
+    assert "forecast.txt" in listed["output"]
+    assert waiting["id"] == call["id"] and waiting["output"] is None
     live.restart()
     run_url = f"{base}/runs/{paused['run_id']}"
     assert httpx.get(run_url).json()["status"] == "requires_action"

@@ -258,6 +258,32 @@ def test_idempotency_key_returns_the_first_run(live: ThreadServer, tmp_path: Pat
     assert httpx.get(f"{live.url}/sessions/{sid}").json()["turn_count"] == 1
 
 
+def test_idempotency_key_with_another_body_is_422_on_every_route(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "once"}])
+    headers = {"Idempotency-Key": "k-body"}
+    base = f"{live.url}/sessions/{sid}"
+    first = httpx.post(f"{base}/message", json={"message": "hi"}, headers=headers).json()
+    for path, body in [
+        ("/message", {"message": "something else"}),
+        ("/message/stream", {"message": "something else"}),
+        ("/runs", {"message": "something else"}),
+        ("/message", {"message": "hi", "if_busy": "queue"}),
+    ]:
+        refused = httpx.post(f"{base}{path}", json=body, headers=headers)
+        assert refused.status_code == 422, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["type"] == "unprocessable" and "k-body" in error["message"]
+    again = httpx.post(
+        f"{base}/message", json={"message": [{"type": "text", "text": "hi"}]}, headers=headers
+    )
+    assert again.json()["run_id"] == first["run_id"]
+    assert httpx.get(base).json()["turn_count"] == 1
+    texts = [m["content"][0]["text"] for m in httpx.get(f"{base}/messages").json()["data"]]
+    assert texts == ["hi", "once"]
+
+
 # -- a real process, killed ---------------------------------------------------------------
 
 # first step streaming; second step just started (the first is stored by then); deep in it
@@ -491,3 +517,36 @@ def test_reconnecting_to_a_finished_run_after_its_last_event_is_204(
     assert httpx.get(url, headers={"Last-Event-ID": last}).status_code == 204
     tail = asyncio.run(read_run(live.url, sid, result["run_id"], str(int(last) - 1)))
     assert [e.id for e in tail] == [last]
+
+
+def test_session_channel_refuses_a_last_event_id_of_an_unknown_run(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    sid = new_session(live.url, tmp_path, [{"text": "all done"}])
+    other = new_session(live.url, tmp_path, [{"text": "elsewhere"}])
+    mine = httpx.post(f"{live.url}/sessions/{sid}/message", json={"message": "hi"}).json()
+    theirs = httpx.post(f"{live.url}/sessions/{other}/message", json={"message": "hi"}).json()
+    url = f"{live.url}/sessions/{sid}/events"
+    for resume in ("01J0000000000000000000NONE:3", f"{theirs['run_id']}:1"):
+        for asked in (
+            {"headers": {"Last-Event-ID": resume}},
+            {"params": {"last_event_id": resume}},
+        ):
+            refused = httpx.get(url, timeout=10, **asked)  # type: ignore[arg-type]
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert error["type"] == "invalid_request" and "Last-Event-ID" in error["message"]
+
+    async def resumed() -> list[Event]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            headers = {"Last-Event-ID": f"{mine['run_id']}:1"}
+            async with http.stream("GET", url, headers=headers) as response:
+                assert response.status_code == 200
+                found = []
+                async for event in events(response):
+                    found.append(event)
+                    if event.event == "done":
+                        return found
+        return found
+
+    assert asyncio.run(resumed())[-1].json["run_id"] == mine["run_id"]

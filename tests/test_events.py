@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from server import events
-from server.events import Done, Error, Ping, TextDelta, ToolResult
+from server.events import Done, Error, MessageStart, Ping, StepInfo, TextDelta, ToolResult
 from server.models import ErrorInfo, Usage
 
 
@@ -43,6 +43,13 @@ def test_session_channel_adds_run_id_once() -> None:
     }
     done = events.encode(Done(Usage(), 1, "01R", None, "completed"))
     assert events.with_run_id("done", done, "01R") == done
+    start = events.encode(MessageStart(StepInfo("m", 'a "run_id":"x" model'), run_id="01R"))
+    assert events.with_run_id("message_start", start, "01R") == start
+    assert start.count(b'"run_id"') == 1
+    # a message_start logged before it carried its run id gets it on the session channel
+    old = events.encode(MessageStart(StepInfo("m", None)))
+    assert b"run_id" not in old
+    assert json.loads(events.with_run_id("message_start", old, "01R"))["run_id"] == "01R"
 
 
 def test_retry_and_ping_frames_have_no_id() -> None:

@@ -265,11 +265,6 @@ STRAY = {"type": "tool_result", "tool_use_id": "zz", "content": "ok"}
 
 BAD_HISTORIES = [
     ([message(1, "user", STRAY)], "answers no open tool call"),
-    (
-        [message(1, "user", TEXT), message(2, "assistant", CALL), message(3, "user", TEXT)],
-        "no result",
-    ),
-    ([message(1, "assistant", CALL), message(2, "assistant", TEXT)], "no result"),
     ([message(1, "user", TEXT), message(3, "assistant", TEXT)], "numbered"),
     ([message(1, "user")], "at least one block"),
     ([message(1, "user", CALL)], "cannot hold a tool_use"),
@@ -292,6 +287,194 @@ def test_invalid_history_is_refused(tmp_path: Path, messages: list[Any], why: st
             assert refused.status_code == 400, refused.text
             assert why in refused.json()["error"]["message"]
             assert (await http.get("/sessions")).json()["data"] == []
+
+    run(go())
+
+
+ANSWERED = "answered on import"
+
+
+def test_a_history_that_goes_on_past_a_call_gets_it_answered_on_import(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with app_client(make_settings(tmp_path)) as http:
+            session = (await http.post("/sessions", json={})).json()
+            await http.delete(f"/sessions/{session['id']}")
+            session["id"] = "S"
+            second = {**CALL, "id": "c2"}
+            history = [
+                message(1, "user", TEXT),
+                message(2, "assistant", CALL),
+                message(3, "user", TEXT),  # no result for c1
+                message(4, "assistant", second),
+                message(5, "assistant", TEXT),  # no result for c2, nor a user turn
+                message(6, "user", TEXT),
+            ]
+            doc = {"version": 1, "session": session, "runs": [], "messages": history}
+            imported = await http.post("/sessions/import", json=doc)
+            assert imported.status_code == 201, imported.text
+            result = imported.json()
+            [copy] = result["sessions"]
+            assert result["repaired"] == [{"session_id": copy["id"], "tool_use_ids": ["c1", "c2"]}]
+            assert copy["message_count"] == result["message_count"] == 7
+            stored = (await http.get(f"/sessions/{copy['id']}/messages")).json()["data"]
+            assert [m["seq"] for m in stored] == [1, 2, 3, 4, 5, 6, 7]
+            assert [m["role"] for m in stored] == [
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+                "user",
+            ]
+            first, text = stored[2]["content"]
+            assert first["tool_use_id"] == "c1" and first["is_error"] is True
+            assert ANSWERED in first["content"] and text == TEXT
+            [filler] = stored[4]["content"]
+            assert filler["tool_use_id"] == "c2" and ANSWERED in filler["content"]
+            assert stored[5]["content"] == [TEXT]
+
+    run(go())
+
+
+async def forked_after_a_tool_call(http: Any, tmp_path: Path) -> tuple[str, str, str]:
+    """A session with a tool turn; its fork cut right after the call, then continued."""
+    (tmp_path / "notes.txt").write_text("hello\n")
+    body = scripted_agent(TOOL_TURN, name="forker", tools=["list_files"])
+    agent = (await http.post("/agents", json=body)).json()["id"]
+    session = {"agent_id": agent, "work_dir": str(tmp_path)}
+    sid = (await http.post("/sessions", json=session)).json()["id"]
+    await http.post(f"/sessions/{sid}/message", json={"message": "ls"})
+    call = (await http.get(f"/sessions/{sid}/messages")).json()["data"][1]
+    assert call["content"][-1]["type"] == "tool_use"
+    fork = await http.post(f"/sessions/{sid}/fork", json={"at_message_id": call["id"]})
+    fid = fork.json()["id"]
+    sent = await http.post(f"/sessions/{fid}/message", json={"message": "go on"})
+    assert sent.status_code == 200, sent.text
+    return sid, fid, call["content"][-1]["id"]
+
+
+def check_answered(messages: list[dict[str, Any]], call_id: str) -> None:
+    """The fork's history as imported: the open call answered, marked, before "go on"."""
+    assert [m["role"] for m in messages[:3]] == ["user", "assistant", "user"]
+    answer, text = messages[2]["content"]
+    assert answer == {
+        "type": "tool_result",
+        "tool_use_id": call_id,
+        "content": answer["content"],
+        "is_error": True,
+    }
+    assert ANSWERED in answer["content"] and text["text"] == "go on"
+
+
+def test_a_fork_cut_after_a_tool_call_imports_back_from_its_own_export(tmp_path: Path) -> None:
+    origin, target = tmp_path / "origin", tmp_path / "target"
+    origin.mkdir()
+    target.mkdir()
+
+    async def go() -> None:
+        async with app_client(make_settings(origin, allow_roots=[str(tmp_path)])) as http:
+            sid, fid, call_id = await forked_after_a_tool_call(http, origin)
+            doc = (await http.get(f"/sessions/{fid}/export")).content
+            imported = await http.post(
+                "/sessions/import", content=doc, headers={"content-type": "application/json"}
+            )
+            assert imported.status_code == 201, imported.text
+            [copy] = imported.json()["sessions"]
+            assert imported.json()["repaired"] == [
+                {"session_id": copy["id"], "tool_use_ids": [call_id]}
+            ]
+            check_answered(
+                (await http.get(f"/sessions/{copy['id']}/messages")).json()["data"], call_id
+            )
+            again = await http.post(f"/sessions/{copy['id']}/message", json={"message": "more"})
+            assert again.status_code == 200, again.text
+            backup = (await http.post("/sessions/export?with_agents=true", json={})).content
+        # the whole server's backup, onto an empty one
+        async with app_client(make_settings(target, allow_roots=[str(tmp_path)])) as http:
+            restored = await http.post(
+                "/sessions/import?keep_ids=true",
+                content=backup,
+                headers={"content-type": "application/zip"},
+            )
+            assert restored.status_code == 201, restored.text
+            result = restored.json()
+            assert {s["id"] for s in result["sessions"]} >= {sid, fid}
+            assert {"session_id": fid, "tool_use_ids": [call_id]} in result["repaired"]
+            check_answered((await http.get(f"/sessions/{fid}/messages")).json()["data"], call_id)
+            # the repaired history is one sessiond itself imports back once more
+            again = (await http.get(f"/sessions/{fid}/export")).content
+            reimported = await http.post("/sessions/import", content=again)
+            assert reimported.status_code == 201, reimported.text
+            assert reimported.json()["repaired"] == []
+
+    run(go())
+
+
+def test_bundled_agents_are_matched_by_id_or_name_or_created(tmp_path: Path) -> None:
+    origin, target = tmp_path / "origin", tmp_path / "target"
+    origin.mkdir()
+    target.mkdir()
+    (origin / "notes.txt").write_text("hello\n")
+
+    async def go() -> None:
+        async with app_client(make_settings(origin, allow_roots=[str(tmp_path)])) as http:
+            body = scripted_agent(TOOL_TURN, name="carried", tools=["list_files"])
+            agent = (await http.post("/agents", json=body)).json()
+            session = {"agent_id": agent["id"], "work_dir": str(origin)}
+            sid = (await http.post("/sessions", json=session)).json()["id"]
+            await http.post(f"/sessions/{sid}/message", json={"message": "ls"})
+            plain = (await http.post("/sessions/export", json={"ids": [sid]})).content
+            assert "agents.json" not in unzip(plain)
+            bundle = (
+                await http.post("/sessions/export?with_agents=true", json={"ids": [sid]})
+            ).content
+            files = unzip(bundle)
+            assert json.loads(files["agents.json"]) == [agent]
+            assert "agents.json" in json.loads(files["manifest.json"])["checksums"]
+            doc = (await http.get(f"/sessions/{sid}/export?with_agents=true")).json()
+            assert doc["agents"] == [agent]
+            assert "agents" not in (await http.get(f"/sessions/{sid}/export")).json()
+
+        async with app_client(make_settings(target, allow_roots=[str(tmp_path)])) as http:
+            without = await http.post("/sessions/import", content=plain)
+            assert without.status_code == 400 and "with_agents" in without.text
+            imported = await http.post("/sessions/import", content=bundle)
+            assert imported.status_code == 201, imported.text
+            [made] = imported.json()["agents"]
+            assert made == agent  # created as exported, its id kept
+            assert (await http.get(f"/agents/{agent['id']}")).json() == agent
+            [copy] = imported.json()["sessions"]
+            assert copy["agent_id"] == agent["id"]
+            sent = await http.post(f"/sessions/{copy['id']}/message", json={"message": "ls"})
+            assert sent.json()["response"] == "One file: notes.txt"  # the carried script ran
+
+            # again: the agent of that id is used, none created
+            twice = await http.post("/sessions/import", content=bundle)
+            assert twice.status_code == 201 and twice.json()["agents"] == []
+            assert twice.json()["sessions"][0]["agent_id"] == agent["id"]
+            # a json export with its agent, onto a server whose agent of that name has another id
+            await http.delete(f"/sessions/{copy['id']}")
+            await http.delete(f"/sessions/{twice.json()['sessions'][0]['id']}")
+            await http.delete(f"/agents/{agent['id']}")
+            other = (await http.post("/agents", json={**body, "options": {"script": []}})).json()
+            by_name = await http.post("/sessions/import", json=doc)
+            assert by_name.status_code == 201, by_name.text
+            assert by_name.json()["agents"] == []
+            assert by_name.json()["sessions"][0]["agent_id"] == other["id"] != agent["id"]
+            listed = (await http.get("/agents")).json()["data"]
+            assert [a["name"] for a in listed].count("carried") == 1
+
+            # a carried agent this server could not run is refused, and nothing is stored
+            doc["agents"][0]["provider"] = "nonesuch"
+            doc["agents"][0]["name"] = "fresh"
+            doc["session"]["agent_id"] = doc["agents"][0]["id"] = "01J0000000000000000000AGNT"
+            before = len((await http.get("/sessions")).json()["data"])
+            refused = await http.post("/sessions/import", json=doc)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["field"].startswith("agents")
+            assert len((await http.get("/sessions")).json()["data"]) == before
+            assert (await http.get("/agents/01J0000000000000000000AGNT")).status_code == 404
 
     run(go())
 

@@ -177,3 +177,42 @@ def test_on_done_the_whole_turn_is_already_stored(live: ThreadServer, tmp_path: 
                 assert tail[1]["content"][0]["text"] == "stored before done"
 
     asyncio.run(go())
+
+
+def test_a_stream_names_its_run_before_the_end_so_it_can_be_cancelled(
+    live: ThreadServer, tmp_path: Path
+) -> None:
+    """The run id comes in the response header and in the first event, not only at `done`:
+    with it the client cancels the run while it still streams."""
+    slow = [{"text": " ".join(f"w{i}" for i in range(400))}]
+    sid = setup_session(live.url, tmp_path, slow, options={"token_delay_ms": 20})
+
+    async def go() -> tuple[str, dict[str, Any], list[Any]]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            path = f"{live.url}/sessions/{sid}/message/stream"
+            async with http.stream("POST", path, json={"message": "go"}) as response:
+                assert response.status_code == 200
+                header = response.headers["sessiond-run-id"]
+                seen = []
+                async for event in events(response):
+                    seen.append(event)
+                    if event.event == "message_start":
+                        start = event.json
+                        assert start["run_id"] == header
+                        cancelled = await http.post(
+                            f"{live.url}/sessions/{sid}/runs/{header}/cancel"
+                        )
+                        assert cancelled.status_code == 200, cancelled.text
+                    if event.event == "done":
+                        return header, event.json, seen
+        raise AssertionError("the stream ended without done")
+
+    header, done, seen = asyncio.run(go())
+    assert done["run_id"] == header and done["status"] == "cancelled"
+    assert sum(e.event == "text_delta" for e in seen) < 400  # stopped before the end
+
+    quick = setup_session(live.url, tmp_path, [{"text": "ok"}], name="quick")
+    blocking = httpx.post(f"{live.url}/sessions/{quick}/message", json={"message": "again"})
+    assert blocking.headers["sessiond-run-id"] == blocking.json()["run_id"]
+    started = httpx.post(f"{live.url}/sessions/{quick}/runs", json={"message": "bg"})
+    assert started.headers["sessiond-run-id"] == started.json()["run_id"]

@@ -384,6 +384,10 @@ def test_busy_queued_and_idempotent_runs_match_the_spec(tmp_path: Path) -> None:
             run_id = started.json()["run_id"]
             same = await http.post(f"/sessions/{sid}/runs", json={"message": "go"}, headers=key)
             assert same.json()["run_id"] == run_id
+            other_body = {"message": "not go"}
+            reused = await http.post(f"/sessions/{sid}/runs", json=other_body, headers=key)
+            assert reused.status_code == 422
+            spec.check(reused, S + "/runs")
             clash = await http.post(f"/sessions/{other}/runs", json={"message": "go"}, headers=key)
             assert clash.status_code == 409 and clash.json()["error"]["type"] == "conflict"
             spec.check(clash, S + "/runs")

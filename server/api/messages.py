@@ -86,9 +86,12 @@ def to_request(body: MessageBody) -> RunRequest:
     return RunRequest(content, body.agent_id, body.if_busy, body.cancel_on_disconnect, body.tools)
 
 
-def result_of(run: Run, messages: list[Message]) -> MessageResult:
-    """The blocking answer, built from the run and the messages it stored."""
-    outputs: dict[str, ToolResultBlock] = {}
+def result_of(
+    run: Run, messages: list[Message], held: list[ToolResultBlock] | None = None
+) -> MessageResult:
+    """The blocking answer, built from the run and the messages it stored (and, for a run
+    paused for client tools, the results of the server tools its last step ran)."""
+    outputs: dict[str, ToolResultBlock] = {block.tool_use_id: block for block in held or []}
     calls: list[ToolUseBlock] = []
     response = ""
     for message in messages:
@@ -132,9 +135,11 @@ async def start(request: Request) -> ActiveRun | Run:
 
 
 async def finished_result(request: Request, started: ActiveRun | Run) -> MessageResult:
+    stored = True
     if isinstance(started, ActiveRun):
         await started.done.wait()
         run, messages = started.run, started.messages
+        stored = started.scratch is None
     else:
         run = started
         messages = await store(request).messages.of_run(run.id)
@@ -143,12 +148,20 @@ async def finished_result(request: Request, started: ActiveRun | Run) -> Message
         error.type = run.error.type
         error.status = status_for(run.error.type)
         raise error
-    return result_of(run, messages)
+    held: list[ToolResultBlock] = []
+    if run.status == "requires_action" and stored:
+        # the paused step's server tool results wait in the run until the client's come
+        held = (await store(request).runs.get(run.id)).held
+    return result_of(run, messages, held)
+
+
+RUN_ID_HEADER = "Sessiond-Run-Id"  # the run a message started (or its key's earlier one)
 
 
 async def post_message(request: Request) -> Response:
     started = await start(request)
-    return json_response(await finished_result(request, started))
+    result = await finished_result(request, started)
+    return json_response(result, 200, {RUN_ID_HEADER: started.id})
 
 
 async def stream_message(request: Request) -> Response:
@@ -164,7 +177,9 @@ def stream_run(request: Request, started: ActiveRun | Run, after: int = 0) -> Re
         if cancel and isinstance(started, ActiveRun):
             await runner(request).cancel(started)
 
-    return sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
+    response = sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
+    response.headers[RUN_ID_HEADER] = run_id  # before the first event: cancel or resume by it
+    return response
 
 
 async def start_run(request: Request) -> Response:
@@ -174,7 +189,8 @@ async def start_run(request: Request) -> Response:
     position = runner(request).queue_position(started.id)
     status = runner(request).status_of(started)
     body = RunStarted(started.id, sid, status, position, url)
-    return json_response(body, 202, {"Location": f"/sessions/{sid}/runs/{started.id}"})
+    headers = {"Location": f"/sessions/{sid}/runs/{started.id}", RUN_ID_HEADER: started.id}
+    return json_response(body, 202, headers)
 
 
 async def tool_results(request: Request) -> Response:
@@ -185,7 +201,8 @@ async def tool_results(request: Request) -> Response:
         request.path_params["session_id"], request.path_params["run_id"], body.results
     )
     if wait:
-        return json_response(await finished_result(request, resumed))
+        result = await finished_result(request, resumed)
+        return json_response(result, 200, {RUN_ID_HEADER: resumed.id})
     return stream_run(request, resumed, after=resumed.log.base)
 
 

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from server.api import sse
 from server.api.request import json_response, page_params, parse_count, runner, store
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, NotFound
 from server.models import FINISHED_STATUSES, Run
 
 
@@ -76,6 +76,13 @@ async def session_events(request: Request) -> Response:
                 f"Last-Event-ID {resume[:80]!r} is not a session channel id (<run_id>:<seq>)"
             )
         position = (run_id, parse_count(seq, "Last-Event-ID"))
+        try:
+            await st.runs.get(run_id, record.id)
+        except NotFound as exc:
+            # else the channel would replay every run after that id, or wait silently
+            raise InvalidRequest(
+                f"Last-Event-ID {resume[:80]!r} names no run of session {record.id}"
+            ) from exc
     batches = runner(request).watch(record.id, position, request.app.state.settings.ping_s)
     return sse.stream(request, sse.framed(request, batches, sse.session_frames))
 

@@ -1,11 +1,17 @@
 """Export and import: GET /sessions/{id}/export (json, jsonl, markdown), POST /sessions/export
 (a zip bundle of many), POST /sessions/import (a json export or a bundle).
 
-Import decisions: new ids unless `keep_ids` (a clash is 409 and imports nothing); an agent
-the server does not have is refused (400) unless `?agent_id=` names one to use instead; each
-work_dir must pass the same check as on create unless `?work_dir=` replaces them all; the
-history must pair every tool call with its result (see restore.py). The body has a limit of
-its own (max_import_bytes), and a bundle may unpack to at most four times that.
+`?with_agents=true` on an export adds the sessions' agents (the json document's `agents`,
+the bundle's agents.json).
+
+Import decisions: new ids unless `keep_ids` (a clash is 409 and imports nothing); `?agent_id=`
+gives every session that agent; else a session keeps its agent if the server has one with
+that id, or is given the server's agent of the same name as its exported agent, or that
+agent is created (when the import carries it); else it is refused (400). Each work_dir must
+pass the same check as on create unless `?work_dir=` replaces them all; the history must
+pair every tool call with its result (see restore.py, which answers calls the history went
+on past). The body has a limit of its own (max_import_bytes), and a bundle may unpack to at
+most four times that.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import bundle, restore, transcript
+from server import agentspec, bundle, restore, transcript
+from server.api.agents import CreateAgent
 from server.api.request import decode_body, field_of, json_response, query_choice, read_body, store
 from server.api.sessions import Tags, UpdateSession, check_name, check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.ids import now
-from server.models import Message, Run, SessionRecord
+from server.models import Agent, Message, Run, SessionRecord
 from server.store import Store
 from server.store.sessions import SessionFilter
 from server.transcript import SessionExport
@@ -50,6 +57,7 @@ class ImportDoc(msgspec.Struct, forbid_unknown_fields=True):
     session: SessionRecord
     runs: list[Run]
     messages: list[Message]
+    agents: list[Agent] = []
     keep_ids: bool = False
 
 
@@ -57,11 +65,14 @@ class ImportResult(msgspec.Struct):
     sessions: list[SessionRecord]
     message_count: int
     run_count: int
+    agents: list[Agent]  # the agents the import created
+    repaired: list[restore.Repaired]  # tool calls it answered (see restore.py)
 
 
 export_decoder = msgspec.json.Decoder(ExportBody)
 doc_decoder = msgspec.json.Decoder(ImportDoc)
 entries_decoder = msgspec.json.Decoder(list[bundle.BundleEntry])
+agents_decoder = msgspec.json.Decoder(list[Agent])
 message_decoder = msgspec.json.Decoder(Message)
 
 
@@ -73,9 +84,17 @@ async def exported(st: Store, key: str) -> SessionExport:
     return SessionExport(transcript.VERSION, record, runs, messages)
 
 
+async def agents_of(st: Store, records: list[SessionRecord]) -> list[Agent]:
+    return [await st.agents.get(key) for key in dict.fromkeys(r.agent_id for r in records)]
+
+
 async def export_session(request: Request) -> Response:
     form = query_choice(request, "format", ("json", "jsonl", "markdown"), "json")
-    doc = await exported(store(request), request.path_params["session_id"])
+    with_agents = _query_bool(request, "with_agents")
+    st = store(request)
+    doc = await exported(st, request.path_params["session_id"])
+    if with_agents:
+        doc.agents = await agents_of(st, [doc.session])
     extension = {"json": "json", "jsonl": "jsonl", "markdown": "md"}[form]
     headers = {"Content-Disposition": f'attachment; filename="{doc.session.id}.{extension}"'}
     if form == "jsonl":
@@ -89,9 +108,10 @@ async def export_bundle(request: Request) -> Response:
     body = await decode_body(request, export_decoder)
     st = store(request)
     records = await _selected(st, body)
+    agents = await agents_of(st, records) if _query_bool(request, "with_agents") else None
     exports = [await exported(st, record.id) for record in records]
     stamp = now()
-    data = await asyncio.to_thread(bundle.pack, exports, stamp)
+    data = await asyncio.to_thread(bundle.pack, exports, stamp, agents)
     name = f"sessiond-export-{stamp[:19].replace(':', '')}.zip"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     return Response(data, 200, headers, "application/zip")
@@ -137,27 +157,31 @@ async def import_sessions(request: Request) -> Response:
         raise InvalidRequest("the request body is empty; send a json export or a zip bundle")
     keep_ids = _query_bool(request, "keep_ids")
     if _is_zip(request, data):
-        exports = await asyncio.to_thread(_from_bundle, data, limit * UNPACK_FACTOR)
+        exports, carried = await asyncio.to_thread(_from_bundle, data, limit * UNPACK_FACTOR)
     else:
         doc = _decode(doc_decoder, data, "the json export")
         _check_version(doc.version)
         exports = [SessionExport(doc.version, doc.session, doc.runs, doc.messages)]
+        carried = doc.agents
         keep_ids = keep_ids or doc.keep_ids
     for export in exports:
         _check_fields(export.session)
-    planned = restore.plan(exports, keep_ids, now())
+    planned, repaired = restore.plan(exports, keep_ids, now())
     st = store(request)
-    planned = await _placed(request, st, planned)
-    await st.transfer.restore([(e.session, e.messages, e.runs) for e in planned])
+    planned, created = await _placed(request, st, planned, carried)
+    await st.transfer.restore([(e.session, e.messages, e.runs) for e in planned], created)
     sessions = [await st.sessions.get(e.session.id) for e in planned]
     messages = sum(len(e.messages) for e in planned)
     runs = sum(len(e.runs) for e in planned)
-    return json_response(ImportResult(sessions, messages, runs), 201)
+    return json_response(ImportResult(sessions, messages, runs, created, repaired), 201)
 
 
-def _from_bundle(data: bytes, unpacked_limit: int) -> list[SessionExport]:
+def _from_bundle(data: bytes, unpacked_limit: int) -> tuple[list[SessionExport], list[Agent]]:
     files = bundle.unpack(data, unpacked_limit)
     entries = _decode(entries_decoder, files.sessions, bundle.SESSIONS)
+    agents: list[Agent] = []
+    if files.agents is not None:
+        agents = _decode(agents_decoder, files.agents, bundle.AGENTS)
     by_session: dict[str, list[Message]] = {entry.session.id: [] for entry in entries}
     for number, line in enumerate(files.messages.splitlines(), 1):
         if not line.strip():
@@ -174,7 +198,7 @@ def _from_bundle(data: bytes, unpacked_limit: int) -> list[SessionExport]:
         for e in entries
     ]
     _check_counts(files.manifest.counts, exports)
-    return exports
+    return exports, agents
 
 
 def _check_counts(counts: bundle.Counts, exports: list[SessionExport]) -> None:
@@ -189,30 +213,72 @@ def _check_counts(counts: bundle.Counts, exports: list[SessionExport]) -> None:
         )
 
 
-async def _placed(request: Request, st: Store, planned: list[SessionExport]) -> list[SessionExport]:
-    """Each session with the agent and work_dir it will have here, both checked."""
+async def _placed(
+    request: Request, st: Store, planned: list[SessionExport], carried: list[Agent]
+) -> tuple[list[SessionExport], list[Agent]]:
+    """Each session with the agent and work_dir it will have here, both checked; and the
+    carried agents to create for them."""
     agent_id = request.query_params.get("agent_id") or None
     if agent_id is not None:
         await st.agents.get(agent_id)
     work_dir = request.query_params.get("work_dir") or None
+    agents, created = await _agents_here(st, planned, carried) if agent_id is None else ({}, [])
     placed = []
     for export in planned:
         session = msgspec.structs.replace(
             export.session,
-            agent_id=agent_id or export.session.agent_id,
+            agent_id=agent_id or agents[export.session.agent_id],
             work_dir=check_work_dir(request, work_dir or export.session.work_dir),
         )
         placed.append(msgspec.structs.replace(export, session=session))
-    for missing in {e.session.agent_id for e in placed}:
+    return placed, created
+
+
+async def _agents_here(
+    st: Store, planned: list[SessionExport], carried: list[Agent]
+) -> tuple[dict[str, str], list[Agent]]:
+    """Each exported agent id → the id of the agent its sessions get here: the server's
+    agent of that id, else the server's agent of the carried agent's name, else the carried
+    agent, to be created. An agent neither here nor carried is refused."""
+    by_id = {agent.id: agent for agent in carried}
+    here: dict[str, str] = {}
+    created: list[Agent] = []
+    for key in dict.fromkeys(e.session.agent_id for e in planned):
         try:
-            await st.agents.get(missing)
-        except NotFound as exc:
+            here[key] = (await st.agents.get(key)).id
+            continue
+        except NotFound:
+            agent = by_id.get(key)
+        if agent is None:
             raise InvalidRequest(
-                f"agent {missing!r} does not exist on this server; create it, or import with "
-                "?agent_id=<id> (for instance default) to give the sessions another agent",
+                f"agent {key!r} does not exist on this server; create it, export with "
+                "?with_agents=true, or import with ?agent_id=<id> (for instance default) to "
+                "give the sessions another agent",
                 field="agent_id",
-            ) from exc
-    return placed
+            )
+        same_name = await st.agents.find_by_name(agent.name)
+        if same_name is not None:
+            here[key] = same_name.id
+            continue
+        created.append(_creatable(agent))
+        here[key] = agent.id
+    return here, created
+
+
+def _creatable(agent: Agent) -> Agent:
+    """A carried agent, checked as POST /agents checks a new one."""
+    where = f"agent {agent.id!r}"
+    if not agent.id or len(agent.id) > 100:
+        raise InvalidRequest(f"{where}: an agent id must hold 1 to 100 characters")
+    fields = {name: getattr(agent, name) for name in CreateAgent.__struct_fields__}
+    try:
+        msgspec.convert(msgspec.to_builtins(fields), CreateAgent)
+        restore.check_stamps(where, [agent.created_at, agent.updated_at])
+        return agentspec.check(agent)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"{where}: {exc}", field=f"agents.{field_of(str(exc))}") from exc
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{where}: {exc.message}", field="agents") from exc
 
 
 def _check_fields(session: SessionRecord) -> None:

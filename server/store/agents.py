@@ -52,6 +52,16 @@ def _values(agent: Agent) -> tuple[Any, ...]:
     )
 
 
+def insert(conn: sqlite3.Connection, agent: Agent) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise _name_taken(agent) from exc
+
+
 def _name_taken(agent: Agent) -> Conflict:
     return Conflict(f"an agent named {agent.name!r} already exists", field="name")
 
@@ -94,6 +104,10 @@ class Agents:
         written.add_done_callback(forget)
         return await written
 
+    async def find_by_name(self, name: str) -> Agent | None:
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM agents WHERE name = ?", (name,))
+        return _agent(row) if row is not None else None
+
     async def page(self, limit: int, cursor: str | None) -> Page[Agent]:
         after = decode_cursor(cursor, 2) if cursor else ["", ""]
         rows = await self.db.fetchall(
@@ -107,16 +121,7 @@ class Agents:
         return Page(agents, encode_cursor(last.created_at, last.id) if more and last else None)
 
     async def create(self, agent: Agent) -> Agent:
-        def op(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    f"INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise _name_taken(agent) from exc
-
-        await self._write(agent.id, op)
+        await self._write(agent.id, lambda conn: insert(conn, agent))
         return agent
 
     async def replace(self, agent: Agent) -> Agent:

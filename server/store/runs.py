@@ -342,11 +342,13 @@ class Runs:
             raise NotFound(f"run {run_id!r} not found")
         return _stored(row)
 
-    async def by_idempotency_key(self, key: str) -> Run | None:
+    async def by_idempotency_key(self, key: str) -> StoredRun | None:
+        """The run first started with this key, with the request it was started for."""
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,)
+            f"SELECT {_COLUMNS}, input, options, held_results FROM runs WHERE idempotency_key = ?",
+            (key,),
         )
-        return _run(row) if row is not None else None
+        return _stored(row) if row is not None else None
 
     async def page(self, session_id: str, limit: int, cursor: str | None) -> Page[Run]:
         before = str(decode_cursor(cursor, 1)[0]) if cursor else "~"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlite3
 
 from server.errors import Conflict
-from server.models import Message, Run, SessionRecord
+from server.models import Agent, Message, Run, SessionRecord
+from server.store import agents as agent_ops
 from server.store import codec, searchindex, sessions
 from server.store.sqlite import Database
 
@@ -18,11 +19,14 @@ class Transfer:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def restore(self, items: list[Restorable]) -> None:
-        await self.db.write(lambda conn: _restore(conn, items))
+    async def restore(self, items: list[Restorable], agents: list[Agent] | None = None) -> None:
+        """Store the sessions, and first the `agents` they need that this server lacks."""
+        await self.db.write(lambda conn: _restore(conn, items, agents or []))
 
 
-def _restore(conn: sqlite3.Connection, items: list[Restorable]) -> None:
+def _restore(conn: sqlite3.Connection, items: list[Restorable], agents: list[Agent]) -> None:
+    for agent in agents:
+        agent_ops.insert(conn, agent)
     ids = [record.id for record, _, _ in items]
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
