@@ -25,10 +25,33 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GC_THRESHOLD = 20_000  # allocations between first-generation collections (Python's default: 700)
 
 
+# Every command with its one-line help; `sessiond --help` lists them all, nested ones too.
+COMMANDS = {
+    "serve": "run the HTTP server",
+    "chat": "chat with an agent in the terminal",
+    "sessions": "list, show, delete, export, import sessions",
+    "sessions ls": "list sessions, most recently active first",
+    "sessions show": "print a session's transcript",
+    "sessions rm": "delete sessions (a running run is cancelled first)",
+    "sessions export": "export one session (json, jsonl, markdown) or a zip bundle of many",
+    "sessions import": "import a json export or a zip bundle",
+}
+
+
+def command_list() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    return "commands:\n" + "\n".join(f"  sessiond {n:<{width}}{h}" for n, h in COMMANDS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sessiond", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP server")
+    parser = argparse.ArgumentParser(
+        prog="sessiond",
+        description=__doc__,
+        epilog=command_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help=COMMANDS["serve"])
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; env SESSIOND_HOST)")
     serve.add_argument("--port", type=int, help="port (default 2323; env SESSIOND_PORT)")
     serve.add_argument("--db", help="SQLite file (default ./data/sessiond.db; env SESSIOND_DB)")
@@ -78,36 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
         "claude-sonnet-4-5 or gpt-4o-mini; a local OpenAI-compatible server needs its own)",
     )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
-    talk = commands.add_parser("chat", help="chat with an agent in the terminal")
+    talk = commands.add_parser("chat", help=COMMANDS["chat"])
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")
     talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
     add_url_argument(talk)
-    manage = commands.add_parser("sessions", help="list, show, delete, export, import sessions")
+    manage = commands.add_parser("sessions", help=COMMANDS["sessions"])
     add_session_commands(manage)
     return parser
 
 
 def add_session_commands(parent: argparse.ArgumentParser) -> None:
     commands = parent.add_subparsers(dest="action", required=True)
-    ls = commands.add_parser("ls", help="list sessions, most recently active first")
+    ls = commands.add_parser("ls", help=COMMANDS["sessions ls"])
     ls.add_argument("--status", help="idle, running, requires_action, failed or archived")
     ls.add_argument("--tag", action="append", default=[], help="only with this tag (repeatable)")
     ls.add_argument("--agent", help="only of this agent id")
     ls.add_argument("--work-dir", help="only of this folder")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="print the API's JSON")
-    show = commands.add_parser("show", help="print a session's transcript")
+    show = commands.add_parser("show", help=COMMANDS["sessions show"])
     show.add_argument("session", help="id or name")
     show.add_argument("--json", action="store_true", help="print the session's JSON instead")
-    rm = commands.add_parser("rm", help="delete sessions (a running run is cancelled first)")
+    rm = commands.add_parser("rm", help=COMMANDS["sessions rm"])
     rm.add_argument("sessions", nargs="+", help="ids or names")
-    export = commands.add_parser(
-        "export", help="export one session (json, jsonl, markdown) or a zip bundle of many"
-    )
+    export = commands.add_parser("export", help=COMMANDS["sessions export"])
     export.add_argument("sessions", nargs="*", help="ids or names (none: every session)")
     export.add_argument("--format", choices=("json", "jsonl", "markdown", "zip"))
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
-    imp = commands.add_parser("import", help="import a json export or a zip bundle")
+    imp = commands.add_parser("import", help=COMMANDS["sessions import"])
     imp.add_argument("file", help="the file ('-' for stdin)")
     imp.add_argument("--keep-ids", action="store_true", help="keep the exported ids")
     imp.add_argument("--agent", help="give every imported session this agent")
