@@ -77,7 +77,8 @@ def test_help_names_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     for command in ("sessions export", "sessions import"):
         assert f"sessiond {command} " in text, (command, text)
     prefix = "  sessiond "
-    listed = [line[len(prefix) :].split("  ")[0] for line in text.splitlines()]
-    for name in (n for n, line in zip(listed, text.splitlines()) if line.startswith(prefix)):
+    for name in [
+        line[len(prefix) :].split("  ")[0] for line in text.splitlines() if line.startswith(prefix)
+    ]:
         help_of(*name.split())  # every command the help names exists
         assert capsys.readouterr().out.startswith(f"usage: sessiond {name}"), name
