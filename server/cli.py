@@ -17,10 +17,12 @@ from typing import Any, BinaryIO, TextIO
 
 import uvicorn
 
-from server import chat, config
+from server import chat, config, connections
 from server.app import create_app
 from server.chat import Client, ClientError, add_url_argument
+from server.config import Settings
 
+log = logging.getLogger("sessiond")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GC_THRESHOLD = 20_000  # allocations between first-generation collections (Python's default: 700)
 
@@ -93,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cors_origins",
         help="an origin whose browser pages may call the API, e.g. http://localhost:3000 "
         "(repeatable; '*' for any; default: none)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        dest="request_timeout_s",
+        help="seconds a request's headers, then its body, may take to arrive (default 30)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        dest="max_connections",
+        help="open connections at most; past them 503 (default: the open-file limit less 256)",
     )
     serve.add_argument(
         "--default-model",
@@ -258,7 +272,9 @@ def _binary(out: TextIO) -> BinaryIO:
 
 
 class Server(uvicorn.Server):
-    """uvicorn, with SIGTERM/SIGINT also starting the runner's drain at once."""
+    """uvicorn, with SIGTERM/SIGINT also starting the runner's drain at once. While running
+    runs finish (the grace period) it keeps listening and answers every new request 503
+    (server/edge.py), where uvicorn alone would stop listening at once."""
 
     def __init__(self, cfg: uvicorn.Config, app: Any) -> None:
         super().__init__(cfg)
@@ -274,6 +290,41 @@ class Server(uvicorn.Server):
         if runner is not None and self.loop is not None and not self.should_exit:
             self.loop.call_soon_threadsafe(runner.begin_shutdown)
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.sessiond_app.state.draining = True
+        runner = getattr(self.sessiond_app.state, "runner", None)
+        if runner is not None and not self.force_exit:
+            await runner.shutdown()  # the lifespan's own call then finds it done
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How the app is served: by `sessiond serve`, and by the tests' servers."""
+    cap = settings.max_connections or connections.default_max_connections()
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + 2,
+        "loop": "auto",
+        "http": connections.protocol_class(settings.request_timeout_s, cap),
+        **overrides,
+    }
+    return uvicorn.Config(app, **values)
+
+
+def log_start(settings: Settings, cfg: uvicorn.Config) -> None:
+    cap = settings.max_connections or connections.default_max_connections()
+    log.info(
+        "database %s; listening on %s:%d; allowed roots: %s; CORS origins: %s",
+        Path(settings.db).resolve(),
+        cfg.host,
+        cfg.port,
+        ", ".join(settings.allow_roots) or "none",
+        ", ".join(settings.cors_origins) or "none (same-origin pages only)",
+    )
+    log.info("request timeout %g s; at most %d connections", settings.request_timeout_s, cap)
 
 
 def tune_gc() -> None:
@@ -311,15 +362,8 @@ def serve(args: argparse.Namespace) -> int:
     quiet_logging_overhead()
     app = create_app(settings)
     tune_gc()
-    cfg = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
-        loop="auto",
-        http="auto",
-    )
+    cfg = uvicorn_config(app, settings)
+    log_start(settings, cfg)
     Server(cfg, app).run()
     return 0
 
