@@ -7,7 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -40,8 +40,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The HTTP edge (server/connections.py): how long a request's headers, then its body, may
     # take to arrive; how many connections may be open (None: the open-file limit less a
     # reserve for the database, the provider client and tools).
-    request_timeout_s: float = 30.0
-    max_connections: int | None = None
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 FIELDS = Settings.__struct_fields__

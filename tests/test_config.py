@@ -82,3 +82,17 @@ def test_help_names_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     ]:
         help_of(*name.split())  # every command the help names exists
         assert capsys.readouterr().out.startswith(f"usage: sessiond {name}"), name
+
+
+@pytest.mark.parametrize(
+    "env", [{"SESSIOND_REQUEST_TIMEOUT_S": "0"}, {"SESSIOND_MAX_CONNECTIONS": "0"}]
+)
+def test_edge_settings_are_checked(tmp_path: Path, env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="invalid setting"):
+        config.load({}, env, config_file=str(tmp_path / "none.toml"))
+
+
+def test_edge_settings_from_the_environment(tmp_path: Path) -> None:
+    env = {"SESSIOND_REQUEST_TIMEOUT_S": "2.5", "SESSIOND_MAX_CONNECTIONS": "100"}
+    settings = config.load({}, env, config_file=str(tmp_path / "none.toml"))
+    assert (settings.request_timeout_s, settings.max_connections) == (2.5, 100)
