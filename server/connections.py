@@ -5,12 +5,12 @@ and body, and a cap on open connections below the process's file-descriptor limi
   the request's first byte, on a kept-alive connection), and its body within as long again
   of the headers. Past a deadline the client gets a 408 JSON error where a response can still
   be sent; the connection is closed either way. uvicorn's `timeout_keep_alive` only covers
-  the quiet between requests, so a client trickling its headers was never dropped.
+  the quiet between requests: alone, it never drops a client trickling its headers.
 - Past `max_connections` a few more connections (`OVERFLOW`) are still taken: each is served
   one request, `/healthz` normally and anything else a 503 `unavailable` JSON error with
   `Retry-After` (server/edge.py answers them), then closed. Beyond those a connection is
-  closed at once. Without a cap, sockets held open exhausted the descriptors and the kernel
-  accept loop failed for everyone, the health check included.
+  closed at once. Without a cap, sockets held open exhaust the descriptors and accept()
+  fails for everyone, the health check included.
 """
 
 from __future__ import annotations
