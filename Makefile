@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 2323
-DB ?= ./data/sessiond.db
+# `make run PORT=8080` passes --port 8080; what is not set is left to the server's own
+# precedence (SESSIOND_* environment, then sessiond.toml, then its defaults).
+SERVE_FLAGS = $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(DB),--db $(DB))
 
 .PHONY: run test lint typecheck pytest system-deps bench bench-smoke clean
 
@@ -22,7 +22,7 @@ system-deps:
 	sh tests/system-deps.sh
 
 run: $(BIN)/sessiond
-	$(BIN)/sessiond serve --host $(HOST) --port $(PORT) --db $(DB)
+	$(BIN)/sessiond serve $(strip $(SERVE_FLAGS))
 
 lint: $(VENV)/.test-extras
 	$(BIN)/ruff format --check $(wildcard server tests bench)

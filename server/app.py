@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -23,6 +23,7 @@ from server import providers
 from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
 from server.api.request import json_response
 from server.config import Settings
+from server.edge import Guard
 from server.errors import ApiError
 from server.hub import Hub
 from server.ids import now
@@ -61,6 +62,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(exc.status_code, str(exc.detail))
     return json_response(error_body(kind, message), exc.status_code, dict(exc.headers or {}))
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody is left to answer: one line, no traceback (the status is only for the access log).
+    log.info("client left during the request body of %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -120,10 +127,17 @@ def by_path(routes: list[Route]) -> list[Route]:
     return merged
 
 
+# Bodies other than JSON that a route takes (everything else must be application/json).
+BODY_TYPES = {"/sessions/import": transfer.BODY_TYPES}
+
+
 class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # outside Starlette's own error middleware too: a stream's body chunks skip its wrapper
-        return sse.KeepSend(super().build_middleware_stack())
+        origins = self.state.settings.cors_origins
+        return sse.KeepSend(
+            Guard(super().build_middleware_stack(), self.state, origins, BODY_TYPES)
+        )
 
 
 def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> Starlette:
@@ -206,8 +220,10 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
+            ClientDisconnect: client_gone,
             Exception: internal_error,
         },
     )
     app.state.settings = settings
+    app.state.draining = False  # set on SIGTERM: new requests are refused while runs finish
     return app

@@ -17,19 +17,44 @@ from typing import Any, BinaryIO, TextIO
 
 import uvicorn
 
-from server import chat, config
+from server import chat, config, connections
 from server.app import create_app
 from server.chat import Client, ClientError, add_url_argument
+from server.config import Settings
 from server.store.lock import DatabaseInUse, DatabaseLock
 
+log = logging.getLogger("sessiond")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GC_THRESHOLD = 20_000  # allocations between first-generation collections (Python's default: 700)
 
 
+# Every command with its one-line help; `sessiond --help` lists them all, nested ones too.
+COMMANDS = {
+    "serve": "run the HTTP server",
+    "chat": "chat with an agent in the terminal",
+    "sessions": "list, show, delete, export, import sessions",
+    "sessions ls": "list sessions, most recently active first",
+    "sessions show": "print a session's transcript",
+    "sessions rm": "delete sessions (a running run is cancelled first)",
+    "sessions export": "export one session (json, jsonl, markdown) or a zip bundle of many",
+    "sessions import": "import a json export or a zip bundle",
+}
+
+
+def command_list() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    return "commands:\n" + "\n".join(f"  sessiond {n:<{width}}{h}" for n, h in COMMANDS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sessiond", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP server")
+    parser = argparse.ArgumentParser(
+        prog="sessiond",
+        description=__doc__,
+        epilog=command_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help=COMMANDS["serve"])
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; env SESSIOND_HOST)")
     serve.add_argument("--port", type=int, help="port (default 2323; env SESSIOND_PORT)")
     serve.add_argument("--db", help="SQLite file (default ./data/sessiond.db; env SESSIOND_DB)")
@@ -73,13 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; '*' for any; default: none)",
     )
     serve.add_argument(
+        "--request-timeout",
+        type=float,
+        dest="request_timeout_s",
+        help="seconds a request's headers, then its body, may take to arrive (default 30)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        dest="max_connections",
+        help="open connections at most; past them 503 (default: the open-file limit less 256)",
+    )
+    serve.add_argument(
         "--default-model",
         dest="default_model",
         help="model of the built-in default agent (default: its provider's, e.g. "
         "claude-sonnet-4-5 or gpt-4o-mini; a local OpenAI-compatible server needs its own)",
     )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
-    talk = commands.add_parser("chat", help="chat with an agent in the terminal")
+    talk = commands.add_parser("chat", help=COMMANDS["chat"])
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")
     talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
     talk.add_argument(
@@ -88,28 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
         "server allows it)",
     )
     add_url_argument(talk)
-    manage = commands.add_parser("sessions", help="list, show, delete, export, import sessions")
+    manage = commands.add_parser("sessions", help=COMMANDS["sessions"])
     add_session_commands(manage)
     return parser
 
 
 def add_session_commands(parent: argparse.ArgumentParser) -> None:
     commands = parent.add_subparsers(dest="action", required=True)
-    ls = commands.add_parser("ls", help="list sessions, most recently active first")
+    ls = commands.add_parser("ls", help=COMMANDS["sessions ls"])
     ls.add_argument("--status", help="idle, running, requires_action, failed or archived")
     ls.add_argument("--tag", action="append", default=[], help="only with this tag (repeatable)")
     ls.add_argument("--agent", help="only of this agent id")
     ls.add_argument("--work-dir", help="only of this folder")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="print the API's JSON")
-    show = commands.add_parser("show", help="print a session's transcript")
+    show = commands.add_parser("show", help=COMMANDS["sessions show"])
     show.add_argument("session", help="id or name")
     show.add_argument("--json", action="store_true", help="print the session's JSON instead")
-    rm = commands.add_parser("rm", help="delete sessions (a running run is cancelled first)")
+    rm = commands.add_parser("rm", help=COMMANDS["sessions rm"])
     rm.add_argument("sessions", nargs="+", help="ids or names")
-    export = commands.add_parser(
-        "export", help="export one session (json, jsonl, markdown) or a zip bundle of many"
-    )
+    export = commands.add_parser("export", help=COMMANDS["sessions export"])
     export.add_argument("sessions", nargs="*", help="ids or names (none: every session)")
     export.add_argument("--format", choices=("json", "jsonl", "markdown", "zip"))
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
@@ -118,7 +153,7 @@ def add_session_commands(parent: argparse.ArgumentParser) -> None:
         action="store_true",
         help="include the sessions' agents (json and zip), for import onto another server",
     )
-    imp = commands.add_parser("import", help="import a json export or a zip bundle")
+    imp = commands.add_parser("import", help=COMMANDS["sessions import"])
     imp.add_argument("file", help="the file ('-' for stdin)")
     imp.add_argument("--keep-ids", action="store_true", help="keep the exported ids")
     imp.add_argument("--agent", help="give every imported session this agent")
@@ -254,7 +289,9 @@ def _binary(out: TextIO) -> BinaryIO:
 
 
 class Server(uvicorn.Server):
-    """uvicorn, with SIGTERM/SIGINT also starting the runner's drain at once."""
+    """uvicorn, with SIGTERM/SIGINT also starting the runner's drain at once. While running
+    runs finish (the grace period) it keeps listening and answers every new request 503
+    (server/edge.py), where uvicorn alone would stop listening at once."""
 
     def __init__(self, cfg: uvicorn.Config, app: Any) -> None:
         super().__init__(cfg)
@@ -270,6 +307,41 @@ class Server(uvicorn.Server):
         if runner is not None and self.loop is not None and not self.should_exit:
             self.loop.call_soon_threadsafe(runner.begin_shutdown)
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.sessiond_app.state.draining = True
+        runner = getattr(self.sessiond_app.state, "runner", None)
+        if runner is not None and not self.force_exit:
+            await runner.shutdown()  # the lifespan's own call then finds it done
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How the app is served: by `sessiond serve`, and by the tests' servers."""
+    cap = settings.max_connections or connections.default_max_connections()
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + 2,
+        "loop": "auto",
+        "http": connections.protocol_class(settings.request_timeout_s, cap),
+        **overrides,
+    }
+    return uvicorn.Config(app, **values)
+
+
+def log_start(settings: Settings, cfg: uvicorn.Config) -> None:
+    cap = settings.max_connections or connections.default_max_connections()
+    log.info(
+        "database %s; listening on %s:%d; allowed roots: %s; CORS origins: %s",
+        Path(settings.db).resolve(),
+        cfg.host,
+        cfg.port,
+        ", ".join(settings.allow_roots) or "none",
+        ", ".join(settings.cors_origins) or "none (same-origin pages only)",
+    )
+    log.info("request timeout %g s; at most %d connections", settings.request_timeout_s, cap)
 
 
 def tune_gc() -> None:
@@ -312,15 +384,8 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     app = create_app(settings, db_lock=lock)
     tune_gc()
-    cfg = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
-        loop="auto",
-        http="auto",
-    )
+    cfg = uvicorn_config(app, settings)
+    log_start(settings, cfg)
     Server(cfg, app).run()
     return 0
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -36,11 +37,22 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_model: str | None = None
     # Origins whose pages may call the API (EventSource, fetch) from a browser; "*" for any.
     cors_origins: list[str] = []
+    # The HTTP edge (server/connections.py): how long a request's headers, then its body, may
+    # take to arrive; how many connections may be open (None: the open-file limit less a
+    # reserve for the database, the provider client and tools).
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 FIELDS = Settings.__struct_fields__
-# Environment variables that hold lists: separated by os.pathsep (":" on Unix).
+# Environment variables that hold lists: separated by commas and/or whitespace (not ":",
+# which every origin holds, e.g. http://127.0.0.1:8765).
 _LIST_FIELDS = {"allow_roots", "cors_origins"}
+_LIST_SEPARATOR = re.compile(r"[,\s]+")
+
+
+def split_list(value: str) -> list[str]:
+    return [part for part in _LIST_SEPARATOR.split(value) if part]
 
 
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -49,7 +61,7 @@ def from_env(env: Mapping[str, str]) -> dict[str, Any]:
         value = env.get(f"SESSIOND_{name.upper()}")
         if value is None or value == "":
             continue
-        found[name] = value.split(os.pathsep) if name in _LIST_FIELDS else value
+        found[name] = split_list(value) if name in _LIST_FIELDS else value
     return found
 
 

@@ -43,6 +43,13 @@ class MethodNotAllowed(ApiError):
     type = "method_not_allowed"
 
 
+class RequestTimeout(ApiError):
+    """The request's headers or body did not arrive in time (server/connections.py)."""
+
+    status = 408
+    type = "request_timeout"
+
+
 class Conflict(ApiError):
     status = 409
     type = "conflict"

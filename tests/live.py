@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from server.app import create_app
-from server.cli import Server
+from server.cli import Server, uvicorn_config
 from server.config import Settings
 
 
@@ -53,8 +52,9 @@ class ThreadServer:
 
     def start(self) -> ThreadServer:
         self.app = create_app(self.settings)
-        config = uvicorn.Config(
+        config = uvicorn_config(
             self.app,
+            self.settings,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",

@@ -161,6 +161,7 @@ def test_errors_have_one_shape_and_store_nothing(
             kwargs: dict[str, Any] = {}
             if isinstance(body, bytes):
                 kwargs["content"] = body
+                kwargs["headers"] = {"content-type": "application/json"}
             elif body is not None:
                 kwargs["json"] = body
             response = await http.request(method, path.replace("{sid}", sid), **kwargs)

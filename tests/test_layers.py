@@ -51,6 +51,8 @@ GROUPS = {
     "config": "top",
     "chat": "top",
     "sweeper": "top",
+    "edge": "top",
+    "connections": "top",
     "__main__": "top",
     "__init__": "top",
 }

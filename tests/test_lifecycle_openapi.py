@@ -15,6 +15,8 @@ from tests.conftest import app_client, make_settings, scripted_agent
 from tests.spec import Spec, load_spec
 from tests.test_openapi import check_run_stream, facets
 
+JSON_BODY = {"content-type": "application/json"}
+SNIFFED = {"content-type": "application/octet-stream"}  # the server tells json from zip
 S = "/sessions/{session_id}"
 
 
@@ -87,7 +89,9 @@ def test_lifecycle_responses_match_the_spec(tmp_path: Path) -> None:
             exported = await http.get(f"/sessions/{sid}/export")
             spec.check(exported, S + "/export")
             spec.check(await http.get(f"/sessions/{sid}/export?format=x"), S + "/export")
-            imported = await http.post("/sessions/import", content=exported.content)
+            imported = await http.post(
+                "/sessions/import", content=exported.content, headers=JSON_BODY
+            )
             assert imported.status_code == 201
             spec.check(imported, "/sessions/import")
             doc = exported.json()
@@ -95,7 +99,8 @@ def test_lifecycle_responses_match_the_spec(tmp_path: Path) -> None:
             assert clash.status_code == 409
             spec.check(clash, "/sessions/import")
             spec.check(
-                await http.post("/sessions/import", content=b"PK\x03\x04"), "/sessions/import"
+                await http.post("/sessions/import", content=b"PK\x03\x04", headers=SNIFFED),
+                "/sessions/import",
             )
 
             bundle = await http.post("/sessions/export", json={"ids": [sid]})

@@ -42,6 +42,8 @@ async def populate(http: Any, tmp_path: Path) -> list[str]:
     return [first, fork, plain]
 
 
+JSON_BODY = {"content-type": "application/json"}
+SNIFFED = {"content-type": "application/octet-stream"}  # the server tells json from zip
 ID_KEYS = ("id", "session_id", "run_id", "parent_id", "forked_from_message_id")
 
 
@@ -198,7 +200,7 @@ def test_bundle_round_trip_into_another_server_keeping_ids(tmp_path: Path) -> No
             )
             assert imported.status_code == 201, imported.text
             again = (await http.post("/sessions/export", json={})).content
-            clash = await http.post(f"/sessions/import{query}", content=bundle)
+            clash = await http.post(f"/sessions/import{query}", content=bundle, headers=SNIFFED)
             assert clash.status_code == 409 and clash.json()["error"]["type"] == "conflict"
             listed = (await http.get("/sessions?limit=100")).json()["data"]
             assert len(listed) == 2  # (the third is archived)
@@ -557,7 +559,7 @@ def test_corrupted_bundles_never_fail_the_server(tmp_path: Path) -> None:
                     data[rng.randrange(len(data))] = rng.randrange(256)
                 if rng.random() < 0.2:
                     data = data[: rng.randrange(len(data))]
-                response = await http.post("/sessions/import", content=bytes(data))
+                response = await http.post("/sessions/import", content=bytes(data), headers=SNIFFED)
                 statuses.add(response.status_code)
                 assert response.status_code < 500, response.text
                 # (a flip in a zip timestamp, say, changes nothing that matters)
@@ -571,18 +573,22 @@ def test_import_size_limits(tmp_path: Path) -> None:
     async def go() -> None:
         settings = make_settings(tmp_path, max_import_bytes=40_000)
         async with app_client(settings) as http:
-            big = await http.post("/sessions/import", content=b"{" + b" " * 40_000 + b"}")
+            big = await http.post(
+                "/sessions/import", content=b"{" + b" " * 40_000 + b"}", headers=JSON_BODY
+            )
             assert big.status_code == 413
             assert big.json()["error"]["type"] == "payload_too_large"
             bomb = rezip({"manifest.json": b"{}", "sessions.json": b" " * 170_000})
             assert len(bomb) < 40_000
-            unpacked = await http.post("/sessions/import", content=bomb)
+            unpacked = await http.post("/sessions/import", content=bomb, headers=SNIFFED)
             assert unpacked.status_code == 413, unpacked.text
             deep = b'{"version": 1, "session": {"metadata": ' + b'{"a":' * 5000 + b"1" + b"}" * 5002
             for body in (b"", b"   ", b"[]", b"{}", b"null", b"\xff\xfe", deep):
-                response = await http.post("/sessions/import", content=body)
+                response = await http.post("/sessions/import", content=body, headers=JSON_BODY)
                 assert response.status_code == 400, (body, response.text)
-            flag = await http.post("/sessions/import?keep_ids=maybe", content=b"{}")
+            flag = await http.post(
+                "/sessions/import?keep_ids=maybe", content=b"{}", headers=JSON_BODY
+            )
             assert flag.status_code == 400 and flag.json()["error"]["field"] == "keep_ids"
 
     run(go())
@@ -595,7 +601,7 @@ def test_name_clash_on_import_is_409_and_imports_nothing(tmp_path: Path) -> None
             plain = (await http.post("/sessions", json={"name": "plain"})).json()["id"]
             bundle = (await http.post("/sessions/export", json={})).content
             await http.delete(f"/sessions/{plain}")
-            clash = await http.post("/sessions/import", content=bundle)
+            clash = await http.post("/sessions/import", content=bundle, headers=SNIFFED)
             assert clash.status_code == 409 and clash.json()["error"]["field"] == "name"
             names = [s["name"] for s in (await http.get("/sessions")).json()["data"]]
             assert names == ["kept"]

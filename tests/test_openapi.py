@@ -26,6 +26,7 @@ from server.errors import ApiError
 from tests.spec import Frame, Spec, load_spec, operations
 
 S = "/sessions/{session_id}"
+JSON_BODY = {"content-type": "application/json"}
 RUN = S + "/runs/{run_id}"
 SCHEMAS = "#/components/schemas/"
 
@@ -227,8 +228,9 @@ ERROR_CASES: list[tuple[str, str, dict[str, Any], str, int, str | None]] = [
     ("GET", "/sessions/nope", {}, S, 404, None),
     ("GET", "/agents/nope", {}, "/agents/{agent_id}", 404, None),
     ("POST", "/sessions", {"json": {"colour": 1}}, "/sessions", 400, "colour"),
-    ("POST", "/sessions", {"content": b'{"name": '}, "/sessions", 400, None),
+    ("POST", "/sessions", {"content": b'{"name": ', "headers": JSON_BODY}, "/sessions", 400, None),
     ("POST", "/sessions", {"content": b""}, "/sessions", 400, None),
+    ("POST", "/sessions", {"content": b"{}"}, "/sessions", 415, None),
     ("POST", "/sessions", {"json": {"tags": [1]}}, "/sessions", 400, "tags[0]"),
     ("POST", "/sessions", {"json": {"name": "a b"}}, "/sessions", 400, "name"),
     ("GET", "/agents", {"params": {"limit": 0}}, "/agents", 400, "limit"),
@@ -238,7 +240,14 @@ ERROR_CASES: list[tuple[str, str, dict[str, Any], str, int, str | None]] = [
     ("DELETE", "/agents/default", {}, "/agents/{agent_id}", 409, None),
     ("POST", "/sessions", {"json": {"agent_id": "no"}}, "/sessions", 404, None),
     ("POST", "/sessions/x/message", {"json": {"message": "hi"}}, S + "/message", 404, None),
-    ("POST", "/sessions", {"content": b"{" + b" " * 2**20 + b"}"}, "/sessions", 413, None),
+    (
+        "POST",
+        "/sessions",
+        {"content": b"{" + b" " * 2**20 + b"}", "headers": JSON_BODY},
+        "/sessions",
+        413,
+        None,
+    ),
 ]
 
 

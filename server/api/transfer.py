@@ -36,6 +36,14 @@ from server.store import Store
 from server.store.sessions import SessionFilter
 from server.transcript import SessionExport
 
+# What POST /sessions/import takes (server/edge.py refuses other bodies): a json export, a zip
+# bundle, or bytes to sniff.
+BODY_TYPES = (
+    "application/json",
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/octet-stream",
+)
 MAX_EXPORT = 10_000
 UNPACK_FACTOR = 4
 _JSON_FIELDS = ("name", "title", "tags", "metadata", "ttl_seconds")
