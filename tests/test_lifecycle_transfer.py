@@ -406,7 +406,7 @@ def test_a_fork_cut_after_a_tool_call_imports_back_from_its_own_export(tmp_path:
             check_answered((await http.get(f"/sessions/{fid}/messages")).json()["data"], call_id)
             # the repaired history is one sessiond itself imports back once more
             again = (await http.get(f"/sessions/{fid}/export")).content
-            reimported = await http.post("/sessions/import", content=again)
+            reimported = await http.post("/sessions/import", content=again, headers=JSON_BODY)
             assert reimported.status_code == 201, reimported.text
             assert reimported.json()["repaired"] == []
 
@@ -439,9 +439,9 @@ def test_bundled_agents_are_matched_by_id_or_name_or_created(tmp_path: Path) -> 
             assert "agents" not in (await http.get(f"/sessions/{sid}/export")).json()
 
         async with app_client(make_settings(target, allow_roots=[str(tmp_path)])) as http:
-            without = await http.post("/sessions/import", content=plain)
+            without = await http.post("/sessions/import", content=plain, headers=SNIFFED)
             assert without.status_code == 400 and "with_agents" in without.text
-            imported = await http.post("/sessions/import", content=bundle)
+            imported = await http.post("/sessions/import", content=bundle, headers=SNIFFED)
             assert imported.status_code == 201, imported.text
             [made] = imported.json()["agents"]
             assert made == agent  # created as exported, its id kept
@@ -452,7 +452,7 @@ def test_bundled_agents_are_matched_by_id_or_name_or_created(tmp_path: Path) -> 
             assert sent.json()["response"] == "One file: notes.txt"  # the carried script ran
 
             # again: the agent of that id is used, none created
-            twice = await http.post("/sessions/import", content=bundle)
+            twice = await http.post("/sessions/import", content=bundle, headers=SNIFFED)
             assert twice.status_code == 201 and twice.json()["agents"] == []
             assert twice.json()["sessions"][0]["agent_id"] == agent["id"]
             # a json export with its agent, onto a server whose agent of that name has another id
