@@ -7,13 +7,12 @@ tree (see walk.py) and matches each path against the pattern.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from itertools import islice
 from typing import Any
 
 from server.errors import ToolError
-from server.tools import paths
+from server.tools import paths, threads
 from server.tools.base import ToolContext
 from server.tools.walk import walk
 
@@ -52,7 +51,7 @@ class Glob:
         fixed = _fixed_prefix(parts)
         real = paths.resolve(ctx, "/".join(fixed) or ".")
         cap = ctx.settings.list_max_entries
-        found = await asyncio.to_thread(_search, real, parts, len(fixed), cap)
+        found = await threads.run(_search, real, parts, len(fixed), cap)
         if not found:
             return f"no files match {pattern!r}"
         if len(found) > cap:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Iterator
 from typing import Any
 
 from server.errors import ToolError
-from server.tools import paths, text
+from server.tools import files, paths, text, threads
 from server.tools.base import ToolContext
 from server.tools.walk import walk
 
@@ -25,7 +25,7 @@ class Grep:
         "by line (use (?i) for case-insensitive). Replies with 'path:line: text' for each "
         "matching line, sorted by path. `path` is a folder to search below or a single "
         "file; `glob` keeps only files whose name matches (e.g. '*.py'). Binary files, "
-        "files over 2 MB, .git and symlinks are skipped."
+        "files over 2 MB, .git, symlinks, FIFOs, devices and hard-linked files are skipped."
     )
     input_schema: dict[str, Any] = {
         "type": "object",
@@ -57,7 +57,7 @@ class Grep:
         path: str = input.get("path", ".")
         real = paths.resolve(ctx, path)
         search = _Search(regex, input.get("glob"), ctx.settings.grep_max_matches)
-        await asyncio.to_thread(search.run, real, path)
+        await threads.run(search.run, real, path)
         return search.reply(input["pattern"], path)
 
 
@@ -73,12 +73,20 @@ class _Search:
         self.regex, self.name_glob, self.cap = regex, name_glob, cap
         self.matches: list[str] = []
         self.skipped = 0
+        self.refused = 0  # not regular files, or with more than one link (see files.py)
         self.capped = False
 
     def run(self, real: str, path: str) -> None:
         try:
+            if not stat.S_ISDIR(os.stat(real).st_mode):
+                # One file asked for by name: a refusal is the answer, not a skipped file.
+                self._search_file(real, paths.shown(path), path)
+                return
             for shown, file in self._files(real, path):
-                self._search_file(file, shown)
+                try:
+                    self._search_file(file, shown, shown)
+                except ToolError:
+                    self.refused += 1
                 if self.capped:
                     return
         except OSError as exc:
@@ -90,13 +98,12 @@ class _Search:
             lines.append(f"[stopped after {self.cap} matches; narrow the pattern, path or glob]")
         if self.skipped:
             lines.append(f"[skipped {self.skipped} binary, large or unreadable files]")
+        if self.refused:
+            lines.append(f"[skipped {self.refused} special or hard-linked files]")
         return "\n".join(lines)
 
     def _files(self, real: str, path: str) -> Iterator[tuple[str, str]]:
-        """(shown path, real path) of each regular file to search."""
-        if os.path.isfile(real):
-            yield paths.shown(path), real
-            return
+        """(shown path, real path) of each file to search below the folder `real`."""
         prefix = paths.shown(path)
         for shown, entry in walk(real, prefix + "/" if prefix else ""):
             if entry.is_file(follow_symlinks=False) and self._wanted(entry.name):
@@ -105,8 +112,8 @@ class _Search:
     def _wanted(self, name: str) -> bool:
         return self.name_glob is None or fnmatch.fnmatchcase(name, self.name_glob)
 
-    def _search_file(self, real: str, shown: str) -> None:
-        data = _read_text(real)
+    def _search_file(self, real: str, shown: str, path: str) -> None:
+        data = _read_text(real, path)
         if data is None:
             self.skipped += 1
             return
@@ -119,10 +126,11 @@ class _Search:
                 self.matches.append(f"{shown}:{number}: {_clip(line)}")
 
 
-def _read_text(real: str) -> str | None:
-    """The file's text, or None for a file that is binary, too large or unreadable."""
+def _read_text(real: str, path: str) -> str | None:
+    """The file's text, or None for a file that is binary, too large or unreadable;
+    ToolError for one that is no regular file or has more than one link (files.py)."""
     try:
-        with open(real, "rb") as file:
+        with os.fdopen(files.open_regular(real, path, os.O_RDONLY), "rb") as file:
             if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
                 return None
             data = file.read(MAX_FILE_BYTES + 1)
