@@ -2,7 +2,8 @@
 
 Matching is done here rather than with pathlib: pathlib follows a symlinked folder named in
 the pattern ("link/**"), which could walk the whole disk; this walks only the work_dir's own
-tree (see walk.py) and matches each path against the pattern.
+tree (see walk.py) and matches each path against the pattern, turned into an RE2 regex so
+that no pattern costs more than linear time (see matching.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from server.errors import ToolError
 from server.tools import paths, threads
 from server.tools.base import ToolContext
+from server.tools.matching import Pattern, compile_translated, escape
 from server.tools.walk import walk
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -78,8 +80,8 @@ def _search(real: str, parts: list[str], fixed: int, cap: int) -> list[str]:
         raise paths.os_error(prefix or ".", exc) from exc
 
 
-def compile_pattern(parts: list[str]) -> re.Pattern[str]:
-    """A regex for whole relative paths, where only `**` crosses a '/'."""
+def compile_pattern(parts: list[str]) -> Pattern:
+    """A matcher for whole relative paths, where only `**` crosses a '/'."""
     regex = ""
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
@@ -87,7 +89,12 @@ def compile_pattern(parts: list[str]) -> re.Pattern[str]:
             regex += ".*" if last else "(?:[^/]+/)*"
         else:
             regex += _translate(part) + ("" if last else "/")
-    return re.compile(regex, re.DOTALL)
+    return compile_translated("(?s)" + regex, "/".join(parts))
+
+
+def compile_name(pattern: str) -> Pattern:
+    """A matcher for one file name (no '/' in it), as fnmatch would match it."""
+    return compile_translated("(?s)" + _translate(pattern), pattern)
 
 
 def _fixed_prefix(parts: list[str]) -> list[str]:
@@ -101,6 +108,7 @@ def _fixed_prefix(parts: list[str]) -> list[str]:
 
 
 def _translate(part: str) -> str:
+    """One name's wildcards as RE2 syntax."""
     out, index = "", 0
     while index < len(part):
         char = part[index]
@@ -113,7 +121,7 @@ def _translate(part: str) -> str:
             out += _char_class(part[index:end])
             index = end + 1
         else:
-            out += re.escape(char)
+            out += escape(char)
     return out
 
 

@@ -1,10 +1,17 @@
-"""grep: search the text files of the work_dir for a regular expression."""
+"""grep: search the text files of the work_dir for a regular expression.
+
+The pattern is matched with RE2 (see matching.py), so that no pattern takes more than
+linear time. One that RE2 cannot take (a backreference, lookaround) is refused with a
+message saying so, rather than run with Python's `re` in a process of its own that a
+timeout could kill: a model can nearly always say the same without them, or check the
+lines it finds, and where it needs them, run_command's `grep -P` has a timeout and a
+process to kill already. Starting a process per search, from a server with threads, would
+cost more than it saves.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import stat
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +19,8 @@ from typing import Any
 from server.errors import ToolError
 from server.tools import files, paths, text, threads
 from server.tools.base import ToolContext
+from server.tools.glob import compile_name
+from server.tools.matching import Pattern, compile_regex
 from server.tools.walk import walk
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -21,8 +30,9 @@ MAX_LINE_CHARS = 300
 class Grep:
     name = "grep"
     description = (
-        "Search text files in the working directory for a Python regular expression, line "
-        "by line (use (?i) for case-insensitive). Replies with 'path:line: text' for each "
+        "Search text files in the working directory for a regular expression, line by line "
+        "(RE2 syntax: Python's without backreferences or lookaround; use (?i) for "
+        "case-insensitive). Replies with 'path:line: text' for each "
         "matching line, sorted by path. `path` is a folder to search below or a single "
         "file; `glob` keeps only files whose name matches (e.g. '*.py'). Binary files, "
         "files over 2 MB, .git, symlinks, FIFOs, devices and hard-linked files are skipped."
@@ -32,7 +42,7 @@ class Grep:
         "properties": {
             "pattern": {
                 "type": "string",
-                "description": "Python regular expression to look for in each line.",
+                "description": "Regular expression (RE2 syntax) to look for in each line.",
                 "minLength": 1,
             },
             "path": {
@@ -53,24 +63,19 @@ class Grep:
     read_only = True
 
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        regex = _compile(input["pattern"])
+        regex = compile_regex(input["pattern"])
+        name_glob = input.get("glob")
+        wanted = None if name_glob is None else compile_name(name_glob)
         path: str = input.get("path", ".")
         real = paths.resolve(ctx, path)
-        search = _Search(regex, input.get("glob"), ctx.settings.grep_max_matches)
+        search = _Search(regex, wanted, ctx.settings.grep_max_matches)
         await threads.run(search.run, real, path)
         return search.reply(input["pattern"], path)
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
-
-
 class _Search:
-    def __init__(self, regex: re.Pattern[str], name_glob: str | None, cap: int) -> None:
-        self.regex, self.name_glob, self.cap = regex, name_glob, cap
+    def __init__(self, regex: Pattern, wanted: Pattern | None, cap: int) -> None:
+        self.regex, self.wanted, self.cap = regex, wanted, cap
         self.matches: list[str] = []
         self.skipped = 0
         self.refused = 0  # not regular files, or with more than one link (see files.py)
@@ -110,24 +115,24 @@ class _Search:
                 yield shown, entry.path
 
     def _wanted(self, name: str) -> bool:
-        return self.name_glob is None or fnmatch.fnmatchcase(name, self.name_glob)
+        return self.wanted is None or self.wanted.fullmatch(name)
 
     def _search_file(self, real: str, shown: str, path: str) -> None:
         data = _read_text(real, path)
         if data is None:
             self.skipped += 1
             return
-        for number, line in enumerate(data.removesuffix("\n").split("\n"), start=1):
-            line = line.removesuffix("\r")
+        for number, line in enumerate(data.removesuffix(b"\n").split(b"\n"), start=1):
+            line = line.removesuffix(b"\r")
             if self.regex.search(line):
                 if len(self.matches) == self.cap:
                     self.capped = True
                     return
-                self.matches.append(f"{shown}:{number}: {_clip(line)}")
+                self.matches.append(f"{shown}:{number}: {_clip(text.decode(line))}")
 
 
-def _read_text(real: str, path: str) -> str | None:
-    """The file's text, or None for a file that is binary, too large or unreadable;
+def _read_text(real: str, path: str) -> bytes | None:
+    """The file's text as UTF-8, or None for a file that is binary, too large or unreadable;
     ToolError for one that is no regular file or has more than one link (files.py)."""
     try:
         with os.fdopen(files.open_regular(real, path, os.O_RDONLY), "rb") as file:
@@ -138,7 +143,8 @@ def _read_text(real: str, path: str) -> str | None:
         return None
     if len(data) > MAX_FILE_BYTES or text.is_binary(data[: text.SNIFF_BYTES]):
         return None
-    return text.decode(data)
+    # Decoded and encoded again, so that the regex sees valid UTF-8 whatever the file holds.
+    return text.decode(data).encode("utf-8")
 
 
 def _clip(line: str) -> str:
