@@ -128,7 +128,7 @@ class _Search:
                 if len(self.matches) == self.cap:
                     self.capped = True
                     return
-                self.matches.append(f"{shown}:{number}: {_clip(text.decode(line))}")
+                self.matches.append(f"{paths.listed(shown)}:{number}: {_clip(text.decode(line))}")
 
 
 def _read_text(real: str, path: str) -> bytes | None:

@@ -78,7 +78,9 @@ def _list(real: str, path: str, recursive: bool, limit: int) -> _Listing:
         raise paths.os_error(path, exc) from exc
     if not found:
         return _Listing([f"{path!r} is an empty folder"], truncated=False)
-    lines = [shown + ("/" if _is_dir(entry) else "") for shown, entry in found[:limit]]
+    lines = [
+        paths.listed(shown + ("/" if _is_dir(entry) else "")) for shown, entry in found[:limit]
+    ]
     return _Listing(lines, truncated=len(found) > limit)
 
 
