@@ -213,3 +213,18 @@ def test_edit_refuses_missing_binary_and_non_utf8(tmp_path):
     )
     assert "binary" in error(call("edit_file", {"path": "bin", **edit}, tmp_path))
     assert "not UTF-8" in error(call("edit_file", {"path": "latin1.txt", **edit}, tmp_path))
+
+
+def test_list_quotes_names_that_would_forge_lines(tmp_path):
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "b\nsecret.txt").write_text("b\n")
+    (tmp_path / "c\u2028d").mkdir()  # a line separator to str.splitlines()
+    (tmp_path / "e\rf").write_text("e\n")
+    (tmp_path / "'g'").write_text("g\n")
+    assert ok(call("list_files", {"recursive": True}, tmp_path)).splitlines() == [
+        "\"'g'\"",
+        "a.txt",
+        "'b\\nsecret.txt'",
+        "'c\\u2028d/'",
+        "'e\\rf'",
+    ]

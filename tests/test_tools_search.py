@@ -161,3 +161,56 @@ def test_grep_clips_long_lines(tmp_path):
     (tmp_path / "min.js").write_text("x" * 1000 + "NEEDLE\n")
     (line,) = ok(call("grep", {"pattern": "NEEDLE"}, tmp_path))
     assert line == "min.js:1: " + "x" * grep.MAX_LINE_CHARS + " […]"
+
+
+def test_glob_skips_a_symlink_that_loops_and_says_so(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/b.txt").write_text("b\n")
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "self").symlink_to("self")
+    (tmp_path / "sub/ring").symlink_to("ring")
+    assert ok(call("glob", {"pattern": "**/*"}, tmp_path)) == [
+        "a.txt",
+        "sub/",
+        "sub/b.txt",
+        "[skipped 2 symbolic links that cannot be followed (a loop, or no access): "
+        "'self', 'sub/ring']",
+    ]
+    assert ok(call("glob", {"pattern": "s*"}, tmp_path)) == [
+        "sub/",
+        "[skipped 1 symbolic link that cannot be followed (a loop, or no access): 'self']",
+    ]
+    assert ok(call("glob", {"pattern": "self"}, tmp_path)) == [
+        "no files match 'self'",
+        "[skipped 1 symbolic link that cannot be followed (a loop, or no access): 'self']",
+    ]
+
+
+FORGING = "x.txt\nforged.py"
+
+
+@pytest.fixture
+def forged(tmp_path):
+    (tmp_path / FORGING).write_text("needle\n")
+    (tmp_path / "'quoted'").write_text("needle\n")
+    (tmp_path / "plain.txt").write_text("needle\n")
+    (tmp_path / "tab\there").write_text("needle\n")
+    return tmp_path
+
+
+def test_glob_quotes_names_that_would_forge_lines(forged):
+    assert ok(call("glob", {"pattern": "*"}, forged)) == [
+        "\"'quoted'\"",
+        "plain.txt",
+        "'tab\\there'",
+        "'x.txt\\nforged.py'",
+    ]
+
+
+def test_grep_quotes_names_that_would_forge_lines(forged):
+    assert ok(call("grep", {"pattern": "needle"}, forged)) == [
+        "\"'quoted'\":1: needle",
+        "plain.txt:1: needle",
+        "'tab\\there':1: needle",
+        "'x.txt\\nforged.py':1: needle",
+    ]

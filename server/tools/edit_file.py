@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from server.errors import ToolError
-from server.tools import paths, text
+from server.tools import paths, text, threads
 from server.tools.base import ToolContext
 
 
@@ -42,14 +41,17 @@ class EditFile:
         if old == new:
             raise ToolError("old and new are the same text; there is nothing to change")
         real = paths.resolve(ctx, path)
-        return await asyncio.to_thread(_edit, real, path, old, new)
+        return await threads.run(_edit, real, path, old, new)
 
 
 def _edit(real: str, path: str, old: str, new: str) -> str:
     try:
-        content = _read(real, path)
-        at = _unique_match(content, old, path)
-        with open(real, "wb") as file:
+        # One descriptor for reading and writing: the file written is the one checked and read.
+        with text.open_text(real, path, writable=True) as file:
+            content = _decode(file.read(), path)
+            at = _unique_match(content, old, path)
+            file.seek(0)
+            file.truncate()
             file.write((content[:at] + new + content[at + len(old) :]).encode("utf-8"))
     except OSError as exc:
         raise paths.os_error(path, exc) from exc
@@ -57,9 +59,7 @@ def _edit(real: str, path: str, old: str, new: str) -> str:
     return f"edited {path!r} at line {line}"
 
 
-def _read(real: str, path: str) -> str:
-    with text.open_text(real, path) as file:
-        data = file.read()
+def _decode(data: bytes, path: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

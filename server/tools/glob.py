@@ -2,22 +2,23 @@
 
 Matching is done here rather than with pathlib: pathlib follows a symlinked folder named in
 the pattern ("link/**"), which could walk the whole disk; this walks only the work_dir's own
-tree (see walk.py) and matches each path against the pattern.
+tree (see walk.py) and matches each path against the pattern, turned into an RE2 regex so
+that no pattern costs more than linear time (see matching.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.errors import ToolError
-from server.tools import paths
+from server.tools import paths, threads
 from server.tools.base import ToolContext
+from server.tools.matching import Pattern, compile_translated, escape
 from server.tools.walk import walk
 
 _MAGIC = re.compile(r"[*?\[]")
+_NAMED = 5  # symlinks named in the note on those skipped
 
 
 class Glob:
@@ -52,35 +53,58 @@ class Glob:
         fixed = _fixed_prefix(parts)
         real = paths.resolve(ctx, "/".join(fixed) or ".")
         cap = ctx.settings.list_max_entries
-        found = await asyncio.to_thread(_search, real, parts, len(fixed), cap)
-        if not found:
+        found = await threads.run(_search, real, parts, len(fixed), cap)
+        if not found.lines and not found.unfollowed:
             return f"no files match {pattern!r}"
-        if len(found) > cap:
-            found[cap:] = [f"[truncated: showing the first {cap} matches; narrow the pattern]"]
-        return "\n".join(found)
+        lines = found.lines or [f"no files match {pattern!r}"]
+        if len(lines) > cap:
+            lines[cap:] = [f"[truncated: showing the first {cap} matches; narrow the pattern]"]
+        if found.unfollowed:
+            lines.append(_unfollowed_note(found.unfollowed))
+        return "\n".join(lines)
 
 
-def _search(real: str, parts: list[str], fixed: int, cap: int) -> list[str]:
+class _Found(NamedTuple):
+    lines: list[str]
+    unfollowed: list[str]  # matching symlinks that loop or cannot be followed
+
+
+def _search(real: str, parts: list[str], fixed: int, cap: int) -> _Found:
     """Up to cap + 1 matches below `real`, which is where the first `fixed` parts lead."""
     regex = compile_pattern(parts)
     prefix = "".join(part + "/" for part in parts[:fixed])
     depth = None if "**" in parts else len(parts) - fixed
+    found = _Found([], [])
     try:
-        entries = walk(real, prefix, max_depth=depth)
-        matches = (
-            shown + ("/" if entry.is_dir() else "")
-            for shown, entry in entries
-            if regex.fullmatch(shown)
-        )
-        return list(islice(matches, cap + 1))
+        for shown, entry in walk(real, prefix, max_depth=depth):
+            if not regex.fullmatch(shown):
+                continue
+            try:
+                mark = "/" if entry.is_dir() else ""
+            except OSError:
+                # A symlink to itself (ELOOP) is one bad name, not a reason to fail the search.
+                found.unfollowed.append(shown)
+                continue
+            found.lines.append(paths.listed(shown + mark))
+            if len(found.lines) > cap:
+                break
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return _Found([], [])
     except OSError as exc:
         raise paths.os_error(prefix or ".", exc) from exc
+    return found
 
 
-def compile_pattern(parts: list[str]) -> re.Pattern[str]:
-    """A regex for whole relative paths, where only `**` crosses a '/'."""
+def _unfollowed_note(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:_NAMED]) + (
+        ", …" if len(names) > _NAMED else ""
+    )
+    links = "symbolic link" if len(names) == 1 else "symbolic links"
+    return f"[skipped {len(names)} {links} that cannot be followed (a loop, or no access): {shown}]"
+
+
+def compile_pattern(parts: list[str]) -> Pattern:
+    """A matcher for whole relative paths, where only `**` crosses a '/'."""
     regex = ""
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
@@ -88,7 +112,12 @@ def compile_pattern(parts: list[str]) -> re.Pattern[str]:
             regex += ".*" if last else "(?:[^/]+/)*"
         else:
             regex += _translate(part) + ("" if last else "/")
-    return re.compile(regex, re.DOTALL)
+    return compile_translated("(?s)" + regex, "/".join(parts))
+
+
+def compile_name(pattern: str) -> Pattern:
+    """A matcher for one file name (no '/' in it), as fnmatch would match it."""
+    return compile_translated("(?s)" + _translate(pattern), pattern)
 
 
 def _fixed_prefix(parts: list[str]) -> list[str]:
@@ -102,6 +131,7 @@ def _fixed_prefix(parts: list[str]) -> list[str]:
 
 
 def _translate(part: str) -> str:
+    """One name's wildcards as RE2 syntax."""
     out, index = "", 0
     while index < len(part):
         char = part[index]
@@ -114,7 +144,7 @@ def _translate(part: str) -> str:
             out += _char_class(part[index:end])
             index = end + 1
         else:
-            out += re.escape(char)
+            out += escape(char)
     return out
 
 

@@ -1,17 +1,26 @@
-"""grep: search the text files of the work_dir for a regular expression."""
+"""grep: search the text files of the work_dir for a regular expression.
+
+The pattern is matched with RE2 (see matching.py), so that no pattern takes more than
+linear time. One that RE2 cannot take (a backreference, lookaround) is refused with a
+message saying so, rather than run with Python's `re` in a process of its own that a
+timeout could kill: a model can nearly always say the same without them, or check the
+lines it finds, and where it needs them, run_command's `grep -P` has a timeout and a
+process to kill already. Starting a process per search, from a server with threads, would
+cost more than it saves.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import os
-import re
+import stat
 from collections.abc import Iterator
 from typing import Any
 
 from server.errors import ToolError
-from server.tools import paths, text
+from server.tools import files, paths, text, threads
 from server.tools.base import ToolContext
+from server.tools.glob import compile_name
+from server.tools.matching import Pattern, compile_regex
 from server.tools.walk import walk
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -21,18 +30,19 @@ MAX_LINE_CHARS = 300
 class Grep:
     name = "grep"
     description = (
-        "Search text files in the working directory for a Python regular expression, line "
-        "by line (use (?i) for case-insensitive). Replies with 'path:line: text' for each "
+        "Search text files in the working directory for a regular expression, line by line "
+        "(RE2 syntax: Python's without backreferences or lookaround; use (?i) for "
+        "case-insensitive). Replies with 'path:line: text' for each "
         "matching line, sorted by path. `path` is a folder to search below or a single "
         "file; `glob` keeps only files whose name matches (e.g. '*.py'). Binary files, "
-        "files over 2 MB, .git and symlinks are skipped."
+        "files over 2 MB, .git, symlinks, FIFOs, devices and hard-linked files are skipped."
     )
     input_schema: dict[str, Any] = {
         "type": "object",
         "properties": {
             "pattern": {
                 "type": "string",
-                "description": "Python regular expression to look for in each line.",
+                "description": "Regular expression (RE2 syntax) to look for in each line.",
                 "minLength": 1,
             },
             "path": {
@@ -53,32 +63,35 @@ class Grep:
     read_only = True
 
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        regex = _compile(input["pattern"])
+        regex = compile_regex(input["pattern"])
+        name_glob = input.get("glob")
+        wanted = None if name_glob is None else compile_name(name_glob)
         path: str = input.get("path", ".")
         real = paths.resolve(ctx, path)
-        search = _Search(regex, input.get("glob"), ctx.settings.grep_max_matches)
-        await asyncio.to_thread(search.run, real, path)
+        search = _Search(regex, wanted, ctx.settings.grep_max_matches)
+        await threads.run(search.run, real, path)
         return search.reply(input["pattern"], path)
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
-
-
 class _Search:
-    def __init__(self, regex: re.Pattern[str], name_glob: str | None, cap: int) -> None:
-        self.regex, self.name_glob, self.cap = regex, name_glob, cap
+    def __init__(self, regex: Pattern, wanted: Pattern | None, cap: int) -> None:
+        self.regex, self.wanted, self.cap = regex, wanted, cap
         self.matches: list[str] = []
         self.skipped = 0
+        self.refused = 0  # not regular files, or with more than one link (see files.py)
         self.capped = False
 
     def run(self, real: str, path: str) -> None:
         try:
+            if not stat.S_ISDIR(os.stat(real).st_mode):
+                # One file asked for by name: a refusal is the answer, not a skipped file.
+                self._search_file(real, paths.shown(path), path)
+                return
             for shown, file in self._files(real, path):
-                self._search_file(file, shown)
+                try:
+                    self._search_file(file, shown, shown)
+                except ToolError:
+                    self.refused += 1
                 if self.capped:
                     return
         except OSError as exc:
@@ -90,39 +103,39 @@ class _Search:
             lines.append(f"[stopped after {self.cap} matches; narrow the pattern, path or glob]")
         if self.skipped:
             lines.append(f"[skipped {self.skipped} binary, large or unreadable files]")
+        if self.refused:
+            lines.append(f"[skipped {self.refused} special or hard-linked files]")
         return "\n".join(lines)
 
     def _files(self, real: str, path: str) -> Iterator[tuple[str, str]]:
-        """(shown path, real path) of each regular file to search."""
-        if os.path.isfile(real):
-            yield paths.shown(path), real
-            return
+        """(shown path, real path) of each file to search below the folder `real`."""
         prefix = paths.shown(path)
         for shown, entry in walk(real, prefix + "/" if prefix else ""):
             if entry.is_file(follow_symlinks=False) and self._wanted(entry.name):
                 yield shown, entry.path
 
     def _wanted(self, name: str) -> bool:
-        return self.name_glob is None or fnmatch.fnmatchcase(name, self.name_glob)
+        return self.wanted is None or self.wanted.fullmatch(name)
 
-    def _search_file(self, real: str, shown: str) -> None:
-        data = _read_text(real)
+    def _search_file(self, real: str, shown: str, path: str) -> None:
+        data = _read_text(real, path)
         if data is None:
             self.skipped += 1
             return
-        for number, line in enumerate(data.removesuffix("\n").split("\n"), start=1):
-            line = line.removesuffix("\r")
+        for number, line in enumerate(data.removesuffix(b"\n").split(b"\n"), start=1):
+            line = line.removesuffix(b"\r")
             if self.regex.search(line):
                 if len(self.matches) == self.cap:
                     self.capped = True
                     return
-                self.matches.append(f"{shown}:{number}: {_clip(line)}")
+                self.matches.append(f"{paths.listed(shown)}:{number}: {_clip(text.decode(line))}")
 
 
-def _read_text(real: str) -> str | None:
-    """The file's text, or None for a file that is binary, too large or unreadable."""
+def _read_text(real: str, path: str) -> bytes | None:
+    """The file's text as UTF-8, or None for a file that is binary, too large or unreadable;
+    ToolError for one that is no regular file or has more than one link (files.py)."""
     try:
-        with open(real, "rb") as file:
+        with os.fdopen(files.open_regular(real, path, os.O_RDONLY), "rb") as file:
             if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
                 return None
             data = file.read(MAX_FILE_BYTES + 1)
@@ -130,7 +143,8 @@ def _read_text(real: str) -> str | None:
         return None
     if len(data) > MAX_FILE_BYTES or text.is_binary(data[: text.SNIFF_BYTES]):
         return None
-    return text.decode(data)
+    # Decoded and encoded again, so that the regex sees valid UTF-8 whatever the file holds.
+    return text.decode(data).encode("utf-8")
 
 
 def _clip(line: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from itertools import islice
 from typing import Any, NamedTuple
 
 from server.errors import ToolError
-from server.tools import paths
+from server.tools import paths, threads
 from server.tools.base import ToolContext
 from server.tools.walk import walk
 
@@ -54,7 +53,7 @@ class ListFiles:
         limit = min(int(input.get("limit", DEFAULT_LIMIT)), ctx.settings.list_max_entries)
         real = paths.resolve(ctx, path)
         recursive = bool(input.get("recursive", False))
-        listing = await asyncio.to_thread(_list, real, path, recursive, limit)
+        listing = await threads.run(_list, real, path, recursive, limit)
         if listing.truncated:
             listing.lines.append(
                 f"[truncated: showing the first {limit} entries; there are more. List a "
@@ -79,7 +78,9 @@ def _list(real: str, path: str, recursive: bool, limit: int) -> _Listing:
         raise paths.os_error(path, exc) from exc
     if not found:
         return _Listing([f"{path!r} is an empty folder"], truncated=False)
-    lines = [shown + ("/" if _is_dir(entry) else "") for shown, entry in found[:limit]]
+    lines = [
+        paths.listed(shown + ("/" if _is_dir(entry) else "")) for shown, entry in found[:limit]
+    ]
     return _Listing(lines, truncated=len(found) > limit)
 
 

@@ -75,6 +75,20 @@ def shown(path: str) -> str:
     return "" if norm == "." else norm
 
 
+def listed(shown: str) -> str:
+    """`shown` as one line of a listing: quoted (as Python would) when it holds a line break
+    or another control character, or starts with a quote, so that no file name can pass for
+    more lines, or for a quoted one. A name that is not UTF-8 stays as it is (see _encodable
+    in __init__.py)."""
+    plain = shown.isprintable() or all(ch.isprintable() or _escaped(ch) for ch in shown)
+    return shown if plain and shown[:1] not in ("'", '"') else repr(shown)
+
+
+def _escaped(char: str) -> bool:
+    """A byte that os.fsdecode could not decode, kept as a lone surrogate."""
+    return "\udc80" <= char <= "\udcff"
+
+
 def os_error(path: str, exc: OSError) -> ToolError:
     """An OSError told in words a model can act on, naming the path it was given."""
     match exc:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, BinaryIO
 
 from server.errors import ToolError
-from server.tools import paths, text
+from server.tools import paths, text, threads
 from server.tools.base import ToolContext
 
 DEFAULT_LIMIT = 2000
@@ -56,7 +55,7 @@ class ReadFile:
             limit=int(input.get("limit", DEFAULT_LIMIT)),
             max_bytes=ctx.settings.read_max_bytes,
         )
-        return await asyncio.to_thread(page.read, real)
+        return await threads.run(page.read, real)
 
 
 class _Page:

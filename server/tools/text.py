@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from server.errors import ToolError
+from server.tools import files
 
 SNIFF_BYTES = 8192
 
@@ -18,14 +17,11 @@ def is_binary(head: bytes) -> bool:
     return b"\0" in head
 
 
-def open_text(real: str, path: str) -> BinaryIO:
-    """Open a regular text file for reading; ToolError for devices, FIFOs and binaries."""
-    mode = os.stat(real).st_mode
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", real)
-    if not stat.S_ISREG(mode):
-        raise ToolError(f"{path!r} is not a regular file")
-    file = open(real, "rb")  # noqa: SIM115 - handed to the caller, who closes it
+def open_text(real: str, path: str, *, writable: bool = False) -> BinaryIO:
+    """Open a regular text file for reading (and writing); ToolError for devices, FIFOs,
+    hard links and binaries (see files.py)."""
+    fd = files.open_regular(real, path, os.O_RDWR if writable else os.O_RDONLY)
+    file = os.fdopen(fd, "r+b" if writable else "rb")
     if is_binary(file.read(SNIFF_BYTES)):
         file.close()
         raise ToolError(f"{path!r} is a binary file; only text files can be read or edited")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
-from server.tools import paths
+from server.tools import files, paths, threads
 from server.tools.base import ToolContext
 
 
@@ -36,7 +35,7 @@ class WriteFile:
         path: str = input["path"]
         real = paths.resolve(ctx, path)
         data = input["content"].encode("utf-8")
-        existed = await asyncio.to_thread(_write, real, path, data)
+        existed = await threads.run(_write, real, path, data)
         what = "replaced its previous content" if existed else "new file"
         return f"wrote {len(data)} bytes to {path!r} ({what})"
 
@@ -45,8 +44,9 @@ def _write(real: str, path: str, data: bytes) -> bool:
     """Write `data`; whether the file existed before."""
     try:
         os.makedirs(os.path.dirname(real), exist_ok=True)
-        existed = os.path.lexists(real)
-        with open(real, "wb") as file:
+        fd, existed = files.open_for_write(real, path)
+        with os.fdopen(fd, "wb") as file:
+            file.truncate(0)  # only now that the file is known to be one to replace
             file.write(data)
     except OSError as exc:
         raise paths.os_error(path, exc) from exc
