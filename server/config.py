@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from server.providers import access
+
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
@@ -36,11 +38,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_model: str | None = None
     # Origins whose pages may call the API (EventSource, fetch) from a browser; "*" for any.
     cors_origins: list[str] = []
+    # Provider credentials (providers/access.py): "NAME=URL" endpoints besides a provider's
+    # own that get the server's key for it, and the variable-name patterns (globs) that an
+    # agent may name in options.api_key_env.
+    provider_base_urls: list[str] = []
+    agent_key_env: list[str] = []
+
+    def __post_init__(self) -> None:
+        access.parse_base_urls(self.provider_base_urls)  # a ValueError names the bad entry
 
 
 FIELDS = Settings.__struct_fields__
-# Environment variables that hold lists: separated by os.pathsep (":" on Unix).
-_LIST_FIELDS = {"allow_roots", "cors_origins"}
+# Environment variables that hold lists: separated by os.pathsep (":" on Unix), or by
+# commas where the items are URLs.
+_LIST_FIELDS = {"allow_roots", "cors_origins", "agent_key_env"}
+_COMMA_LIST_FIELDS = {"provider_base_urls"}
 
 
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -50,6 +62,8 @@ def from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if value is None or value == "":
             continue
         found[name] = value.split(os.pathsep) if name in _LIST_FIELDS else value
+        if name in _COMMA_LIST_FIELDS:
+            found[name] = [item.strip() for item in value.split(",") if item.strip()]
     return found
 
 

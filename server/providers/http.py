@@ -78,7 +78,7 @@ def parse_options(options: Mapping[str, Any]) -> HttpOptions:
         parsed = msgspec.convert(options, HttpOptions)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid provider options: {exc}", field="options") from exc
-    if parsed.base_url is not None and not _is_http_url(parsed.base_url):
+    if parsed.base_url is not None and not is_http_url(parsed.base_url):
         raise InvalidRequest(
             f"options.base_url must be an http(s) URL, got {parsed.base_url!r}", field="options"
         )
@@ -87,20 +87,15 @@ def parse_options(options: Mapping[str, Any]) -> HttpOptions:
     return parsed
 
 
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False
-    try:  # what httpx will make of it when the request is sent (hosts must encode, …)
-        parsed = httpx.URL(url)
+def is_http_url(url: str) -> bool:
+    try:  # urlsplit too refuses some hosts (an unclosed or invalid IPv6 bracket)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False
+        parsed = httpx.URL(url)  # what httpx will make of it when sending (hosts must encode…)
     except (httpx.InvalidURL, UnicodeError, ValueError):
         return False
     return bool(parsed.host)
-
-
-def base_url(options: HttpOptions, env: Mapping[str, str], env_name: str, default: str) -> str:
-    """options.base_url, else the SDKs' environment variable, else the public endpoint."""
-    return (options.base_url or env.get(env_name) or default).rstrip("/")
 
 
 class Reader(Protocol):
