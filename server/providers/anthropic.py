@@ -35,6 +35,7 @@ from server.providers.base import ProviderContext, ProviderRequest
 from server.providers.http import (
     Call,
     broken_stream,
+    excerpt,
     parse_options,
     relay,
     stream_error,
@@ -201,7 +202,9 @@ class StreamReader:
             handler = self._handlers.get(msgspec.json.decode(data, type=_Head).type)
             return handler(data) if handler and not self.stopped else []
         except msgspec.DecodeError as exc:
-            raise broken_stream(self.call, f"unreadable event ({exc}): {data[:200]}") from exc
+            raise broken_stream(
+                self.call, f"unreadable event ({exc}): {excerpt(self.call, data)}"
+            ) from exc
 
     def _message_start(self, data: str) -> list[StepEvent]:
         message = msgspec.json.decode(data, type=_MessageStart).message

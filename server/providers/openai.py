@@ -47,6 +47,7 @@ from server.providers.http import (
     Call,
     UpstreamError,
     broken_stream,
+    excerpt,
     parse_options,
     relay,
     stream_error,
@@ -220,7 +221,9 @@ class StreamReader:
         try:
             chunk = msgspec.json.decode(data, type=_Chunk)
         except msgspec.DecodeError as exc:
-            raise broken_stream(self.call, f"unreadable chunk ({exc}): {data[:200]}") from exc
+            raise broken_stream(
+                self.call, f"unreadable chunk ({exc}): {excerpt(self.call, data)}"
+            ) from exc
         if chunk.error is not None:
             raise stream_error(self.call, data)
         return self._chunk(chunk)
