@@ -5,6 +5,7 @@ that error, no upstream is asked, and the agent shows why it cannot run."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import app_client, make_settings
+from tests.conftest import app_client, make_settings, scripted_agent
 from tests.live import ThreadServer
+from tests.sse import collect, typed
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +144,33 @@ async def test_an_unparsable_base_url_is_a_400(client: httpx.AsyncClient, url: s
     changed = await client.put(f"/agents/{agent_id}", json={"options": {"base_url": url}})
     assert changed.status_code == 400, changed.text
     assert changed.json()["error"]["field"] == "options"
+
+
+def test_a_queued_run_of_a_keyless_agent_fails_in_its_stream(tmp_path: Path) -> None:
+    """The stream of a run queued behind another opens at once; when the run's turn comes
+    its agent cannot run, and the stream says so with an `error` event."""
+    server = ThreadServer(make_settings(tmp_path)).start()
+
+    async def go() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            slow = scripted_agent([{"text": "x " * 500}], options={"token_delay_ms": 50})
+            slow_id = (await http.post("/agents", json=slow)).json()["id"]
+            keyless = (await http.post("/agents", json={"name": "k", "provider": "openai"})).json()
+            sid = (await http.post("/sessions", json={"agent_id": slow_id})).json()["id"]
+            first = (await http.post(f"/sessions/{sid}/runs", json={"message": "go"})).json()
+            body = {"message": "hi", "agent_id": keyless["id"], "if_busy": "queue"}
+            url = f"/sessions/{sid}/message/stream"
+            async with http.stream("POST", url, json=body) as response:
+                assert response.status_code == 200
+                cancel = f"/sessions/{sid}/runs/{first['run_id']}/cancel"
+                assert (await http.post(cancel)).status_code == 200
+                got = typed(await collect(response))
+            errors = [e.json for e in got if e.event == "error"]
+            assert errors and errors[0]["error"]["type"] == "agent_unusable", got
+            assert "OPENAI_API_KEY" in errors[0]["error"]["message"]
+            assert got[-1].event == "done" and got[-1].json["status"] == "failed"
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
