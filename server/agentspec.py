@@ -1,5 +1,6 @@
-"""What makes an agent definition runnable: a known provider with valid options, known
-built-in tools, client tools that do not shadow them."""
+"""What makes an agent definition runnable: a known provider with valid options (and only the
+key variables the operator allows), known built-in tools, client tools that do not shadow
+them; and whether a stored one can run now."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ from collections.abc import Iterable, Sequence
 from server import providers, tools
 from server.errors import InvalidRequest
 from server.models import Agent, ClientTool, ToolRef
+from server.providers.base import ProviderContext
 
 
-def check(agent: Agent) -> Agent:
-    """Refuse a definition that could never run: unknown provider, tool or option."""
-    providers.check_agent(agent.provider, agent.options)
+def check(agent: Agent, ctx: ProviderContext) -> Agent:
+    """Refuse a definition that could never run (unknown provider, tool or option) or that
+    names a key variable the operator has not allowed."""
+    providers.check_agent(agent.provider, agent.options, ctx)
     check_tools(agent.tools)
     return agent
+
+
+def unusable_reason(agent: Agent, ctx: ProviderContext) -> str | None:
+    """Why the agent cannot run now (None: it can): read when the agent is shown, and when a
+    run starts."""
+    return providers.unusable_reason(agent, ctx)
 
 
 def check_tools(refs: Sequence[ToolRef], taken: Iterable[str] = ()) -> None:

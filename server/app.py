@@ -172,9 +172,9 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             read_timeout_s=settings.provider_read_timeout_s,
         )
         env = dict(os.environ)
-        runner = Runner(
-            store, hub, ProviderContext(http, provider_settings, env), runner_settings(settings)
-        )
+        access = providers.access_of(settings.provider_base_urls, settings.agent_key_env)
+        provider_ctx = ProviderContext(http, provider_settings, env, access)
+        runner = Runner(store, hub, provider_ctx, runner_settings(settings))
         try:
             agent = await store.agents.ensure_default(default_agent(env, settings.default_model))
             log.info("default agent: provider %s, model %s", agent.provider, agent.model or "-")

@@ -115,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="model of the built-in default agent (default: its provider's, e.g. "
         "claude-sonnet-4-5 or gpt-4o-mini; a local OpenAI-compatible server needs its own)",
     )
+    serve.add_argument(
+        "--provider-base-url",
+        action="append",
+        dest="provider_base_urls",
+        metavar="NAME=URL",
+        help="an endpoint of provider NAME (anthropic, openai) that gets the server's key for "
+        "it, besides its public API and its *_BASE_URL variable (repeatable; agents' other "
+        "base_urls get no server key)",
+    )
+    serve.add_argument(
+        "--agent-key-env",
+        action="append",
+        dest="agent_key_env",
+        metavar="PATTERN",
+        help="a glob of environment variable names an agent may name in options.api_key_env "
+        "as its own key (repeatable; default: none)",
+    )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     talk = commands.add_parser("chat", help=COMMANDS["chat"])
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from server.providers import access
+
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
@@ -42,12 +44,20 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # reserve for the database, the provider client and tools).
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Provider credentials (providers/access.py): "NAME=URL" endpoints besides a provider's
+    # own that get the server's key for it, and the variable-name patterns (globs) that an
+    # agent may name in options.api_key_env.
+    provider_base_urls: list[str] = []
+    agent_key_env: list[str] = []
+
+    def __post_init__(self) -> None:
+        access.parse_base_urls(self.provider_base_urls)  # a ValueError names the bad entry
 
 
 FIELDS = Settings.__struct_fields__
 # Environment variables that hold lists: separated by commas and/or whitespace (not ":",
-# which every origin holds, e.g. http://127.0.0.1:8765).
-_LIST_FIELDS = {"allow_roots", "cors_origins"}
+# which every origin and URL holds, e.g. http://127.0.0.1:8765).
+_LIST_FIELDS = {"allow_roots", "cors_origins", "agent_key_env", "provider_base_urls"}
 _LIST_SEPARATOR = re.compile(r"[,\s]+")
 
 

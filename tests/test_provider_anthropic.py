@@ -4,8 +4,10 @@ import asyncio
 import json
 
 import httpx
+import msgspec
 import pytest
 
+from server.errors import AgentUnusable
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -19,6 +21,7 @@ from server.events import (
 )
 from server.models import TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Turn, Usage
 from server.providers.anthropic import AnthropicProvider
+from server.providers.base import Access
 from tests.upstream import (
     Reply,
     Upstream,
@@ -153,8 +156,15 @@ async def http():
 
 
 def make(upstream, http, env=ENV, options=None, **settings):
-    ctx = context(http, env, **settings)
-    return AnthropicProvider({"base_url": upstream.url, **(options or {})}, ctx)
+    """The provider for an agent whose base_url is the double, the operator's endpoint."""
+    return AnthropicProvider(
+        {"base_url": upstream.url, **(options or {})},
+        allowed(context(http, env, **settings), upstream.url),
+    )
+
+
+def allowed(ctx, url, **access):
+    return msgspec.structs.replace(ctx, access=Access({"anthropic": [url]}, **access))
 
 
 async def test_documented_stream_maps_one_to_one(upstream, http):
@@ -430,7 +440,7 @@ async def test_hang_up_before_reply_is_retried(upstream, http):
 async def test_unreachable_upstream_is_retried_then_reported(http):
     async with Upstream() as gone:
         url = gone.url
-    ctx = context(http, ENV, max_retries=1)
+    ctx = allowed(context(http, ENV, max_retries=1), url)
     provider = AnthropicProvider({"base_url": url}, ctx)
     _, error = await collect(provider, request())
     assert error.message.startswith(f"cannot reach provider anthropic at {url}/v1/messages")
@@ -465,15 +475,18 @@ async def test_upstream_text_never_repeats_the_key(upstream, http):
 
 
 async def test_missing_key_fails_before_any_request(upstream, http):
-    _, error = await collect(make(upstream, http, env={}), request())
-    assert error.message == "no API key for provider anthropic: set ANTHROPIC_API_KEY"
-    assert error.retryable is False
+    with pytest.raises(AgentUnusable) as caught:
+        make(upstream, http, env={})
+    assert caught.value.message == "no API key for provider anthropic: set ANTHROPIC_API_KEY"
     assert upstream.requests == []
 
 
 async def test_api_key_env_names_the_variable(upstream, http):
+    """A variable the operator lets agents name (`--agent-key-env TEAM_*`)."""
     upstream.enqueue(Reply(chunks=hello()))
-    provider = make(upstream, http, env={"TEAM_KEY": "k2"}, options={"api_key_env": "TEAM_KEY"})
+    ctx = context(http, {**ENV, "TEAM_KEY": "k2"})
+    ctx = allowed(ctx, upstream.url, agent_key_env=["TEAM_*"])
+    provider = AnthropicProvider({"base_url": upstream.url, "api_key_env": "TEAM_KEY"}, ctx)
     await collect(provider, request())
     assert upstream.requests[0].headers["x-api-key"] == "k2"
 

@@ -4,8 +4,10 @@ import asyncio
 import json
 
 import httpx
+import msgspec
 import pytest
 
+from server.errors import AgentUnusable
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -18,6 +20,7 @@ from server.events import (
     TextDelta,
 )
 from server.models import TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Turn, Usage
+from server.providers.base import Access
 from server.providers.openai import OpenAIProvider
 from tests.upstream import Reply, Upstream, collect, context, openai_sse, request, split
 
@@ -114,8 +117,15 @@ async def http():
 
 
 def make(upstream, http, env=ENV, options=None, **settings):
-    ctx = context(http, env, **settings)
-    return OpenAIProvider({"base_url": f"{upstream.url}/v1", **(options or {})}, ctx)
+    """The provider for an agent whose base_url is the double, the operator's endpoint."""
+    return OpenAIProvider(
+        {"base_url": f"{upstream.url}/v1", **(options or {})},
+        allowed(context(http, env, **settings), f"{upstream.url}/v1"),
+    )
+
+
+def allowed(ctx, url, **access):
+    return msgspec.structs.replace(ctx, access=Access({"openai": [url]}, **access))
 
 
 async def test_documented_stream_is_normalised(upstream, http):
@@ -452,9 +462,12 @@ async def test_base_url_from_the_environment(upstream, http):
 
 
 async def test_no_key_and_no_base_url_fails_before_any_request(http):
-    provider = OpenAIProvider({"api_key_env": "MY_OPENAI_KEY"}, context(http, {}))
-    _, error = await collect(provider, request())
-    assert error.message.startswith("no API key for provider openai: set MY_OPENAI_KEY")
+    ctx = msgspec.structs.replace(context(http, {}), access=Access(agent_key_env=["MY_*"]))
+    with pytest.raises(AgentUnusable) as caught:
+        OpenAIProvider({"api_key_env": "MY_OPENAI_KEY"}, ctx)
+    assert caught.value.message.startswith("no API key for provider openai: set MY_OPENAI_KEY")
+    with pytest.raises(AgentUnusable, match="set OPENAI_API_KEY"):
+        OpenAIProvider({}, context(http, {}))
 
 
 async def test_cancelling_the_consumer_closes_the_upstream_connection(upstream, http):

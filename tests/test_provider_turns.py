@@ -171,6 +171,12 @@ PROVIDERS = {
 }
 
 
+def operator_endpoint(tmp_path: Path, provider: str, url: str) -> Any:
+    """Settings that make the double the operator's endpoint for `provider`: only such an
+    endpoint gets the server's key."""
+    return make_settings(tmp_path, provider_base_urls=[f"{provider}={url}"])
+
+
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
 @pytest.mark.parametrize("mode", ["blocking", "streaming"])
 def test_tool_turn_through_a_real_provider(
@@ -179,47 +185,47 @@ def test_tool_turn_through_a_real_provider(
     tool_reply, text_reply, key_env = PROVIDERS[provider]
     monkeypatch.setenv(key_env, KEY)
     (tmp_path / "a.txt").write_text("x")
-    server = ThreadServer(make_settings(tmp_path)).start()
 
     async def go() -> None:
         async with Upstream() as upstream, httpx.AsyncClient(timeout=30) as http:
-            upstream.enqueue(Reply(200, tool_reply(".")), Reply(200, text_reply("Found a.txt")))
-            agent = {
-                "name": "real",
-                "provider": provider,
-                "model": "m",
-                "system": "Be brief.",
-                "tools": ["list_files"],
-                "options": {"base_url": upstream.url},
-            }
-            created = await http.post(f"{server.url}/agents", json=agent)
-            assert created.status_code == 201, created.text
-            session = {"agent_id": created.json()["id"], "work_dir": str(tmp_path)}
-            sid = (await http.post(f"{server.url}/sessions", json=session)).json()["id"]
-            body = {"message": "what is here?"}
-            if mode == "blocking":
-                result = await http.post(f"{server.url}/sessions/{sid}/message", json=body)
-                assert result.status_code == 200, result.text
-                assert result.json()["response"] == "Found a.txt"
-                assert result.json()["usage"] == {"input_tokens": 70, "output_tokens": 19}
-            else:
-                url = f"{server.url}/sessions/{sid}/message/stream"
-                async with http.stream("POST", url, json=body) as response:
-                    got = typed(await collect(response))
-                texts = "".join(e.json["text"] for e in got if e.event == "text_delta")
-                assert texts == "Found a.txt"
-                assert got[-1].json["status"] == "completed"
-                assert "tool_result" in [e.event for e in got]
-            second = upstream.requests[1]
-            check_second_request(provider, second.body, second.headers)
-            history = (await http.get(f"{server.url}/sessions/{sid}/messages")).json()["data"]
-            assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
-            assert history[1]["content"][0]["input"] == {"path": "."}
+            server = ThreadServer(operator_endpoint(tmp_path, provider, upstream.url)).start()
+            try:
+                upstream.enqueue(Reply(200, tool_reply(".")), Reply(200, text_reply("Found a.txt")))
+                agent = {
+                    "name": "real",
+                    "provider": provider,
+                    "model": "m",
+                    "system": "Be brief.",
+                    "tools": ["list_files"],
+                    "options": {"base_url": upstream.url},
+                }
+                created = await http.post(f"{server.url}/agents", json=agent)
+                assert created.status_code == 201, created.text
+                session = {"agent_id": created.json()["id"], "work_dir": str(tmp_path)}
+                sid = (await http.post(f"{server.url}/sessions", json=session)).json()["id"]
+                body = {"message": "what is here?"}
+                if mode == "blocking":
+                    result = await http.post(f"{server.url}/sessions/{sid}/message", json=body)
+                    assert result.status_code == 200, result.text
+                    assert result.json()["response"] == "Found a.txt"
+                    assert result.json()["usage"] == {"input_tokens": 70, "output_tokens": 19}
+                else:
+                    url = f"{server.url}/sessions/{sid}/message/stream"
+                    async with http.stream("POST", url, json=body) as response:
+                        got = typed(await collect(response))
+                    texts = "".join(e.json["text"] for e in got if e.event == "text_delta")
+                    assert texts == "Found a.txt"
+                    assert got[-1].json["status"] == "completed"
+                    assert "tool_result" in [e.event for e in got]
+                second = upstream.requests[1]
+                check_second_request(provider, second.body, second.headers)
+                history = (await http.get(f"{server.url}/sessions/{sid}/messages")).json()["data"]
+                assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+                assert history[1]["content"][0]["input"] == {"path": "."}
+            finally:
+                server.stop()
 
-    try:
-        asyncio.run(go())
-    finally:
-        server.stop()
+    asyncio.run(go())
     assert KEY.encode() not in (tmp_path / "sessiond.db").read_bytes()
     conn = sqlite3.connect(tmp_path / "sessiond.db")
     try:
@@ -260,30 +266,38 @@ def test_upstream_failure_is_a_provider_error_and_the_key_stays_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    server = ThreadServer(make_settings(tmp_path)).start()
 
     async def go() -> None:
         async with Upstream() as upstream, httpx.AsyncClient(timeout=30) as http:
-            upstream.enqueue(json_error(401, "authentication_error", f"invalid x-api-key {KEY}"))
-            agent = {"name": "bad", "provider": "anthropic", "options": {"base_url": upstream.url}}
-            agent_id = (await http.post(f"{server.url}/agents", json=agent)).json()["id"]
-            sid = (await http.post(f"{server.url}/sessions", json={"agent_id": agent_id})).json()
-            result = await http.post(
-                f"{server.url}/sessions/{sid['id']}/message", json={"message": "hi"}
-            )
-            assert result.status_code == 502
-            error = result.json()["error"]
-            assert error["type"] == "provider_error"
-            assert "ANTHROPIC_API_KEY" in error["message"] and KEY not in result.text
-            runs = (await http.get(f"{server.url}/sessions/{sid['id']}/runs")).text
-            assert "failed" in runs and KEY not in runs
-            default = (await http.get(f"{server.url}/agents/default")).json()
-            assert default["provider"] == "anthropic" and KEY not in json.dumps(default)
+            server = ThreadServer(operator_endpoint(tmp_path, "anthropic", upstream.url)).start()
+            try:
+                upstream.enqueue(
+                    json_error(401, "authentication_error", f"invalid x-api-key {KEY}")
+                )
+                agent = {
+                    "name": "bad",
+                    "provider": "anthropic",
+                    "options": {"base_url": upstream.url},
+                }
+                agent_id = (await http.post(f"{server.url}/agents", json=agent)).json()["id"]
+                sid = (
+                    await http.post(f"{server.url}/sessions", json={"agent_id": agent_id})
+                ).json()
+                result = await http.post(
+                    f"{server.url}/sessions/{sid['id']}/message", json={"message": "hi"}
+                )
+                assert result.status_code == 502
+                error = result.json()["error"]
+                assert error["type"] == "provider_error"
+                assert "ANTHROPIC_API_KEY" in error["message"] and KEY not in result.text
+                runs = (await http.get(f"{server.url}/sessions/{sid['id']}/runs")).text
+                assert "failed" in runs and KEY not in runs
+                default = (await http.get(f"{server.url}/agents/default")).json()
+                assert default["provider"] == "anthropic" and KEY not in json.dumps(default)
+            finally:
+                server.stop()
 
-    try:
-        asyncio.run(go())
-    finally:
-        server.stop()
+    asyncio.run(go())
 
 
 def test_the_default_agent_takes_the_default_model_setting(

@@ -6,7 +6,7 @@ from server import providers
 from server.errors import InvalidRequest
 from server.models import Agent
 from server.providers.anthropic import AnthropicProvider
-from server.providers.base import ProviderContext, ProviderSettings
+from server.providers.base import Access, ProviderContext, ProviderSettings
 from server.providers.openai import OpenAIProvider
 
 
@@ -27,7 +27,9 @@ def agent(provider: str, options: dict | None = None) -> Agent:
     )
 
 
-CTX = ProviderContext(http=None, settings=ProviderSettings(), env={})
+KEYS = {"ANTHROPIC_API_KEY": "k", "OPENAI_API_KEY": "k"}
+CTX = ProviderContext(http=None, settings=ProviderSettings(), env=KEYS)
+TEAM = ProviderContext(None, ProviderSettings(), KEYS, Access(agent_key_env=["TEAM_*"]))
 
 
 def test_real_providers_are_registered():
@@ -47,7 +49,7 @@ def test_real_providers_are_registered():
     ],
 )
 def test_valid_options_pass(provider, options):
-    providers.check_agent(provider, options)
+    providers.check_agent(provider, options, TEAM)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -60,11 +62,14 @@ def test_valid_options_pass(provider, options):
         ({"api_key_env": 5}, "api_key_env"),
         ({"api_key_env": ""}, "api_key_env must not be empty"),
         ({"api_key": "sk-secret"}, "options.api_key_env"),
+        ({"base_url": "http://[::1"}, "base_url must be an http(s) URL"),
+        ({"base_url": "http://[zz]/"}, "base_url must be an http(s) URL"),
+        ({"api_key_env": "HOME"}, "the operator does not let agents read"),
     ],
 )
 def test_invalid_options_are_rejected(provider, options, needle):
     with pytest.raises(InvalidRequest) as caught:
-        providers.check_agent(provider, options)
+        providers.check_agent(provider, options, TEAM)
     assert needle in caught.value.message
     assert caught.value.extra == {"field": "options"}
     assert "sk-secret" not in caught.value.message

@@ -2,8 +2,9 @@
 
 The server's added latency over a provider: sessiond runs an `anthropic` agent whose
 `base_url` is the loopback double in bench/upstream.py (ANTHROPIC_API_KEY set to a dummy in
-the server's environment). The double and the client share the bench process and its clock.
-Per turn (200, sequential, over 10 sessions):
+the server's environment, and the double made the operator's endpoint for anthropic). The
+double and the client share the bench process and its clock. Per turn (200, sequential,
+over 10 sessions):
 
 - first token: our first `text_delta` at the client - the double writing its first delta
 - end: our `done` at the client - the double writing `message_stop`
@@ -74,13 +75,16 @@ async def run(ctx: Context, result: Result) -> None:
     count = ctx.size(200, 10)
     up = await Upstream().start()
     try:
-        server = await ctx.sessiond({"ANTHROPIC_API_KEY": KEY})
+        root = f"http://127.0.0.1:{up.port}"
+        # the double is the operator's endpoint: only such an endpoint gets the server's key
+        allowed = {"ANTHROPIC_API_KEY": KEY, "SESSIOND_PROVIDER_BASE_URLS": f"anthropic={root}"}
+        server = await ctx.sessiond(allowed)
         api = Api(server.port)
         body = {
             "name": "upstream",
             "provider": "anthropic",
             "model": "claude-bench",
-            "options": {"base_url": f"http://127.0.0.1:{up.port}"},
+            "options": {"base_url": root},
         }
         agent = await api.agent(msgspec.json.encode(body))
         sessions = await api.sessions(agent, ctx.size(10, 2))

@@ -1,4 +1,4 @@
-"""/agents: stored agent definitions."""
+"""/agents: stored agent definitions, shown with whether they can run now."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.agentspec import check
-from server.api.request import decode_body, json_response, page_params, store
+from server.agentspec import check, unusable_reason
+from server.api.request import decode_body, json_response, page_params, runner, store
 from server.errors import InvalidRequest
 from server.ids import new_ulid, now
-from server.models import Agent, ToolRef
+from server.models import Agent, Page, ToolRef
 
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 MaxSteps = Annotated[int, Meta(ge=1, le=1000)]
@@ -46,8 +46,24 @@ class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
     options: dict[str, Any] | UnsetType = UNSET
 
 
+class AgentView(Agent):
+    """An agent as shown: computed when read, since a key can be set or dropped at start-up."""
+
+    usable: bool = True
+    unusable_reason: str | None = None
+
+
 create_decoder = msgspec.json.Decoder(CreateAgent)
 update_decoder = msgspec.json.Decoder(UpdateAgent)
+
+
+def view(request: Request, agent: Agent) -> AgentView:
+    reason = unusable_reason(agent, runner(request).provider_ctx)
+    return AgentView(**msgspec.structs.asdict(agent), usable=reason is None, unusable_reason=reason)
+
+
+def checked(request: Request, agent: Agent) -> Agent:
+    return check(agent, runner(request).provider_ctx)
 
 
 async def create_agent(request: Request) -> Response:
@@ -67,16 +83,19 @@ async def create_agent(request: Request) -> Response:
         stamp,
         stamp,
     )
-    return json_response(await store(request).agents.create(check(agent)), 201)
+    created = await store(request).agents.create(checked(request, agent))
+    return json_response(view(request, created), 201)
 
 
 async def list_agents(request: Request) -> Response:
     limit, cursor = page_params(request)
-    return json_response(await store(request).agents.page(limit, cursor))
+    page = await store(request).agents.page(limit, cursor)
+    return json_response(Page([view(request, a) for a in page.data], page.next_cursor))
 
 
 async def get_agent(request: Request) -> Response:
-    return json_response(await store(request).agents.get(request.path_params["agent_id"]))
+    agent = await store(request).agents.get(request.path_params["agent_id"])
+    return json_response(view(request, agent))
 
 
 async def update_agent(request: Request) -> Response:
@@ -89,7 +108,7 @@ async def update_agent(request: Request) -> Response:
     if "max_steps" in changes and changes["max_steps"] is None:
         raise InvalidRequest("max_steps cannot be null", field="max_steps")
     updated = msgspec.structs.replace(agent, **changes, updated_at=now())
-    return json_response(await agents.replace(check(updated)))
+    return json_response(view(request, await agents.replace(checked(request, updated))))
 
 
 async def delete_agent(request: Request) -> Response:

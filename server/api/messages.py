@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.activerun import ActiveRun, RunRequest
+from server.agentspec import unusable_reason
 from server.api import sse
 from server.api.request import decode_body, json_response, query_choice, runner, store
 from server.errors import ApiError, InvalidRequest, status_for
@@ -158,6 +159,16 @@ async def finished_result(request: Request, started: ActiveRun | Run) -> Message
 RUN_ID_HEADER = "Sessiond-Run-Id"  # the run a message started (or its key's earlier one)
 
 
+async def refuse_unusable(request: Request, started: ActiveRun | Run) -> None:
+    """A run starting now with an agent that cannot run fails before it asks any upstream:
+    answer with its error (422 agent_unusable) rather than open a stream or accept it. A
+    queued run fails when its turn comes, in its events."""
+    if not isinstance(started, ActiveRun) or runner(request).queue_position(started.id):
+        return
+    if unusable_reason(started.agent, runner(request).provider_ctx) is not None:
+        await finished_result(request, started)
+
+
 async def post_message(request: Request) -> Response:
     started = await start(request)
     result = await finished_result(request, started)
@@ -165,7 +176,9 @@ async def post_message(request: Request) -> Response:
 
 
 async def stream_message(request: Request) -> Response:
-    return stream_run(request, await start(request))
+    started = await start(request)
+    await refuse_unusable(request, started)
+    return stream_run(request, started)
 
 
 def stream_run(request: Request, started: ActiveRun | Run, after: int = 0) -> Response:
@@ -184,6 +197,7 @@ def stream_run(request: Request, started: ActiveRun | Run, after: int = 0) -> Re
 
 async def start_run(request: Request) -> Response:
     started = await start(request)
+    await refuse_unusable(request, started)
     sid = started.session_id
     url = f"/sessions/{sid}/runs/{started.id}/events"
     position = runner(request).queue_position(started.id)
@@ -203,6 +217,7 @@ async def tool_results(request: Request) -> Response:
     if wait:
         result = await finished_result(request, resumed)
         return json_response(result, 200, {RUN_ID_HEADER: resumed.id})
+    await refuse_unusable(request, resumed)
     return stream_run(request, resumed, after=resumed.log.base)
 
 

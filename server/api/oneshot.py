@@ -23,7 +23,7 @@ from starlette.routing import Route
 from server.activerun import ActiveRun, RunRequest
 from server.api import sse
 from server.api.forks import ForkBody, fork
-from server.api.messages import MessageBody, finished_result, to_request
+from server.api.messages import MessageBody, finished_result, refuse_unusable, to_request
 from server.api.request import decode_body, json_response, runner, store
 from server.api.sessions import check_work_dir
 from server.errors import InvalidRequest, NotFound
@@ -135,6 +135,7 @@ async def run_once(request: Request) -> Response:
     headers = {"Session-Id": active.session_id}
     if not body.stream:
         return json_response(await finished_result(request, active), 200, headers)
+    await refuse_unusable(request, active)
     batches = runner(request).follow(active.id, 0, request.app.state.settings.ping_s)
 
     async def disconnected() -> None:

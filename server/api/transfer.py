@@ -27,11 +27,20 @@ from starlette.routing import Route
 
 from server import agentspec, bundle, restore, transcript
 from server.api.agents import CreateAgent
-from server.api.request import decode_body, field_of, json_response, query_choice, read_body, store
+from server.api.request import (
+    decode_body,
+    field_of,
+    json_response,
+    query_choice,
+    read_body,
+    runner,
+    store,
+)
 from server.api.sessions import Tags, UpdateSession, check_name, check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.ids import now
 from server.models import Agent, Message, Run, SessionRecord
+from server.providers.base import ProviderContext
 from server.store import Store
 from server.store.sessions import SessionFilter
 from server.transcript import SessionExport
@@ -230,7 +239,10 @@ async def _placed(
     if agent_id is not None:
         await st.agents.get(agent_id)
     work_dir = request.query_params.get("work_dir") or None
-    agents, created = await _agents_here(st, planned, carried) if agent_id is None else ({}, [])
+    ctx = runner(request).provider_ctx
+    agents, created = (
+        await _agents_here(st, planned, carried, ctx) if agent_id is None else ({}, [])
+    )
     placed = []
     for export in planned:
         session = msgspec.structs.replace(
@@ -243,7 +255,7 @@ async def _placed(
 
 
 async def _agents_here(
-    st: Store, planned: list[SessionExport], carried: list[Agent]
+    st: Store, planned: list[SessionExport], carried: list[Agent], ctx: ProviderContext
 ) -> tuple[dict[str, str], list[Agent]]:
     """Each exported agent id → the id of the agent its sessions get here: the server's
     agent of that id, else the server's agent of the carried agent's name, else the carried
@@ -268,12 +280,12 @@ async def _agents_here(
         if same_name is not None:
             here[key] = same_name.id
             continue
-        created.append(_creatable(agent))
+        created.append(_creatable(agent, ctx))
         here[key] = agent.id
     return here, created
 
 
-def _creatable(agent: Agent) -> Agent:
+def _creatable(agent: Agent, ctx: ProviderContext) -> Agent:
     """A carried agent, checked as POST /agents checks a new one."""
     where = f"agent {agent.id!r}"
     if not agent.id or len(agent.id) > 100:
@@ -282,7 +294,7 @@ def _creatable(agent: Agent) -> Agent:
     try:
         msgspec.convert(msgspec.to_builtins(fields), CreateAgent)
         restore.check_stamps(where, [agent.created_at, agent.updated_at])
-        return agentspec.check(agent)
+        return agentspec.check(agent, ctx)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"{where}: {exc}", field=f"agents.{field_of(str(exc))}") from exc
     except InvalidRequest as exc:

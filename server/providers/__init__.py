@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from server.errors import InvalidRequest
+from server.errors import AgentUnusable, InvalidRequest
 from server.models import Agent
-from server.providers import anthropic, http, openai
-from server.providers.base import Provider, ProviderContext
+from server.providers import access, anthropic, http, openai
+from server.providers.base import Access, Provider, ProviderContext
 from server.providers.echo import EchoProvider
 from server.providers.scripted import ScriptedProvider, parse_options
 
@@ -45,14 +45,20 @@ def names() -> list[str]:
 
 
 def create(agent: Agent, ctx: ProviderContext) -> Provider:
+    """The agent's provider, or AgentUnusable: a stored definition the server cannot run now
+    (its key is not set, or not for its endpoint; its options no longer pass)."""
     factory = FACTORIES.get(agent.provider)
     if factory is None:
-        raise InvalidRequest(f"unknown provider {agent.provider!r}; known: {', '.join(names())}")
-    return factory(agent, ctx)
+        raise AgentUnusable(f"unknown provider {agent.provider!r}; known: {', '.join(names())}")
+    try:
+        return factory(agent, ctx)
+    except InvalidRequest as exc:
+        raise AgentUnusable(f"the agent's options cannot be used: {exc.message}") from exc
 
 
-def check_agent(provider: str, options: dict[str, Any]) -> None:
-    """Reject an agent definition its provider could never run (400 at create time)."""
+def check_agent(provider: str, options: dict[str, Any], ctx: ProviderContext) -> None:
+    """Reject an agent definition its provider could never run, or whose options name a key
+    variable the operator has not allowed (400 at create time)."""
     if provider not in FACTORIES:
         raise InvalidRequest(
             f"unknown provider {provider!r}; known: {', '.join(names())}", field="provider"
@@ -60,7 +66,25 @@ def check_agent(provider: str, options: dict[str, Any]) -> None:
     if provider in ("scripted", "echo"):
         parse_options(options)
     if provider in _HTTP_PROVIDERS:
-        http.parse_options(options)
+        problem = access.key_env_problem(
+            access.ENDPOINTS[provider], http.parse_options(options), ctx
+        )
+        if problem is not None:
+            raise InvalidRequest(problem, field="options")
+
+
+def unusable_reason(agent: Agent, ctx: ProviderContext) -> str | None:
+    """Why the agent cannot run as the server is set up now (None: it can)."""
+    try:
+        create(agent, ctx)
+    except AgentUnusable as exc:
+        return exc.message
+    return None
+
+
+def access_of(base_urls: list[str], agent_key_env: list[str]) -> Access:
+    """The operator's settings `provider_base_urls` and `agent_key_env` (see access.py)."""
+    return Access(access.parse_base_urls(base_urls), list(agent_key_env))
 
 
 def choose_default(env: Mapping[str, str]) -> tuple[str, str | None, dict[str, Any]]:

@@ -6,7 +6,7 @@ rest renumbered from 0, so the loop always sees contiguous indexes. A tool call 
 arrived as no fragments at all gets an explicit `{}` fragment before its stop.
 
 `options.base_url` is the API root without `/v1` (as in Anthropic's SDKs); it falls back to
-ANTHROPIC_BASE_URL, then https://api.anthropic.com.
+ANTHROPIC_BASE_URL, then https://api.anthropic.com. Which key goes there: see access.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 
-from server.errors import ProviderError
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -31,14 +30,21 @@ from server.events import (
     TextDelta,
 )
 from server.models import TextBlock, ToolResultBlock, ToolUseBlock, Turn, Usage
+from server.providers import access
 from server.providers.base import ProviderContext, ProviderRequest
-from server.providers.http import Call, broken_stream, parse_options, relay, stream_error
-from server.providers.http import base_url as resolve_base_url
+from server.providers.http import (
+    Call,
+    broken_stream,
+    excerpt,
+    parse_options,
+    relay,
+    stream_error,
+)
 
-DEFAULT_URL = "https://api.anthropic.com"
+DEFAULT_URL = access.ANTHROPIC.default_url
 DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_MAX_TOKENS = 4096
-KEY_ENV = "ANTHROPIC_API_KEY"
+KEY_ENV = access.ANTHROPIC.key_env
 API_VERSION = "2023-06-01"
 
 
@@ -48,6 +54,7 @@ class AnthropicProvider:
     def __init__(self, options: dict[str, Any], ctx: ProviderContext) -> None:
         self.options = parse_options(options)
         self.ctx = ctx
+        self.target = access.target(access.ANTHROPIC, self.options, ctx)  # or AgentUnusable
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]:
         call = self.call(request)
@@ -56,21 +63,18 @@ class AnthropicProvider:
                 yield event
 
     def call(self, request: ProviderRequest) -> Call:
-        key_env = self.options.api_key_env or KEY_ENV
-        key = self.ctx.env.get(key_env)
-        if not key:
-            raise ProviderError(f"no API key for provider anthropic: set {key_env}")
+        target = self.target
         model = request.model or DEFAULT_MODEL
-        root = resolve_base_url(self.options, self.ctx.env, "ANTHROPIC_BASE_URL", DEFAULT_URL)
         headers = {
-            "x-api-key": key,
             "anthropic-version": API_VERSION,
             "content-type": "application/json",
             "accept": "text/event-stream",
         }
-        return Call(
-            "anthropic", f"{root}/v1/messages", model, key_env, body(request, model), headers, key
-        )
+        if target.key is not None:
+            headers["x-api-key"] = target.key
+        url = f"{target.root}/v1/messages"
+        key_env = target.key_env or access.AGENT_KEY_HINT
+        return Call("anthropic", url, model, key_env, body(request, model), headers, target.key)
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:
@@ -198,7 +202,9 @@ class StreamReader:
             handler = self._handlers.get(msgspec.json.decode(data, type=_Head).type)
             return handler(data) if handler and not self.stopped else []
         except msgspec.DecodeError as exc:
-            raise broken_stream(self.call, f"unreadable event ({exc}): {data[:200]}") from exc
+            raise broken_stream(
+                self.call, f"unreadable event ({exc}): {excerpt(self.call, data)}"
+            ) from exc
 
     def _message_start(self, data: str) -> list[StepEvent]:
         message = msgspec.json.decode(data, type=_MessageStart).message

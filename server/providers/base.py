@@ -51,10 +51,20 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     read_timeout_s: float = 120.0
 
 
+class Access(msgspec.Struct, frozen=True):
+    """The operator's word on credentials (see providers/access.py): the endpoints besides
+    its default and its *_BASE_URL variable that get the server's key for a provider, and the
+    patterns of the variable names an agent may name in `options.api_key_env`."""
+
+    base_urls: dict[str, list[str]] = {}
+    agent_key_env: list[str] = []
+
+
 class ProviderContext(msgspec.Struct, frozen=True):
-    """What a provider may reach: the shared HTTP client, settings, and the environment
-    (read for API keys by name; keys are never stored or shown)."""
+    """What a provider may reach: the shared HTTP client, settings, the environment (read for
+    API keys by name; keys are never stored or shown) and where its keys may go."""
 
     http: Any  # httpx.AsyncClient; typed Any so that only providers/ import httpx
     settings: ProviderSettings
     env: Mapping[str, str]
+    access: Access = Access()

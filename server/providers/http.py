@@ -5,21 +5,24 @@ Retrying is safe only before the reply's body starts: once events have reached t
 retry would repeat them, so a failure mid-stream is final (`retryable=False`). A `retry-after`
 longer than `retry_max_s` is not waited out: we give up at once and pass it on in the error.
 
-The API key travels only in `Call.headers`, which stay out of reprs; upstream error text is
-scrubbed of it before it reaches a message.
+The API key travels only in `Call.headers`, which stay out of reprs; upstream text is
+scrubbed of every form of it (`scrub`) before it reaches a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import msgspec
@@ -78,7 +81,7 @@ def parse_options(options: Mapping[str, Any]) -> HttpOptions:
         parsed = msgspec.convert(options, HttpOptions)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid provider options: {exc}", field="options") from exc
-    if parsed.base_url is not None and not _is_http_url(parsed.base_url):
+    if parsed.base_url is not None and not is_http_url(parsed.base_url):
         raise InvalidRequest(
             f"options.base_url must be an http(s) URL, got {parsed.base_url!r}", field="options"
         )
@@ -87,20 +90,15 @@ def parse_options(options: Mapping[str, Any]) -> HttpOptions:
     return parsed
 
 
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False
-    try:  # what httpx will make of it when the request is sent (hosts must encode, …)
-        parsed = httpx.URL(url)
+def is_http_url(url: str) -> bool:
+    try:  # urlsplit too refuses some hosts (an unclosed or invalid IPv6 bracket)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False
+        parsed = httpx.URL(url)  # what httpx will make of it when sending (hosts must encode…)
     except (httpx.InvalidURL, UnicodeError, ValueError):
         return False
     return bool(parsed.host)
-
-
-def base_url(options: HttpOptions, env: Mapping[str, str], env_name: str, default: str) -> str:
-    """options.base_url, else the SDKs' environment variable, else the public endpoint."""
-    return (options.base_url or env.get(env_name) or default).rstrip("/")
 
 
 class Reader(Protocol):
@@ -204,6 +202,7 @@ class SseDecoder:
 
 def broken_stream(call: Call, reason: str, status: int = 200) -> ProviderError:
     """A failure after events were yielded: final, because a retry would repeat them."""
+    reason = scrub(reason, call.secret)  # it may quote the upstream
     return ProviderError(
         f"provider {call.provider} failed mid-stream (HTTP {status}): {reason}",
         upstream_status=status,
@@ -230,7 +229,8 @@ def _describe(exc: Exception) -> str:
 
 def _unreachable(call: Call, exc: httpx.HTTPError) -> ProviderError:
     return ProviderError(
-        f"cannot reach provider {call.provider} at {call.url}: {_describe(exc)}",
+        f"cannot reach provider {call.provider} at {call.url}: "
+        f"{scrub(_describe(exc), call.secret)}",
         retryable=isinstance(exc, _RETRY_ERRORS),
     )
 
@@ -272,9 +272,46 @@ def error_detail(body: bytes, secret: str | None) -> tuple[str, str]:
         kind, message = "", body.decode(errors="replace").strip() or "(empty body)"
     else:
         kind, message = ("", error) if isinstance(error, str) else (error.type, error.message)
-    if secret:
-        message = message.replace(secret, "***")
-    return kind, message[:_DETAIL_LIMIT]
+    return scrub(kind, secret)[:_DETAIL_LIMIT], scrub(message, secret)[:_DETAIL_LIMIT]
+
+
+def excerpt(call: Call, data: str, limit: int = 200) -> str:
+    """The start of an upstream payload for an error message: scrubbed, then cut (a key cut
+    in two would escape the scrubbing)."""
+    return scrub(data, call.secret)[:limit]
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` with every form of `secret` that an upstream might echo masked: as sent, in
+    any case, reversed, percent- or hex-encoded, and base64 at any alignment (as inside a
+    Basic credential), standard or URL-safe."""
+    if not secret:
+        return text
+    return _masks(secret).sub("***", text)
+
+
+@functools.lru_cache(maxsize=16)
+def _masks(secret: str) -> re.Pattern[str]:
+    plain = {secret, secret[::-1], quote(secret, safe=""), secret.encode().hex()}
+    encoded = _base64_forms(secret.encode())
+    by_length = functools.partial(sorted, key=len, reverse=True)
+    exact = "|".join(re.escape(form) for form in by_length(encoded - plain))
+    any_case = "|".join(re.escape(form) for form in by_length(plain))
+    return re.compile(f"{exact}|(?i:{any_case})" if exact else f"(?i:{any_case})")
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    """The base64 text of `raw`, whole, and as it reads inside a longer encoded string: per
+    alignment, the groups of four characters that encode `raw`'s bytes alone."""
+    whole = base64.b64encode(raw).decode()
+    forms = {whole, whole.rstrip("=")}
+    for offset in range(3):
+        text = base64.b64encode(bytes(offset) + raw).decode()
+        end = len(text) - (4 if (offset + len(raw)) % 3 else 0)
+        inner = text[4 if offset else 0 : end]
+        if len(inner) >= 8:
+            forms.add(inner)
+    return forms | {form.replace("+", "-").replace("/", "_") for form in forms}
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

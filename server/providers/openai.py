@@ -15,7 +15,8 @@ Chunks are normalised to our Anthropic-style step events:
 
 A tool result marked `is_error` is sent as "Error: <content>": the tool message has no such
 flag. `options.base_url` includes `/v1` (as in OpenAI's SDKs); it falls back to OPENAI_BASE_URL.
-With a base_url the key is optional (local servers need none).
+Off OpenAI's own API the key is optional (local servers need none); which key goes where:
+see access.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 
 import msgspec
 
-from server.errors import ProviderError
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -41,20 +41,21 @@ from server.events import (
 )
 from server.ids import new_ulid
 from server.models import TextBlock, ToolResultBlock, ToolUseBlock, Turn, Usage
+from server.providers import access
 from server.providers.base import ProviderContext, ProviderRequest
 from server.providers.http import (
     Call,
     UpstreamError,
     broken_stream,
+    excerpt,
     parse_options,
     relay,
     stream_error,
 )
-from server.providers.http import base_url as resolve_base_url
 
-DEFAULT_URL = "https://api.openai.com/v1"
+DEFAULT_URL = access.OPENAI.default_url
 DEFAULT_MODEL = "gpt-4o-mini"
-KEY_ENV = "OPENAI_API_KEY"
+KEY_ENV = access.OPENAI.key_env
 STOP_REASONS = {
     "stop": "end_turn",
     "tool_calls": "tool_use",
@@ -71,6 +72,7 @@ class OpenAIProvider:
     def __init__(self, options: dict[str, Any], ctx: ProviderContext) -> None:
         self.options = parse_options(options)
         self.ctx = ctx
+        self.target = access.target(access.OPENAI, self.options, ctx)  # or AgentUnusable
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]:
         call = self.call(request)
@@ -79,21 +81,14 @@ class OpenAIProvider:
                 yield event
 
     def call(self, request: ProviderRequest) -> Call:
-        key_env = self.options.api_key_env or KEY_ENV
-        key = self.ctx.env.get(key_env) or None
-        custom_url = self.options.base_url or self.ctx.env.get("OPENAI_BASE_URL")
-        if key is None and not custom_url:
-            raise ProviderError(
-                f"no API key for provider openai: set {key_env} (or options.base_url for a "
-                "server that needs none)"
-            )
-        root = resolve_base_url(self.options, self.ctx.env, "OPENAI_BASE_URL", DEFAULT_URL)
+        target = self.target
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if key is not None:
-            headers["authorization"] = f"Bearer {key}"
+        if target.key is not None:
+            headers["authorization"] = f"Bearer {target.key}"
         model = request.model or DEFAULT_MODEL
-        url = f"{root}/chat/completions"
-        return Call("openai", url, model, key_env, body(request, model), headers, key)
+        url = f"{target.root}/chat/completions"
+        key_env = target.key_env or access.AGENT_KEY_HINT
+        return Call("openai", url, model, key_env, body(request, model), headers, target.key)
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:
@@ -226,7 +221,9 @@ class StreamReader:
         try:
             chunk = msgspec.json.decode(data, type=_Chunk)
         except msgspec.DecodeError as exc:
-            raise broken_stream(self.call, f"unreadable chunk ({exc}): {data[:200]}") from exc
+            raise broken_stream(
+                self.call, f"unreadable chunk ({exc}): {excerpt(self.call, data)}"
+            ) from exc
         if chunk.error is not None:
             raise stream_error(self.call, data)
         return self._chunk(chunk)
