@@ -423,6 +423,8 @@ def test_bundled_agents_are_matched_by_id_or_name_or_created(tmp_path: Path) -> 
         async with app_client(make_settings(origin, allow_roots=[str(tmp_path)])) as http:
             body = scripted_agent(TOOL_TURN, name="carried", tools=["list_files"])
             agent = (await http.post("/agents", json=body)).json()
+            for shown_only in ("usable", "unusable_reason"):  # read-time facts, not exported
+                agent.pop(shown_only, None)
             session = {"agent_id": agent["id"], "work_dir": str(origin)}
             sid = (await http.post("/sessions", json=session)).json()["id"]
             await http.post(f"/sessions/{sid}/message", json={"message": "ls"})
@@ -445,7 +447,11 @@ def test_bundled_agents_are_matched_by_id_or_name_or_created(tmp_path: Path) -> 
             assert imported.status_code == 201, imported.text
             [made] = imported.json()["agents"]
             assert made == agent  # created as exported, its id kept
-            assert (await http.get(f"/agents/{agent['id']}")).json() == agent
+            assert (await http.get(f"/agents/{agent['id']}")).json() == {
+                **agent,
+                "usable": True,
+                "unusable_reason": None,
+            }
             [copy] = imported.json()["sessions"]
             assert copy["agent_id"] == agent["id"]
             sent = await http.post(f"/sessions/{copy['id']}/message", json={"message": "ls"})

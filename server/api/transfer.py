@@ -17,6 +17,7 @@ most four times that.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -40,7 +41,6 @@ from server.api.sessions import Tags, UpdateSession, check_name, check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.ids import now
 from server.models import Agent, Message, Run, SessionRecord
-from server.providers.base import ProviderContext
 from server.store import Store
 from server.store.sessions import SessionFilter
 from server.transcript import SessionExport
@@ -240,8 +240,12 @@ async def _placed(
         await st.agents.get(agent_id)
     work_dir = request.query_params.get("work_dir") or None
     ctx = runner(request).provider_ctx
+
+    def checked(agent: Agent) -> Agent:
+        return agentspec.check(agent, ctx)
+
     agents, created = (
-        await _agents_here(st, planned, carried, ctx) if agent_id is None else ({}, [])
+        await _agents_here(st, planned, carried, checked) if agent_id is None else ({}, [])
     )
     placed = []
     for export in planned:
@@ -255,7 +259,10 @@ async def _placed(
 
 
 async def _agents_here(
-    st: Store, planned: list[SessionExport], carried: list[Agent], ctx: ProviderContext
+    st: Store,
+    planned: list[SessionExport],
+    carried: list[Agent],
+    checked: Callable[[Agent], Agent],
 ) -> tuple[dict[str, str], list[Agent]]:
     """Each exported agent id → the id of the agent its sessions get here: the server's
     agent of that id, else the server's agent of the carried agent's name, else the carried
@@ -280,12 +287,12 @@ async def _agents_here(
         if same_name is not None:
             here[key] = same_name.id
             continue
-        created.append(_creatable(agent, ctx))
+        created.append(_creatable(agent, checked))
         here[key] = agent.id
     return here, created
 
 
-def _creatable(agent: Agent, ctx: ProviderContext) -> Agent:
+def _creatable(agent: Agent, checked: Callable[[Agent], Agent]) -> Agent:
     """A carried agent, checked as POST /agents checks a new one."""
     where = f"agent {agent.id!r}"
     if not agent.id or len(agent.id) > 100:
@@ -294,7 +301,7 @@ def _creatable(agent: Agent, ctx: ProviderContext) -> Agent:
     try:
         msgspec.convert(msgspec.to_builtins(fields), CreateAgent)
         restore.check_stamps(where, [agent.created_at, agent.updated_at])
-        return agentspec.check(agent, ctx)
+        return checked(agent)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"{where}: {exc}", field=f"agents.{field_of(str(exc))}") from exc
     except InvalidRequest as exc:
