@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from server import tools
+from server.errors import RunLimit
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -57,20 +58,37 @@ class StepOutcome(msgspec.Struct):
     final: bool
 
 
+MAX_STEP_OUTPUT_BYTES = 8 * 1024 * 1024
+
+
 class LoopSettings(msgspec.Struct, frozen=True):
     tool_concurrency: int = 8
     tool_timeout_s: float = 120.0
+    max_step_output_bytes: int = MAX_STEP_OUTPUT_BYTES
 
 
 CHUNK = 16  # deltas joined into one string as they come: a long reply held as text
 
 
+# At most what an event adds to its text in the event log (its JSON, its type, a separator):
+# a step's output is counted as stored, so that an upstream sending one character a delta
+# cannot make the event log many times the size of the cap.
+TEXT_FRAMING = 64
+JSON_FRAMING = 80
+BLOCK_FRAMING = 160
+
+
 class Accumulator:
     """Builds the step's assistant message from its events. Each block's deltas are joined
     a CHUNK at a time: kept one by one, a 200-token reply's pieces were 13 KB per stream
-    (a string object per token), against 2 KB as chunks."""
+    (a string object per token), against 2 KB as chunks.
 
-    def __init__(self) -> None:
+    The step's output is capped (`max_bytes`, framing included): an upstream that never
+    stops ends the run when it goes over, before the delta that did is emitted or stored."""
+
+    def __init__(self, max_bytes: int = MAX_STEP_OUTPUT_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.room = max_bytes  # bytes the step may still produce
         self.blocks: dict[int, ContentBlock] = {}
         self.parts: dict[int, list[str]] = {}  # the latest deltas, fewer than CHUNK
         self.chunks: dict[int, list[str]] = {}  # earlier deltas, CHUNK to a string
@@ -80,13 +98,17 @@ class Accumulator:
 
     def add(self, event: StepEvent) -> None:
         if type(event) is TextDelta:  # nearly every event: no `match` needed
-            return self._part(event.index, event.text)
+            return self._part(event.index, event.text, TEXT_FRAMING)
         if type(event) is InputJsonDelta:
-            return self._part(event.index, event.partial_json)
+            return self._part(event.index, event.partial_json, JSON_FRAMING)
         match event:
             case MessageStart(message=info):
                 self.usage = Usage(info.usage.input_tokens, info.usage.output_tokens)
             case ContentBlockStart(index=index, content_block=block):
+                if type(block) is ToolUseBlock:
+                    self._spend(BLOCK_FRAMING + len(block.id) + len(block.name))
+                else:
+                    self._spend(BLOCK_FRAMING)
                 self.blocks[index] = block
                 self.parts[index] = []
             case ContentBlockStop(index=index):
@@ -97,7 +119,21 @@ class Accumulator:
                     max(usage.input_tokens, self.usage.input_tokens), usage.output_tokens
                 )
 
-    def _part(self, index: int, text: str) -> None:
+    def _spend(self, size: int) -> None:
+        self.room -= size
+        if self.room < 0:
+            self._over()
+
+    def _over(self) -> None:
+        raise RunLimit(
+            f"a model step's output went over {self.max_bytes} bytes "
+            "(max_step_output_bytes): the run is stopped"
+        )
+
+    def _part(self, index: int, text: str, framing: int) -> None:
+        self.room -= (len(text) if text.isascii() else len(text.encode())) + framing
+        if self.room < 0:  # inline: once per delta
+            self._over()
         parts = self.parts.get(index)
         if parts is None:
             self.parts[index] = parts = []
@@ -140,7 +176,7 @@ async def run_loop(
     specs = tool_specs(session)
     client = {tool.name for tool in session.client_tools}
     for step in range(first_step, agent.max_steps):
-        acc = Accumulator()
+        acc = Accumulator(settings.max_step_output_bytes)
         request = ProviderRequest(
             model=agent.model,
             system=agent.system,

@@ -63,6 +63,11 @@ class RunnerSettings(msgspec.Struct, frozen=True):
     loop: LoopSettings = LoopSettings()
     tools: ToolSettings = ToolSettings()
     shutdown_grace_s: float = 10.0
+    run_max_s: float = 3600.0  # a run's deadline when its agent sets none
+    run_max_ceiling_s: float = 86400.0  # … and the longest any agent gets
+
+    def deadline_s(self, agent: Agent) -> float:
+        return min(agent.max_run_seconds or self.run_max_s, self.run_max_ceiling_s)
 
 
 class Runner:
@@ -147,6 +152,8 @@ class Runner:
         pending: list[PendingToolCall] = []
         final: StepOutcome | None = None  # the last step, stored with the run's end
         active.started = True
+        # Set as the run is driven, so that time paused for client tools does not count.
+        deadline = asyncio.timeout(self.settings.deadline_s(active.agent))
         try:
             if active.stop_status is not None:  # cancelled before the task got to run
                 raise asyncio.CancelledError
@@ -166,12 +173,13 @@ class Runner:
                     self._record_usage(active)
 
             steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
-            async for outcome in steps:
-                if outcome.final and not outcome.pending and active.scratch is None:
-                    final, stop_reason = outcome, outcome.stop_reason  # the loop ends here
-                    continue
-                await self._persist(active, outcome)
-                stop_reason, pending = outcome.stop_reason, outcome.pending
+            async with deadline:
+                async for outcome in steps:
+                    if outcome.final and not outcome.pending and active.scratch is None:
+                        final, stop_reason = outcome, outcome.stop_reason  # the loop ends here
+                        continue
+                    await self._persist(active, outcome)
+                    stop_reason, pending = outcome.stop_reason, outcome.pending
             if pending:
                 status = "requires_action"
         except asyncio.CancelledError:
@@ -181,6 +189,9 @@ class Runner:
             status, error = "failed", ErrorInfo("provider_error", exc.message)
         except ApiError as exc:
             status, error = "failed", ErrorInfo(exc.type, exc.message)
+        except TimeoutError as exc:
+            limit = self.settings.deadline_s(active.agent)
+            status, error = "failed", _timed_out(exc, deadline, limit, active.id)
         except Exception as exc:
             log.exception("run %s failed", active.id)
             status = "failed"
@@ -426,6 +437,17 @@ class Runner:
 
     async def recover(self) -> int:
         return await interrupt_unfinished(self.store)
+
+
+def _timed_out(
+    exc: TimeoutError, deadline: asyncio.Timeout, limit_s: float, run_id: str
+) -> ErrorInfo:
+    """The run's deadline passed, or (not expired) a TimeoutError came from below."""
+    if deadline.expired():
+        message = f"the run went over its deadline of {limit_s:g} s (max_run_seconds; time "
+        return ErrorInfo("run_limit", message + "paused for client tools does not count)")
+    log.error("run %s failed", run_id, exc_info=exc)
+    return ErrorInfo("internal_error", f"the run failed inside the server: {type(exc).__name__}")
 
 
 def _session_status(status: str) -> str:

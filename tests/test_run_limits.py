@@ -1,0 +1,315 @@
+"""A run's limits: an upstream that sends only pings, one that never stops writing, a run
+past its deadline; each ends `failed` naming its limit, with a history that can be exported
+and imported again.
+
+The server runs in a thread; the provider doubles (tests/upstream.py) speak each API's exact
+SSE format over loopback. Nothing sleeps waiting for something: a blocking message returns
+when its run has ended (with a generous client timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import make_settings, scripted_agent
+from tests.live import ThreadServer
+from tests.upstream import (
+    ANTHROPIC_PING,
+    OPENAI_KEEP_ALIVE,
+    Reply,
+    Upstream,
+    anthropic_sse,
+    openai_sse,
+)
+
+KEY = "sk-test-not-a-real-key-123456"
+ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+WAIT_S = 60.0  # a client's patience: far beyond what any limit below needs
+
+
+def anthropic_start() -> list[bytes]:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }
+    return anthropic_sse({"type": "message_start", "message": message})
+
+
+def anthropic_text_delta(text: str) -> bytes:
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": text},
+    }
+    [frame] = anthropic_sse(delta)
+    return frame
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "usage": None,
+    }
+
+
+def ping_only(provider: str) -> Reply:
+    """A 200 stream that stays alive on pings alone, as an overloaded upstream may."""
+    if provider == "anthropic":
+        return Reply(chunks=anthropic_start(), forever=ANTHROPIC_PING, delay_s=0.02)
+    return Reply(forever=OPENAI_KEEP_ALIVE, delay_s=0.02)
+
+
+def endless_text(provider: str) -> Reply:
+    """A 200 stream whose text never ends."""
+    if provider == "anthropic":
+        block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
+        block["content_block"]["text"] = ""
+        return Reply(
+            chunks=[*anthropic_start(), *anthropic_sse(block)],
+            forever=anthropic_text_delta("lorem ipsum "),
+        )
+    [frame] = openai_sse(chunk({"content": "lorem ipsum "}), done=False)
+    return Reply(chunks=openai_sse(chunk({"role": "assistant"}), done=False), forever=frame)
+
+
+async def make_session(http: httpx.AsyncClient, url: str, agent: dict[str, Any]) -> str:
+    created = await http.post(f"{url}/agents", json=agent)
+    assert created.status_code == 201, created.text
+    made = await http.post(f"{url}/sessions", json={"agent_id": created.json()["id"]})
+    return str(made.json()["id"])
+
+
+async def check_round_trip(http: httpx.AsyncClient, url: str, sid: str) -> list[dict[str, Any]]:
+    """The session's history is one sessiond's own import takes back."""
+    exported = await http.get(f"{url}/sessions/{sid}/export")
+    assert exported.status_code == 200, exported.text
+    imported = await http.post(
+        f"{url}/sessions/import",
+        content=exported.content,
+        headers={"content-type": "application/json"},
+    )
+    assert imported.status_code == 201, imported.text
+    messages: list[dict[str, Any]] = exported.json()["messages"]
+    return messages
+
+
+def remote_agent(provider: str, upstream: Upstream) -> dict[str, Any]:
+    base = upstream.url if provider == "anthropic" else f"{upstream.url}/v1"
+    return {"name": f"{provider}-limits", "provider": provider, "options": {"base_url": base}}
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_ping_only_upstream_ends_at_the_idle_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
+) -> None:
+    monkeypatch.setenv(ENV[provider], KEY)
+    server = ThreadServer(make_settings(tmp_path, provider_idle_timeout_s=0.3)).start()
+
+    async def go() -> None:
+        async with Upstream() as upstream, httpx.AsyncClient(timeout=WAIT_S) as http:
+            upstream.enqueue(ping_only(provider))
+            sid = await make_session(http, server.url, remote_agent(provider, upstream))
+            sent = await http.post(f"{server.url}/sessions/{sid}/message", json={"message": "hi"})
+            assert sent.status_code == 502, sent.text
+            error = sent.json()["error"]
+            assert error["type"] == "provider_error"
+            assert "provider_idle_timeout_s" in error["message"], error
+            assert "only pings" in error["message"]
+            run = (await http.get(f"{server.url}/sessions/{sid}/runs/{error['run_id']}")).json()
+            assert run["status"] == "failed"
+            assert run["error"] == {"type": "provider_error", "message": error["message"]}
+            await asyncio.wait_for(upstream.requests[0].closed.wait(), WAIT_S)
+            assert len(upstream.requests) == 1  # a stream that began is not retried
+            messages = await check_round_trip(http, server.url, sid)
+            assert [m["role"] for m in messages] == ["user"]
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_endless_text_ends_at_the_step_output_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
+) -> None:
+    cap = 64 * 1024
+    monkeypatch.setenv(ENV[provider], KEY)
+    server = ThreadServer(make_settings(tmp_path, max_step_output_bytes=cap)).start()
+    run_id = ""
+
+    async def go() -> None:
+        nonlocal run_id
+        async with Upstream() as upstream, httpx.AsyncClient(timeout=WAIT_S) as http:
+            upstream.enqueue(endless_text(provider))
+            sid = await make_session(http, server.url, remote_agent(provider, upstream))
+            sent = await http.post(f"{server.url}/sessions/{sid}/message", json={"message": "hi"})
+            assert sent.status_code == 502, sent.text
+            error = sent.json()["error"]
+            assert error["type"] == "run_limit"
+            assert f"over {cap} bytes (max_step_output_bytes)" in error["message"], error
+            run_id = error["run_id"]
+            run = (await http.get(f"{server.url}/sessions/{sid}/runs/{run_id}")).json()
+            assert run["status"] == "failed" and run["error"]["type"] == "run_limit"
+            await asyncio.wait_for(upstream.requests[0].closed.wait(), WAIT_S)
+            messages = await check_round_trip(http, server.url, sid)
+            stored = sum(
+                len(block.get("text", "").encode())
+                for m in messages
+                if m["role"] == "assistant"
+                for block in m["content"]
+            )
+            assert stored <= cap
+            events = await http.get(f"{server.url}/sessions/{sid}/runs/{run_id}/events")
+            assert events.status_code == 200
+            assert b"max_step_output_bytes" in events.content  # the `error` event names it
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+    # What the database keeps of the run's stream stays within the cap (plus the few
+    # events around the text: message_start, error, done).
+    conn = sqlite3.connect(tmp_path / "sessiond.db")
+    try:
+        [(logged,)] = conn.execute(
+            "SELECT coalesce(sum(length(data) + length(types)), 0) FROM events WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    assert 0 < logged <= cap + 4096
+
+
+def paced(words: int) -> dict[str, Any]:
+    return {"text": "tick " * words}
+
+
+def test_a_run_past_its_deadline_ends_failed_with_a_valid_history(tmp_path: Path) -> None:
+    """A tool step, then a reply paced far beyond the agent's max_run_seconds."""
+    (tmp_path / "a.txt").write_text("x")
+    server = ThreadServer(make_settings(tmp_path)).start()
+    script = [{"tool_calls": [{"name": "list_files", "input": {"path": "."}}]}, paced(4000)]
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            agent = scripted_agent(
+                script,
+                name="slow",
+                tools=["list_files"],
+                max_run_seconds=0.5,
+                options={"token_delay_ms": 20},
+            )
+            created = await http.post(f"{server.url}/agents", json=agent)
+            assert created.status_code == 201, created.text
+            assert created.json()["max_run_seconds"] == 0.5
+            body = {"agent_id": created.json()["id"], "work_dir": str(tmp_path)}
+            sid = (await http.post(f"{server.url}/sessions", json=body)).json()["id"]
+            sent = await http.post(f"{server.url}/sessions/{sid}/message", json={"message": "go"})
+            assert sent.status_code == 502, sent.text
+            error = sent.json()["error"]
+            assert error["type"] == "run_limit"
+            assert "deadline of 0.5 s (max_run_seconds" in error["message"], error
+            run = (await http.get(f"{server.url}/sessions/{sid}/runs/{error['run_id']}")).json()
+            assert run["status"] == "failed" and run["error"]["type"] == "run_limit"
+            session = (await http.get(f"{server.url}/sessions/{sid}")).json()
+            assert session["status"] == "failed"
+            messages = await check_round_trip(http, server.url, sid)
+            roles = [m["role"] for m in messages]
+            assert roles in (["user"], ["user", "assistant", "user"])  # the tool step, if done
+            # the session takes a new message: nothing of the failed run is left in the way
+            again = await http.post(f"{server.url}/sessions/{sid}/runs", json={"message": "x"})
+            assert again.status_code in (200, 201, 202), again.text
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
+def test_the_deadline_is_clamped_to_the_ceiling_and_validated(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, run_max_seconds=30.0, run_max_seconds_ceiling=0.5)
+    server = ThreadServer(settings).start()
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            for bad in (0, -1, "soon"):
+                agent = scripted_agent([paced(10)], name=f"bad{bad}", max_run_seconds=bad)
+                refused = await http.post(f"{server.url}/agents", json=agent)
+                assert refused.status_code == 400, refused.text
+                assert refused.json()["error"]["type"] == "invalid_request"
+            agent = scripted_agent(
+                [paced(4000)], name="long", max_run_seconds=1e6, options={"token_delay_ms": 20}
+            )
+            created = (await http.post(f"{server.url}/agents", json=agent)).json()
+            assert created["max_run_seconds"] == 1e6  # stored as asked, clamped when run
+            put = await http.put(f"{server.url}/agents/{created['id']}", json={"max_tokens": 9})
+            assert put.json()["max_run_seconds"] == 1e6
+            sid = await http.post(f"{server.url}/sessions", json={"agent_id": created["id"]})
+            url = f"{server.url}/sessions/{sid.json()['id']}/message"
+            sent = await http.post(url, json={"message": "go"})
+            assert sent.status_code == 502, sent.text
+            assert "deadline of 0.5 s" in sent.json()["error"]["message"]
+            cleared = await http.put(
+                f"{server.url}/agents/{created['id']}", json={"max_run_seconds": None}
+            )
+            assert cleared.status_code == 200 and cleared.json()["max_run_seconds"] is None
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
+WEATHER = {
+    "name": "get_weather",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "executor": "client",
+}
+
+
+def test_time_paused_for_a_client_tool_does_not_count(tmp_path: Path) -> None:
+    """A run paused for longer than its deadline still goes on when the results come."""
+    deadline_s = 1.0
+    server = ThreadServer(make_settings(tmp_path)).start()
+    script = [{"tool_calls": [{"name": "get_weather", "input": {"city": "Oslo"}}]}, paced(3)]
+
+    async def go() -> None:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            agent = scripted_agent(
+                script, name="pausing", tools=[WEATHER], max_run_seconds=deadline_s
+            )
+            sid = await make_session(http, server.url, agent)
+            base = f"{server.url}/sessions/{sid}"
+            paused = (await http.post(f"{base}/message", json={"message": "weather?"})).json()
+            assert paused["status"] == "requires_action", paused
+            paused_at = time.monotonic()
+            # The pause itself is what is tested: it must outlast the deadline.
+            while time.monotonic() < paused_at + deadline_s * 1.5:
+                await asyncio.sleep(0.1)
+            [call] = paused["pending_tool_calls"]
+            answer = {"results": [{"tool_use_id": call["id"], "content": "snow"}]}
+            url = f"{base}/runs/{paused['run_id']}/tool_results?wait=true"
+            done = await http.post(url, json=answer)
+            assert done.status_code == 200, done.text
+            assert done.json()["status"] == "completed"
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
