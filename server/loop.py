@@ -29,6 +29,7 @@ from server.events import (
     TextDelta,
     ToolResult,
 )
+from server.ids import new_ulid
 from server.models import (
     ContentBlock,
     PendingToolCall,
@@ -84,11 +85,15 @@ class Accumulator:
     (a string object per token), against 2 KB as chunks.
 
     The step's output is capped (`max_bytes`, framing included): an upstream that never
-    stops ends the run when it goes over, before the delta that did is emitted or stored."""
+    stops ends the run when it goes over, before the delta that did is emitted or stored.
+    Tool call ids are kept unique within the session (`taken`, shared across steps)."""
 
-    def __init__(self, max_bytes: int = MAX_STEP_OUTPUT_BYTES) -> None:
+    def __init__(
+        self, max_bytes: int = MAX_STEP_OUTPUT_BYTES, taken: set[str] | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self.room = max_bytes  # bytes the step may still produce
+        self.taken = set() if taken is None else taken
         self.blocks: dict[int, ContentBlock] = {}
         self.parts: dict[int, list[str]] = {}  # the latest deltas, fewer than CHUNK
         self.chunks: dict[int, list[str]] = {}  # earlier deltas, CHUNK to a string
@@ -106,6 +111,7 @@ class Accumulator:
                 self.usage = Usage(info.usage.input_tokens, info.usage.output_tokens)
             case ContentBlockStart(index=index, content_block=block):
                 if type(block) is ToolUseBlock:
+                    block = self._unique(event, block)
                     self._spend(BLOCK_FRAMING + len(block.id) + len(block.name))
                 else:
                     self._spend(BLOCK_FRAMING)
@@ -129,6 +135,16 @@ class Accumulator:
             f"a model step's output went over {self.max_bytes} bytes "
             "(max_step_output_bytes): the run is stopped"
         )
+
+    def _unique(self, event: ContentBlockStart, block: ToolUseBlock) -> ToolUseBlock:
+        """A tool call id the session already holds (upstreams that number calls call_1,
+        call_2, … afresh) gets a fresh one, in the event too: its result, the stored history
+        and every later event name the new id, and the history stays importable."""
+        if block.id in self.taken:
+            block = ToolUseBlock(f"toolu_{new_ulid()}", block.name, block.input)
+            event.content_block = block
+        self.taken.add(block.id)
+        return block
 
     def _part(self, index: int, text: str, framing: int) -> None:
         self.room -= (len(text) if text.isascii() else len(text.encode())) + framing
@@ -175,8 +191,9 @@ async def run_loop(
     agent = session.agent
     specs = tool_specs(session)
     client = {tool.name for tool in session.client_tools}
+    taken = tool_ids(session.turns)
     for step in range(first_step, agent.max_steps):
-        acc = Accumulator(settings.max_step_output_bytes)
+        acc = Accumulator(settings.max_step_output_bytes, taken)
         request = ProviderRequest(
             model=agent.model,
             system=agent.system,
@@ -234,6 +251,10 @@ def _outcome(
     final: bool,
 ) -> StepOutcome:
     return StepOutcome(step, assistant, results, pending, records, acc.usage, stop_reason, final)
+
+
+def tool_ids(turns: list[Turn]) -> set[str]:
+    return {b.id for turn in turns for b in turn.content if type(b) is ToolUseBlock}
 
 
 def tool_specs(session: Session) -> list[ToolSpec]:

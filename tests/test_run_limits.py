@@ -1,6 +1,6 @@
 """A run's limits: an upstream that sends only pings, one that never stops writing, a run
 past its deadline; each ends `failed` naming its limit, with a history that can be exported
-and imported again.
+and imported again. And tool call ids an upstream repeats are made unique as they are stored.
 
 The server runs in a thread; the provider doubles (tests/upstream.py) speak each API's exact
 SSE format over loopback. Nothing sleeps waiting for something: a blocking message returns
@@ -9,6 +9,7 @@ when its run has ended (with a generous client timeout)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -308,6 +309,92 @@ def test_time_paused_for_a_client_tool_does_not_count(tmp_path: Path) -> None:
             done = await http.post(url, json=answer)
             assert done.status_code == 200, done.text
             assert done.json()["status"] == "completed"
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
+def openai_call(call_id: str, *more: str) -> list[bytes]:
+    """One step calling list_files once per id, each as its own upstream tool index."""
+    ids = [call_id, *more]
+    opened = [
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": each,
+                        "type": "function",
+                        "function": {"name": "list_files", "arguments": json.dumps({"path": "."})},
+                    }
+                ]
+            }
+        )
+        for i, each in enumerate(ids)
+    ]
+    return openai_sse(
+        chunk({"role": "assistant", "content": None}), *opened, chunk({}, "tool_calls")
+    )
+
+
+def test_repeated_tool_call_ids_are_stored_unique(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream numbering its calls afresh: call_1 in one step, call_1 twice in the next."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    (tmp_path / "a.txt").write_text("x")
+    server = ThreadServer(make_settings(tmp_path)).start()
+
+    async def go() -> None:
+        async with Upstream() as upstream, httpx.AsyncClient(timeout=WAIT_S) as http:
+            text = openai_sse(chunk({"content": "done"}), chunk({}, "stop"))
+            upstream.enqueue(
+                Reply(chunks=openai_call("call_1")),
+                Reply(chunks=openai_call("call_1", "call_1")),
+                Reply(chunks=text),
+            )
+            agent = remote_agent("openai", upstream) | {"tools": ["list_files"]}
+            created = (await http.post(f"{server.url}/agents", json=agent)).json()
+            body = {"agent_id": created["id"], "work_dir": str(tmp_path)}
+            sid = (await http.post(f"{server.url}/sessions", json=body)).json()["id"]
+            sent = await http.post(f"{server.url}/sessions/{sid}/message", json={"message": "ls"})
+            assert sent.status_code == 200, sent.text
+            assert sent.json()["response"] == "done"
+            messages = await check_round_trip(http, server.url, sid)
+            uses = [b["id"] for m in messages for b in m["content"] if b["type"] == "tool_use"]
+            results = [
+                b["tool_use_id"]
+                for m in messages
+                for b in m["content"]
+                if b["type"] == "tool_result"
+            ]
+            assert len(uses) == 3 and len(set(uses)) == 3 and uses[0] == "call_1"
+            assert results == uses
+            # the model is sent the same pairs: each call followed by its own result
+            last = upstream.requests[2].body["messages"]
+            sent_calls = [
+                c["id"] for m in last if m["role"] == "assistant" for c in m["tool_calls"]
+            ]
+            sent_results = [m["tool_call_id"] for m in last if m["role"] == "tool"]
+            assert sent_calls == uses and sent_results == uses
+            # and the run's events name the ids as stored
+            run_id = sent.json()["run_id"]
+            events = await http.get(f"{server.url}/sessions/{sid}/runs/{run_id}/events")
+            started = [
+                json.loads(line[6:])
+                for line in events.text.splitlines()
+                if line.startswith("data: ") and '"content_block_start"' in line
+            ]
+            blocks = [e["content_block"] for e in started]
+            assert [b["id"] for b in blocks if b["type"] == "tool_use"] == uses
+            logged = [
+                json.loads(line[6:])["tool_use_id"]
+                for line in events.text.splitlines()
+                if line.startswith("data: ") and '"type":"tool_result"' in line
+            ]
+            assert sorted(logged) == sorted(uses)
 
     try:
         asyncio.run(go())
