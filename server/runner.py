@@ -153,7 +153,8 @@ class Runner:
         final: StepOutcome | None = None  # the last step, stored with the run's end
         active.started = True
         # Set as the run is driven, so that time paused for client tools does not count.
-        deadline = asyncio.timeout(self.settings.deadline_s(active.agent))
+        limit, clock = self.settings.deadline_s(active.agent), asyncio.get_running_loop().time
+        began, deadline = clock(), asyncio.timeout(limit - active.run_seconds)
         try:
             if active.stop_status is not None:  # cancelled before the task got to run
                 raise asyncio.CancelledError
@@ -190,7 +191,6 @@ class Runner:
         except ApiError as exc:
             status, error = "failed", ErrorInfo(exc.type, exc.message)
         except TimeoutError as exc:
-            limit = self.settings.deadline_s(active.agent)
             status, error = "failed", _timed_out(exc, deadline, limit, active.id)
         except Exception as exc:
             log.exception("run %s failed", active.id)
@@ -198,6 +198,7 @@ class Runner:
             error = ErrorInfo(
                 "internal_error", f"the run failed inside the server: {type(exc).__name__}"
             )
+        active.run_seconds += clock() - began
         await self._finish(active, status, stop_reason, error, pending, final)
 
     async def _session(self, active: ActiveRun) -> Session:
@@ -285,6 +286,7 @@ class Runner:
         end = run_ops.Finish(
             status, stop_reason, error, active.unrecorded(), pending, session_status
         )
+        end.run_seconds = active.run_seconds
         stamp = now()
         rid, sid = active.id, active.session_id
         written: asyncio.Future[list[Message]] | None = None

@@ -284,11 +284,14 @@ WEATHER = {
 }
 
 
+WEATHER_CALL = {"name": "get_weather", "input": {"city": "Oslo"}}
+
+
 def test_time_paused_for_a_client_tool_does_not_count(tmp_path: Path) -> None:
     """A run paused for longer than its deadline still goes on when the results come."""
     deadline_s = 1.0
     server = ThreadServer(make_settings(tmp_path)).start()
-    script = [{"tool_calls": [{"name": "get_weather", "input": {"city": "Oslo"}}]}, paced(3)]
+    script = [{"tool_calls": [WEATHER_CALL]}, paced(3)]
 
     async def go() -> None:
         async with httpx.AsyncClient(timeout=WAIT_S) as http:
@@ -314,6 +317,49 @@ def test_time_paused_for_a_client_tool_does_not_count(tmp_path: Path) -> None:
         asyncio.run(go())
     finally:
         server.stop()
+
+
+def test_a_resumed_run_goes_on_with_what_is_left_of_its_deadline(tmp_path: Path) -> None:
+    """The time a run was driven before it paused is kept: resumed by a server whose ceiling
+    is below that time, the run is past its deadline at once."""
+    script = [
+        {"text": "one two three four five six seven eight nine ten", "tool_calls": [WEATHER_CALL]},
+        {"text": "It snows."},
+    ]
+    agent = scripted_agent(
+        script, name="resumed", tools=[WEATHER], options={"token_delay_ms": 50}
+    )  # the first step streams ten words, 50 ms apart: at least 0.5 s driven
+    server = ThreadServer(make_settings(tmp_path)).start()
+    try:
+        sid = asyncio.run(_session_of(server.url, agent))
+        base = f"{server.url}/sessions/{sid}"
+        paused = httpx.post(f"{base}/message", json={"message": "weather?"}, timeout=WAIT_S).json()
+        assert paused["status"] == "requires_action", paused
+    finally:
+        server.stop()
+    server = ThreadServer(make_settings(tmp_path, run_max_seconds_ceiling=0.25)).start()
+    try:
+        [call] = paused["pending_tool_calls"]
+        answer = {"results": [{"tool_use_id": call["id"], "content": "snow"}]}
+        url = f"{server.url}/sessions/{sid}/runs/{paused['run_id']}/tool_results?wait=true"
+        done = httpx.post(url, json=answer, timeout=WAIT_S)
+        assert done.status_code == 502, done.text
+        error = done.json()["error"]
+        assert error["type"] == "run_limit" and "deadline of 0.25 s" in error["message"]
+
+        async def check() -> None:
+            async with httpx.AsyncClient(timeout=WAIT_S) as http:
+                messages = await check_round_trip(http, server.url, sid)
+                assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+
+        asyncio.run(check())
+    finally:
+        server.stop()
+
+
+async def _session_of(url: str, agent: dict[str, Any]) -> str:
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        return await make_session(http, url, agent)
 
 
 def openai_call(call_id: str, *more: str) -> list[bytes]:
