@@ -18,6 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from server import config
+from server.cli import build_parser
+from server.errors import RunLimit
+from server.events import ContentBlockStart, TextDelta
+from server.loop import BLOCK_FRAMING, TEXT_FRAMING, Accumulator
+from server.models import TextBlock
 from tests.conftest import make_settings, scripted_agent
 from tests.live import ThreadServer
 from tests.upstream import (
@@ -446,3 +452,32 @@ def test_repeated_tool_call_ids_are_stored_unique(
         asyncio.run(go())
     finally:
         server.stop()
+
+
+def test_the_limits_are_settings_flags_and_environment(tmp_path: Path) -> None:
+    flags = "serve --max-run-seconds 5 --max-run-seconds-ceiling 50 "
+    flags += "--max-step-output-bytes 1024 --provider-idle-timeout 7.5"
+    args = build_parser().parse_args(flags.split())
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    missing = str(tmp_path / "none.toml")
+    settings = config.load(cli, env={}, config_file=missing)
+    assert (settings.run_max_seconds, settings.run_max_seconds_ceiling) == (5.0, 50.0)
+    assert (settings.max_step_output_bytes, settings.provider_idle_timeout_s) == (1024, 7.5)
+    env = {"SESSIOND_PROVIDER_IDLE_TIMEOUT_S": "12"}
+    assert config.load({}, env=env, config_file=missing).provider_idle_timeout_s == 12.0
+    defaults = config.load({}, env={}, config_file=missing)
+    assert defaults.run_max_seconds == 3600 and defaults.max_step_output_bytes == 8 * 1024**2
+    for name in ("run_max_seconds", "max_step_output_bytes", "provider_idle_timeout_s"):
+        with pytest.raises(ValueError, match=name):
+            config.load({name: 0}, env={}, config_file=missing)
+
+
+def test_a_step_is_counted_in_utf8_bytes_with_its_events_framing() -> None:
+    room = BLOCK_FRAMING + TEXT_FRAMING + 5
+    plain = Accumulator(room)
+    plain.add(ContentBlockStart(0, TextBlock("")))
+    plain.add(TextDelta("hello", 0))  # five bytes: exactly at the cap
+    accented = Accumulator(room)
+    accented.add(ContentBlockStart(0, TextBlock("")))
+    with pytest.raises(RunLimit, match="max_step_output_bytes"):
+        accented.add(TextDelta("héllo", 0))  # five characters, six bytes
