@@ -181,10 +181,10 @@ def _timeout(settings: ProviderSettings) -> httpx.Timeout:
 
 class IdleLimit:
     """An upstream stream must make progress: pings (Anthropic's `event: ping`, the
-    `: keep-alive` comments of OpenAI-compatible servers) and blank lines keep the
-    connection's reads going, so httpx's read timeout never fires on them, but they are not
-    an answer. Every line that is not an event counts against the limit; silence is the read
-    timeout's to catch."""
+    `: keep-alive` comments of OpenAI-compatible servers) keep the connection's reads going,
+    so httpx's read timeout never fires on them, but they are not an answer. Only an event
+    other than a ping is progress; the limit is checked as each other line arrives, so a
+    silent stream is still the read timeout's to catch."""
 
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s
