@@ -201,3 +201,10 @@ INSERT INTO events (run_id, first_seq, last_seq, types, data)
 SELECT run_id, first_seq, last_seq, types, data FROM events_by_run ORDER BY run_id, first_seq;
 
 DROP TABLE events_by_run;
+
+-- step 6: a run's deadline, set per agent, and the time a run has used of it
+-- NULL: the server's run_max_seconds. Either way clamped to its run_max_seconds_ceiling.
+ALTER TABLE agents ADD COLUMN max_run_seconds REAL CHECK (max_run_seconds > 0);
+-- Seconds the server has driven the run, time paused for client tools left out: a resumed
+-- run goes on with what is left of its deadline.
+ALTER TABLE runs ADD COLUMN run_seconds REAL NOT NULL DEFAULT 0;

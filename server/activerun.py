@@ -59,6 +59,7 @@ class ActiveRun:
         # stored: with both, starting the run reads nothing (None: read them then).
         self.record: SessionRecord | None = None
         self.begun: Begun | None = None
+        self.run_seconds = 0.0  # driven so far: a resumed run's earlier parts
 
     @property
     def id(self) -> str:

@@ -102,9 +102,13 @@ def default_agent(env: dict[str, str], model_setting: str | None = None) -> Agen
 
 def runner_settings(settings: Settings) -> RunnerSettings:
     return RunnerSettings(
-        loop=LoopSettings(settings.tool_concurrency, settings.tool_timeout_s),
+        loop=LoopSettings(
+            settings.tool_concurrency, settings.tool_timeout_s, settings.max_step_output_bytes
+        ),
         tools=ToolSettings(command_timeout_s=settings.command_timeout_s),
         shutdown_grace_s=settings.shutdown_grace_s,
+        run_max_s=settings.run_max_seconds,
+        run_max_ceiling_s=settings.run_max_seconds_ceiling,
     )
 
 
@@ -170,6 +174,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             max_retries=settings.provider_max_retries,
             connect_timeout_s=settings.provider_connect_timeout_s,
             read_timeout_s=settings.provider_read_timeout_s,
+            idle_timeout_s=settings.provider_idle_timeout_s,
         )
         env = dict(os.environ)
         access = providers.access_of(settings.provider_base_urls, settings.agent_key_env)

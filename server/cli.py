@@ -90,6 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_import_bytes",
         help="largest accepted POST /sessions/import body (default 64 MiB)",
     )
+    limits = serve.add_argument_group("run limits")
+    limits.add_argument(
+        "--max-run-seconds",
+        type=float,
+        dest="run_max_seconds",
+        help="a run's deadline when its agent sets no max_run_seconds (default 3600)",
+    )
+    limits.add_argument(
+        "--max-run-seconds-ceiling",
+        type=float,
+        dest="run_max_seconds_ceiling",
+        help="the longest deadline any agent gets; larger values are clamped (default 86400)",
+    )
+    limits.add_argument(
+        "--max-step-output-bytes",
+        type=int,
+        dest="max_step_output_bytes",
+        help="bytes of text and tool input one model step may produce (default 8 MiB)",
+    )
+    limits.add_argument(
+        "--provider-idle-timeout",
+        type=float,
+        dest="provider_idle_timeout_s",
+        help="seconds an upstream stream may send nothing but pings (default 90)",
+    )
     serve.add_argument(
         "--cors-origin",
         action="append",

@@ -13,6 +13,8 @@ import msgspec
 
 from server.providers import access
 
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
@@ -33,6 +35,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provider_max_retries: int = 3
     provider_connect_timeout_s: float = 10.0
     provider_read_timeout_s: float = 120.0
+    # Limits on every run. Its deadline: the agent's max_run_seconds, else run_max_seconds,
+    # never above run_max_seconds_ceiling (time paused for client tools does not count). A
+    # step's output: the bytes of its text and tool input, each delta with its event's
+    # framing. An upstream stream's idle time: seconds without an event other than pings.
+    run_max_seconds: Positive = 3600.0
+    run_max_seconds_ceiling: Positive = 86400.0
+    max_step_output_bytes: Annotated[int, msgspec.Meta(gt=0)] = 8 * 1024 * 1024
+    provider_idle_timeout_s: Positive = 90.0
     log_level: str = "info"
     # The built-in default agent's model (None: its provider's default, e.g. for a local
     # OpenAI-compatible server whose models are not OpenAI's)

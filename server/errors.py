@@ -124,6 +124,15 @@ class ProviderError(ApiError):
         self.upstream_status = upstream_status
 
 
+class RunLimit(ApiError):
+    """A run went over one of its limits (its deadline, a step's output bytes) and ends
+    failed. 502 as for the provider's failures: nearly always an upstream that is too slow
+    or does not stop."""
+
+    status = 502
+    type = "run_limit"
+
+
 class Unavailable(ApiError):
     """Not now: shutting down, too many connections. `Retry-After` says when to try again."""
 

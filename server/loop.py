@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from server import tools
+from server.errors import RunLimit
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -32,6 +33,7 @@ from server.events import (
     TextDelta,
     ToolResult,
 )
+from server.ids import new_ulid
 from server.models import (
     ContentBlock,
     PendingToolCall,
@@ -62,20 +64,41 @@ class StepOutcome(msgspec.Struct):
     shown: list[ToolResult] = []  # the step's tool_result events, shown once it is stored
 
 
+MAX_STEP_OUTPUT_BYTES = 8 * 1024 * 1024
+
+
 class LoopSettings(msgspec.Struct, frozen=True):
     tool_concurrency: int = 8
     tool_timeout_s: float = 120.0
+    max_step_output_bytes: int = MAX_STEP_OUTPUT_BYTES
 
 
 CHUNK = 16  # deltas joined into one string as they come: a long reply held as text
 
 
+# At most what an event adds to its text in the event log (its JSON, its type, a separator):
+# a step's output is counted as stored, so that an upstream sending one character a delta
+# cannot make the event log many times the size of the cap.
+TEXT_FRAMING = 64
+JSON_FRAMING = 80
+BLOCK_FRAMING = 160
+
+
 class Accumulator:
     """Builds the step's assistant message from its events. Each block's deltas are joined
     a CHUNK at a time: kept one by one, a 200-token reply's pieces were 13 KB per stream
-    (a string object per token), against 2 KB as chunks."""
+    (a string object per token), against 2 KB as chunks.
 
-    def __init__(self) -> None:
+    The step's output is capped (`max_bytes`, framing included): an upstream that never
+    stops ends the run when it goes over, before the delta that did is emitted or stored.
+    Tool call ids are kept unique within the session (`taken`, shared across steps)."""
+
+    def __init__(
+        self, max_bytes: int = MAX_STEP_OUTPUT_BYTES, taken: set[str] | None = None
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.room = max_bytes  # bytes the step may still produce
+        self.taken = set() if taken is None else taken
         self.blocks: dict[int, ContentBlock] = {}
         self.parts: dict[int, list[str]] = {}  # the latest deltas, fewer than CHUNK
         self.chunks: dict[int, list[str]] = {}  # earlier deltas, CHUNK to a string
@@ -85,13 +108,18 @@ class Accumulator:
 
     def add(self, event: StepEvent) -> None:
         if type(event) is TextDelta:  # nearly every event: no `match` needed
-            return self._part(event.index, event.text)
+            return self._part(event.index, event.text, TEXT_FRAMING)
         if type(event) is InputJsonDelta:
-            return self._part(event.index, event.partial_json)
+            return self._part(event.index, event.partial_json, JSON_FRAMING)
         match event:
             case MessageStart(message=info):
                 self.usage = Usage(info.usage.input_tokens, info.usage.output_tokens)
             case ContentBlockStart(index=index, content_block=block):
+                if type(block) is ToolUseBlock:
+                    block = self._unique(event, block)
+                    self._spend(BLOCK_FRAMING + len(block.id) + len(block.name))
+                else:
+                    self._spend(BLOCK_FRAMING)
                 self.blocks[index] = block
                 self.parts[index] = []
             case ContentBlockStop(index=index):
@@ -102,7 +130,31 @@ class Accumulator:
                     max(usage.input_tokens, self.usage.input_tokens), usage.output_tokens
                 )
 
-    def _part(self, index: int, text: str) -> None:
+    def _spend(self, size: int) -> None:
+        self.room -= size
+        if self.room < 0:
+            self._over()
+
+    def _over(self) -> None:
+        raise RunLimit(
+            f"a model step's output went over {self.max_bytes} bytes "
+            "(max_step_output_bytes): the run is stopped"
+        )
+
+    def _unique(self, event: ContentBlockStart, block: ToolUseBlock) -> ToolUseBlock:
+        """A tool call id the session already holds (upstreams that number calls call_1,
+        call_2, … afresh) gets a fresh one, in the event too: its result, the stored history
+        and every later event name the new id, and the history stays importable."""
+        if block.id in self.taken:
+            block = ToolUseBlock(f"toolu_{new_ulid()}", block.name, block.input)
+            event.content_block = block
+        self.taken.add(block.id)
+        return block
+
+    def _part(self, index: int, text: str, framing: int) -> None:
+        self.room -= (len(text) if text.isascii() else len(text.encode())) + framing
+        if self.room < 0:  # inline: once per delta
+            self._over()
         parts = self.parts.get(index)
         if parts is None:
             self.parts[index] = parts = []
@@ -146,8 +198,9 @@ async def run_loop(
     agent = session.agent
     specs = tool_specs(session)
     client = {tool.name for tool in session.client_tools}
+    taken = tool_ids(session.turns)
     for step in range(first_step, agent.max_steps):
-        acc = Accumulator()
+        acc = Accumulator(settings.max_step_output_bytes, taken)
         request = ProviderRequest(
             model=agent.model,
             system=agent.system,
@@ -213,6 +266,10 @@ def _outcome(
     return StepOutcome(
         step, assistant, results, pending, records, acc.usage, stop_reason, final, shown or []
     )
+
+
+def tool_ids(turns: list[Turn]) -> set[str]:
+    return {b.id for turn in turns for b in turn.content if type(b) is ToolUseBlock}
 
 
 def tool_specs(session: Session) -> list[ToolSpec]:

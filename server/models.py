@@ -88,6 +88,9 @@ class Agent(msgspec.Struct):
     options: dict[str, Any]
     created_at: str
     updated_at: str
+    # the run's deadline in seconds (None: the server's run_max_seconds); clamped to the
+    # server's run_max_seconds_ceiling
+    max_run_seconds: float | None = None
 
 
 class SessionRecord(msgspec.Struct):

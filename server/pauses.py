@@ -103,6 +103,7 @@ class Pauses:
             self.runner._runlog(run.id, record.id, first_seq),
         )
         active.completed = active.recorded = run.usage
+        active.run_seconds = paused.run_seconds
         if (
             record.id in self.runner.running or run.id in self.runner.runs
         ):  # lost a race while awaiting

@@ -63,6 +63,11 @@ class RunnerSettings(msgspec.Struct, frozen=True):
     loop: LoopSettings = LoopSettings()
     tools: ToolSettings = ToolSettings()
     shutdown_grace_s: float = 10.0
+    run_max_s: float = 3600.0  # a run's deadline when its agent sets none
+    run_max_ceiling_s: float = 86400.0  # … and the longest any agent gets
+
+    def deadline_s(self, agent: Agent) -> float:
+        return min(agent.max_run_seconds or self.run_max_s, self.run_max_ceiling_s)
 
 
 class Runner:
@@ -148,6 +153,9 @@ class Runner:
         pending: list[PendingToolCall] = []
         final: StepOutcome | None = None  # the last step, stored with the run's end
         active.started = True
+        # Set as the run is driven, so that time paused for client tools does not count.
+        limit, clock = self.settings.deadline_s(active.agent), asyncio.get_running_loop().time
+        began, deadline = clock(), asyncio.timeout(limit - active.run_seconds)
         try:
             if active.stop_status is not None:  # cancelled before the task got to run
                 raise asyncio.CancelledError
@@ -171,12 +179,13 @@ class Runner:
                 return runlog.room() if runlog.crowded else None
 
             steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
-            async for outcome in steps:
-                if outcome.final and not outcome.pending and active.scratch is None:
-                    final, stop_reason = outcome, outcome.stop_reason  # the loop ends here
-                    continue
-                await self._persist(active, outcome)
-                stop_reason, pending = outcome.stop_reason, outcome.pending
+            async with deadline:
+                async for outcome in steps:
+                    if outcome.final and not outcome.pending and active.scratch is None:
+                        final, stop_reason = outcome, outcome.stop_reason  # the loop ends here
+                        continue
+                    await self._persist(active, outcome)
+                    stop_reason, pending = outcome.stop_reason, outcome.pending
             if pending:
                 status = "requires_action"
         except asyncio.CancelledError:
@@ -186,12 +195,15 @@ class Runner:
             status, error = "failed", ErrorInfo("provider_error", exc.message)
         except ApiError as exc:
             status, error = "failed", ErrorInfo(exc.type, exc.message)
+        except TimeoutError as exc:
+            status, error = "failed", _timed_out(exc, deadline, limit, active.id)
         except Exception as exc:
             log.exception("run %s failed", active.id)
             status = "failed"
             error = ErrorInfo(
                 "internal_error", f"the run failed inside the server: {type(exc).__name__}"
             )
+        active.run_seconds += clock() - began
         await self._finish(active, status, stop_reason, error, pending, final)
 
     async def _session(self, active: ActiveRun) -> Session:
@@ -284,6 +296,7 @@ class Runner:
         end = run_ops.Finish(
             status, stop_reason, error, active.unrecorded(), pending, session_status
         )
+        end.run_seconds = active.run_seconds
         stamp = now()
         rid, sid = active.id, active.session_id
         written: asyncio.Future[list[Message]] | None = None
@@ -436,6 +449,17 @@ class Runner:
 
     async def recover(self) -> int:
         return await interrupt_unfinished(self.store)
+
+
+def _timed_out(
+    exc: TimeoutError, deadline: asyncio.Timeout, limit_s: float, run_id: str
+) -> ErrorInfo:
+    """The run's deadline passed, or (not expired) a TimeoutError came from below."""
+    if deadline.expired():
+        message = f"the run went over its deadline of {limit_s:g} s (max_run_seconds; time "
+        return ErrorInfo("run_limit", message + "paused for client tools does not count)")
+    log.error("run %s failed", run_id, exc_info=exc)
+    return ErrorInfo("internal_error", f"the run failed inside the server: {type(exc).__name__}")
 
 
 def _session_status(status: str) -> str:

@@ -23,6 +23,7 @@ from server.models import TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Tu
 from server.providers.anthropic import AnthropicProvider
 from server.providers.base import Access
 from tests.upstream import (
+    ANTHROPIC_PING,
     Reply,
     Upstream,
     anthropic_sse,
@@ -390,6 +391,26 @@ async def test_read_timeout_between_chunks(upstream, http):
     events, error = await collect(make(upstream, http, read_timeout_s=0.2), request())
     assert events == HELLO_EVENTS[:2]
     assert "read timeout" in error.message and error.retryable is False
+
+
+async def test_pings_alone_are_not_progress(upstream, http):
+    """Pings keep the reads going (no read timeout) but not the step: the idle limit ends it."""
+    upstream.enqueue(Reply(chunks=anthropic_sse(start()), forever=ANTHROPIC_PING, delay_s=0.01))
+    provider = make(upstream, http, idle_timeout_s=0.2)
+    events, error = await asyncio.wait_for(collect(provider, request()), 30)
+    assert events == HELLO_EVENTS[:1]
+    assert "no progress for 0.2 s, only pings (provider_idle_timeout_s)" in error.message
+    assert (error.upstream_status, error.retryable) == (200, False)
+    await asyncio.wait_for(upstream.requests[0].closed.wait(), 10)  # the stream is closed
+    assert len(upstream.requests) == 1
+
+
+async def test_pings_between_events_within_the_idle_limit_are_harmless(upstream, http):
+    frames = hello()
+    with_pings = [piece for frame in frames for piece in (ANTHROPIC_PING, frame)]
+    upstream.enqueue(Reply(chunks=with_pings, delay_s=0.01))
+    events, error = await collect(make(upstream, http, idle_timeout_s=5.0), request())
+    assert error is None and events == HELLO_EVENTS
 
 
 async def test_429_is_retried_then_succeeds(upstream, http):

@@ -22,7 +22,16 @@ from server.events import (
 from server.models import TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Turn, Usage
 from server.providers.base import Access
 from server.providers.openai import OpenAIProvider
-from tests.upstream import Reply, Upstream, collect, context, openai_sse, request, split
+from tests.upstream import (
+    OPENAI_KEEP_ALIVE,
+    Reply,
+    Upstream,
+    collect,
+    context,
+    openai_sse,
+    request,
+    split,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -371,6 +380,19 @@ async def test_body_ending_after_finish_reason_without_done_is_accepted(upstream
     upstream.enqueue(Reply(chunks=[*hello()[:-1], openai_sse(usage())[0]]))
     events, error = await collect(make(upstream, http), request())
     assert error is None and events == HELLO_EVENTS
+
+
+async def test_keep_alive_comments_alone_are_not_progress(upstream, http):
+    """`: keep-alive` comments reset the read timeout, not the idle limit."""
+    first = openai_sse(chunk({"role": "assistant", "content": ""}), done=False)
+    upstream.enqueue(Reply(chunks=first, forever=OPENAI_KEEP_ALIVE, delay_s=0.01))
+    provider = make(upstream, http, idle_timeout_s=0.2)
+    events, error = await asyncio.wait_for(collect(provider, request()), 30)
+    assert [type(event) for event in events] == [MessageStart]
+    assert "no progress for 0.2 s, only pings (provider_idle_timeout_s)" in error.message
+    assert (error.upstream_status, error.retryable) == (200, False)
+    await asyncio.wait_for(upstream.requests[0].closed.wait(), 10)
+    assert len(upstream.requests) == 1
 
 
 async def test_connection_cut_mid_stream(upstream, http):

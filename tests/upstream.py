@@ -2,7 +2,8 @@
 
 `Upstream` is a tiny HTTP/1.1 server written on `asyncio.start_server`, so that a test decides
 every byte: it replays scripted replies (SSE streams in each provider's exact format, JSON
-errors, `retry-after`), can drop the connection mid-body, can hold a stream open, and records
+errors, `retry-after`), can drop the connection mid-body, can hold a stream open or send one
+piece forever (pings only, endless text), and records
 each request (headers, JSON body, arrival time, when the client hung up). Replies are chunked,
 one HTTP chunk per scripted piece, and every connection carries one request.
 """
@@ -32,6 +33,7 @@ class Reply:
     cut: bool = False  # drop the connection after the chunks, without ending the body
     hold: bool = False  # after the chunks, keep the body open until the client hangs up
     delay_s: float = 0.0  # pause before each chunk
+    forever: bytes = b""  # after the chunks, this one again and again until the client hangs up
 
 
 @dataclass
@@ -71,12 +73,14 @@ class Upstream:
             seen = await read_request(reader)
             self.requests.append(seen)
             reply = self.replies.popleft() if self.replies else Reply(500, [b"nothing scripted"])
-            if reply.status:
-                await send(reply, writer)
-            if reply.hold:
-                await reader.read()  # returns b"" once the client closes its end
-            seen.closed_at = time.monotonic()
-            seen.closed.set()
+            try:
+                if reply.status:
+                    await send(reply, writer)
+                if reply.hold:
+                    await reader.read()  # returns b"" once the client closes its end
+            finally:
+                seen.closed_at = time.monotonic()
+                seen.closed.set()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -105,9 +109,19 @@ async def send(reply: Reply, writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(reply.delay_s)
         writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         await writer.drain()
+    while reply.forever:  # a write to a closed connection fails sooner or later
+        await asyncio.sleep(reply.delay_s)
+        writer.write(b"%x\r\n%s\r\n" % (len(reply.forever), reply.forever))
+        await writer.drain()
+        if writer.is_closing():  # a write failed: the client has hung up
+            raise ConnectionResetError("the client hung up")
     if not (reply.cut or reply.hold):
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+
+
+ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'  # as the Messages API sends it
+OPENAI_KEEP_ALIVE = b": keep-alive\n\n"  # an SSE comment, as OpenAI-compatible servers send
 
 
 def anthropic_sse(*events: dict[str, Any]) -> list[bytes]:

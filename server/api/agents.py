@@ -20,6 +20,7 @@ Name = Annotated[str, Meta(min_length=1, max_length=100)]
 MaxSteps = Annotated[int, Meta(ge=1, le=1000)]
 MaxTokens = Annotated[int, Meta(ge=1, le=1_000_000)]
 Temperature = Annotated[float, Meta(ge=0, le=2)]
+RunSeconds = Annotated[float, Meta(gt=0)]
 
 
 class CreateAgent(msgspec.Struct, forbid_unknown_fields=True):
@@ -32,6 +33,7 @@ class CreateAgent(msgspec.Struct, forbid_unknown_fields=True):
     max_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     options: dict[str, Any] = {}
+    max_run_seconds: RunSeconds | None = None
 
 
 class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,6 +46,7 @@ class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
     max_tokens: MaxTokens | UnsetType | None = UNSET
     temperature: Temperature | UnsetType | None = UNSET
     options: dict[str, Any] | UnsetType = UNSET
+    max_run_seconds: RunSeconds | UnsetType | None = UNSET
 
 
 class AgentView(Agent):
@@ -82,6 +85,7 @@ async def create_agent(request: Request) -> Response:
         body.options,
         stamp,
         stamp,
+        body.max_run_seconds,
     )
     created = await store(request).agents.create(checked(request, agent))
     return json_response(view(request, created), 201)

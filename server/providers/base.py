@@ -49,6 +49,7 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     retry_max_s: float = 20.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0
+    idle_timeout_s: float = 90.0  # without an event other than pings (see http._attempt)
 
 
 class Access(msgspec.Struct, frozen=True):

@@ -157,11 +157,14 @@ async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSen
             if response.status_code != 200:
                 raise await _status_error(response, call)
             started = True
-            decoder = SseDecoder()
+            decoder, idle = SseDecoder(), IdleLimit(ctx.settings.idle_timeout_s)
             async for line in response.aiter_lines():
                 event = decoder.feed(line)
-                if event is not None:
-                    yield event
+                if event is None or event.event == "ping":
+                    idle.check(call)
+                    continue
+                idle.progress()
+                yield event
     except httpx.HTTPError as exc:
         if started:
             raise broken_stream(call, _reason(exc, ctx.settings)) from exc
@@ -172,6 +175,26 @@ async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSen
 
 def _timeout(settings: ProviderSettings) -> httpx.Timeout:
     return httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+
+
+class IdleLimit:
+    """An upstream stream must make progress: pings (Anthropic's `event: ping`, the
+    `: keep-alive` comments of OpenAI-compatible servers) keep the connection's reads going,
+    so httpx's read timeout never fires on them, but they are not an answer. Only an event
+    other than a ping is progress; the limit is checked as each other line arrives, so a
+    silent stream is still the read timeout's to catch."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.last = time.monotonic()
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def check(self, call: Call) -> None:
+        if time.monotonic() - self.last > self.limit_s:
+            reason = f"no progress for {self.limit_s:g} s, only pings (provider_idle_timeout_s)"
+            raise broken_stream(call, reason)
 
 
 class SseDecoder:

@@ -16,7 +16,7 @@ T = TypeVar("T")
 DEFAULT_ID = "default"
 _COLUMNS = (
     "id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options, "
-    "created_at, updated_at"
+    "max_run_seconds, created_at, updated_at"
 )
 
 
@@ -32,6 +32,7 @@ def _agent(row: Any) -> Agent:
         max_tokens=row["max_tokens"],
         temperature=row["temperature"],
         options=codec.decode_object(row["options"]),
+        max_run_seconds=row["max_run_seconds"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -48,6 +49,7 @@ def _values(agent: Agent) -> tuple[Any, ...]:
         agent.max_tokens,
         agent.temperature,
         codec.text(agent.options),
+        agent.max_run_seconds,
         agent.updated_at,
     )
 
@@ -55,7 +57,7 @@ def _values(agent: Agent) -> tuple[Any, ...]:
 def insert(conn: sqlite3.Connection, agent: Agent) -> None:
     try:
         conn.execute(
-            f"INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
         )
     except sqlite3.IntegrityError as exc:
@@ -129,8 +131,8 @@ class Agents:
             try:
                 cursor = conn.execute(
                     "UPDATE agents SET name = ?, provider = ?, model = ?, system = ?, tools = ?, "
-                    "max_steps = ?, max_tokens = ?, temperature = ?, options = ?, updated_at = ?, "
-                    "auto = 0 WHERE id = ?",
+                    "max_steps = ?, max_tokens = ?, temperature = ?, options = ?, "
+                    "max_run_seconds = ?, updated_at = ?, auto = 0 WHERE id = ?",
                     (*_values(agent), agent.id),
                 )
             except sqlite3.IntegrityError as exc:
@@ -164,7 +166,7 @@ class Agents:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 f"INSERT INTO agents ({_COLUMNS}, auto) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
                 "ON CONFLICT (id) DO UPDATE SET provider = excluded.provider, "
                 "model = excluded.model, options = excluded.options, "
                 "updated_at = excluded.updated_at WHERE agents.auto = 1 AND "

@@ -65,6 +65,7 @@ class StoredRun(msgspec.Struct):
     input: list[ContentBlock]
     options: dict[str, Any]
     held: list[ToolResultBlock]  # server tool results of a step paused for client tools
+    run_seconds: float = 0.0  # of its deadline used so far (paused time is not)
 
 
 def _stored(row: Any) -> StoredRun:
@@ -73,6 +74,7 @@ def _stored(row: Any) -> StoredRun:
         codec.decode_content(row["input"]),
         codec.decode_object(row["options"]),
         codec.decode_results(row["held_results"]),
+        row["run_seconds"],
     )
 
 
@@ -269,6 +271,7 @@ class Finish(msgspec.Struct):
     usage: Usage
     pending: list[PendingToolCall]
     session_status: str | None  # None: leave the session's status alone
+    run_seconds: float | None = None  # the time driven so far (None: leave it)
 
 
 def finish(
@@ -290,7 +293,8 @@ def finish(
     conn.execute(
         "UPDATE runs SET steps = steps + ?, held_results = coalesce(?, held_results), "
         "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, status = ?, "
-        "stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ? WHERE id = ?",
+        "stop_reason = ?, error = ?, pending_tool_calls = ?, finished_at = ?, "
+        "run_seconds = coalesce(?, run_seconds) WHERE id = ?",
         (
             0 if step is None else 1,
             None if step is None else codec.text(step.held or []),
@@ -301,6 +305,7 @@ def finish(
             codec.text(end.error) if end.error else None,
             codec.text(end.pending),
             None if end.status == "requires_action" else now,
+            end.run_seconds,
             run_id,
         ),
     )
@@ -336,7 +341,8 @@ class Runs:
 
     async def get(self, run_id: str, session_id: str | None = None) -> StoredRun:
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS}, input, options, held_results FROM runs WHERE id = ?", (run_id,)
+            f"SELECT {_COLUMNS}, input, options, held_results, run_seconds FROM runs WHERE id = ?",
+            (run_id,),
         )
         if row is None or (session_id is not None and row["session_id"] != session_id):
             raise NotFound(f"run {run_id!r} not found")
@@ -362,7 +368,7 @@ class Runs:
 
     async def unfinished(self) -> list[StoredRun]:
         rows = await self.db.fetchall(
-            f"SELECT {_COLUMNS}, input, options, held_results FROM runs "
+            f"SELECT {_COLUMNS}, input, options, held_results, run_seconds FROM runs "
             "WHERE status IN ('queued', 'running', 'requires_action') ORDER BY id"
         )
         return [_stored(row) for row in rows]
@@ -379,7 +385,7 @@ class Runs:
 
     async def paused(self, session_id: str) -> StoredRun | None:
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS}, input, options, held_results FROM runs "
+            f"SELECT {_COLUMNS}, input, options, held_results, run_seconds FROM runs "
             "WHERE session_id = ? AND status = 'requires_action' ORDER BY id DESC LIMIT 1",
             (session_id,),
         )
