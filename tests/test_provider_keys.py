@@ -304,7 +304,7 @@ def test_the_settings_from_flags_and_environment() -> None:
     assert settings.agent_key_env == ["TEAM_*"]
     env = {
         "SESSIOND_PROVIDER_BASE_URLS": "openai=http://a:1/v1,openai=http://b:2/v1",
-        "SESSIOND_AGENT_KEY_ENV": "TEAM_*:PROJECT_?_KEY",
+        "SESSIOND_AGENT_KEY_ENV": "TEAM_*, PROJECT_?_KEY",
     }
     settings = config.load({}, env=env, config_file="/nonexistent.toml")
     assert settings.provider_base_urls == ["openai=http://a:1/v1", "openai=http://b:2/v1"]

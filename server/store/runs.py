@@ -351,7 +351,8 @@ class Runs:
     async def by_idempotency_key(self, key: str) -> StoredRun | None:
         """The run first started with this key, with the request it was started for."""
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS}, input, options, held_results FROM runs WHERE idempotency_key = ?",
+            f"SELECT {_COLUMNS}, input, options, held_results, run_seconds FROM runs "
+            "WHERE idempotency_key = ?",
             (key,),
         )
         return _stored(row) if row is not None else None
