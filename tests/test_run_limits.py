@@ -36,7 +36,6 @@ from tests.upstream import (
 )
 
 KEY = "sk-test-not-a-real-key-123456"
-ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 WAIT_S = 60.0  # a client's patience: far beyond what any limit below needs
 
 
@@ -115,17 +114,22 @@ async def check_round_trip(http: httpx.AsyncClient, url: str, sid: str) -> list[
     return messages
 
 
+AGENT_KEY_ENV = "LIMITS_TEST_AGENT_KEY"  # the double is no operator endpoint: a key of its own
+
+
 def remote_agent(provider: str, upstream: Upstream) -> dict[str, Any]:
     base = upstream.url if provider == "anthropic" else f"{upstream.url}/v1"
-    return {"name": f"{provider}-limits", "provider": provider, "options": {"base_url": base}}
+    options = {"base_url": base, "api_key_env": AGENT_KEY_ENV}
+    return {"name": f"{provider}-limits", "provider": provider, "options": options}
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_a_ping_only_upstream_ends_at_the_idle_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
 ) -> None:
-    monkeypatch.setenv(ENV[provider], KEY)
-    server = ThreadServer(make_settings(tmp_path, provider_idle_timeout_s=0.3)).start()
+    monkeypatch.setenv(AGENT_KEY_ENV, KEY)
+    settings = make_settings(tmp_path, provider_idle_timeout_s=0.3, agent_key_env=[AGENT_KEY_ENV])
+    server = ThreadServer(settings).start()
 
     async def go() -> None:
         async with Upstream() as upstream, httpx.AsyncClient(timeout=WAIT_S) as http:
@@ -156,8 +160,9 @@ def test_endless_text_ends_at_the_step_output_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
 ) -> None:
     cap = 64 * 1024
-    monkeypatch.setenv(ENV[provider], KEY)
-    server = ThreadServer(make_settings(tmp_path, max_step_output_bytes=cap)).start()
+    monkeypatch.setenv(AGENT_KEY_ENV, KEY)
+    settings = make_settings(tmp_path, max_step_output_bytes=cap, agent_key_env=[AGENT_KEY_ENV])
+    server = ThreadServer(settings).start()
     run_id = ""
 
     async def go() -> None:
@@ -395,9 +400,9 @@ def test_repeated_tool_call_ids_are_stored_unique(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An upstream numbering its calls afresh: call_1 in one step, call_1 twice in the next."""
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv(AGENT_KEY_ENV, KEY)
     (tmp_path / "a.txt").write_text("x")
-    server = ThreadServer(make_settings(tmp_path)).start()
+    server = ThreadServer(make_settings(tmp_path, agent_key_env=[AGENT_KEY_ENV])).start()
 
     async def go() -> None:
         async with Upstream() as upstream, httpx.AsyncClient(timeout=WAIT_S) as http:
