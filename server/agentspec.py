@@ -1,20 +1,39 @@
 """What makes an agent definition runnable: a known provider with valid options, known
-built-in tools, client tools that do not shadow them."""
+built-in tools that this server's operator enables, client tools that do not shadow them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import msgspec
+
 from server import providers, tools
 from server.errors import InvalidRequest
 from server.models import Agent, ClientTool, ToolRef
+from server.tools.base import ToolSettings
 
 
-def check(agent: Agent) -> Agent:
-    """Refuse a definition that could never run: unknown provider, tool or option."""
+def check(agent: Agent, settings: ToolSettings) -> Agent:
+    """Refuse a definition that could never run here: unknown provider, tool or option, or
+    a built-in tool this server's operator has not enabled."""
     providers.check_agent(agent.provider, agent.options)
     check_tools(agent.tools)
+    for tool in agent.tools:
+        if isinstance(tool, str) and (reason := tools.not_enabled(tool, settings)):
+            raise InvalidRequest(reason, field="tools")
     return agent
+
+
+def offered(agent: Agent, settings: ToolSettings) -> Agent:
+    """The agent as a run here uses it: without the built-in tools this server's operator
+    has not enabled (an agent stored before, or by a server that enabled them, may name
+    them), so that the model is not offered them."""
+    kept = [
+        t for t in agent.tools if isinstance(t, ClientTool) or not tools.not_enabled(t, settings)
+    ]
+    if len(kept) == len(agent.tools):
+        return agent
+    return msgspec.structs.replace(agent, tools=kept)
 
 
 def check_tools(refs: Sequence[ToolRef], taken: Iterable[str] = ()) -> None:

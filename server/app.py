@@ -95,7 +95,12 @@ def default_agent(env: dict[str, str], model_setting: str | None = None) -> Agen
 def runner_settings(settings: Settings) -> RunnerSettings:
     return RunnerSettings(
         loop=LoopSettings(settings.tool_concurrency, settings.tool_timeout_s),
-        tools=ToolSettings(command_timeout_s=settings.command_timeout_s),
+        tools=ToolSettings(
+            command_timeout_s=settings.command_timeout_s,
+            allow_run_command=settings.allow_run_command,
+            allow_unsandboxed_commands=settings.allow_unsandboxed_commands,
+            hidden_paths=(settings.db,),
+        ),
         shutdown_grace_s=settings.shutdown_grace_s,
     )
 

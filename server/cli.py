@@ -77,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="model of the built-in default agent (default: its provider's, e.g. "
         "claude-sonnet-4-5 or gpt-4o-mini; a local OpenAI-compatible server needs its own)",
     )
+    serve.add_argument(
+        "--allow-run-command",
+        action="store_const",
+        const=True,
+        dest="allow_run_command",
+        help="let agents have the run_command tool, a shell in the session's work_dir, "
+        "confined by bubblewrap (default: off; env SESSIOND_ALLOW_RUN_COMMAND)",
+    )
+    serve.add_argument(
+        "--allow-unsandboxed-commands",
+        action="store_const",
+        const=True,
+        dest="allow_unsandboxed_commands",
+        help="run run_command's commands without a sandbox where bubblewrap is missing "
+        "(default: refuse them; env SESSIOND_ALLOW_UNSANDBOXED_COMMANDS)",
+    )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     talk = commands.add_parser("chat", help="chat with an agent in the terminal")
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.agentspec import check
-from server.api.request import decode_body, json_response, page_params, store
+from server.api.request import decode_body, json_response, page_params, runner, store
 from server.errors import InvalidRequest
 from server.ids import new_ulid, now
 from server.models import Agent, ToolRef
@@ -67,7 +67,8 @@ async def create_agent(request: Request) -> Response:
         stamp,
         stamp,
     )
-    return json_response(await store(request).agents.create(check(agent)), 201)
+    checked = check(agent, runner(request).settings.tools)
+    return json_response(await store(request).agents.create(checked), 201)
 
 
 async def list_agents(request: Request) -> Response:
@@ -89,7 +90,7 @@ async def update_agent(request: Request) -> Response:
     if "max_steps" in changes and changes["max_steps"] is None:
         raise InvalidRequest("max_steps cannot be null", field="max_steps")
     updated = msgspec.structs.replace(agent, **changes, updated_at=now())
-    return json_response(await agents.replace(check(updated)))
+    return json_response(await agents.replace(check(updated, runner(request).settings.tools)))
 
 
 async def delete_agent(request: Request) -> Response:
