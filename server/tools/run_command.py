@@ -115,6 +115,21 @@ def _command_line(
 async def _spawn(
     argv: list[str], root: str, status: tuple[int, int] | None
 ) -> asyncio.subprocess.Process:
+    """The started process. A cancellation while asyncio connects its pipes would kill only
+    the group's leader (the command's background jobs would live on), so the start is
+    shielded, and then the whole group is killed."""
+    start = asyncio.ensure_future(_exec(argv, root, status))
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        with suppress(Exception):
+            await _stop(await start)
+        raise
+
+
+async def _exec(
+    argv: list[str], root: str, status: tuple[int, int] | None
+) -> asyncio.subprocess.Process:
     extra: dict[str, Any] = (
         {"pass_fds": (status[1],)} if status else {"preexec_fn": sandbox.die_with_server()}
     )

@@ -48,7 +48,7 @@ SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _PR_SET_PDEATHSIG = 1
 # The shell runs in the background so that `wait` (which a trapped signal interrupts,
 # unlike a foreground command) is what the wrapper waits in.
-_WRAPPER = 'trap "kill -s KILL 0" TERM HUP; /bin/sh -c "$1" & wait $!'
+_WRAPPER = 'trap "kill -s KILL 0" TERM HUP; /bin/sh -c "$1" & wait $! 2>/dev/null'
 
 
 def clean_env(home: str) -> dict[str, str]:
