@@ -36,9 +36,10 @@ class RunCommand:
     description = (
         "Run a shell command (with /bin/sh -c) in the working directory and reply with its "
         "combined stdout and stderr, then its exit code (128 + N when signal N killed it). "
-        "The command has no input, no network, sees only the working directory (writable) "
-        "and the system's programs, has a minimal environment (PATH, HOME=the working "
+        "The command has no input, a minimal environment (PATH, HOME=the working "
         "directory, LANG=C.UTF-8, TERM=dumb) and a time limit, after which it is killed; "
+        "in the server's sandbox it has no network and sees only the working directory "
+        "(writable) and the system's programs; "
         "processes it leaves in the background are killed when it exits. Long output keeps "
         "its start and end."
     )
