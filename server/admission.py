@@ -66,6 +66,7 @@ class Admission:
             if earlier is not None:
                 return earlier
         agent = await runner.store.agents.get(request.agent_id or record.agent_id)
+        agent = agentspec.offered(agent, runner.settings.tools)
         names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
         agentspec.check_tools(request.tools, names)
         if record.status == "requires_action" and record.id not in runner.running:

@@ -1,22 +1,29 @@
 """What makes an agent definition runnable: a known provider with valid options (and only the
-key variables the operator allows), known built-in tools, client tools that do not shadow
-them; and whether a stored one can run now."""
+key variables the operator allows), known built-in tools that this server's operator enables,
+client tools that do not shadow them; and whether a stored one can run now."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import msgspec
+
 from server import providers, tools
 from server.errors import InvalidRequest
 from server.models import Agent, ClientTool, ToolRef
 from server.providers.base import ProviderContext
+from server.tools.base import ToolSettings
 
 
-def check(agent: Agent, ctx: ProviderContext) -> Agent:
-    """Refuse a definition that could never run (unknown provider, tool or option) or that
-    names a key variable the operator has not allowed."""
+def check(agent: Agent, ctx: ProviderContext, settings: ToolSettings) -> Agent:
+    """Refuse a definition that could never run here: unknown provider, tool or option, a
+    key variable the operator has not allowed, or a built-in tool the operator has not
+    enabled."""
     providers.check_agent(agent.provider, agent.options, ctx)
     check_tools(agent.tools)
+    for tool in agent.tools:
+        if isinstance(tool, str) and (reason := tools.not_enabled(tool, settings)):
+            raise InvalidRequest(reason, field="tools")
     return agent
 
 
@@ -24,6 +31,18 @@ def unusable_reason(agent: Agent, ctx: ProviderContext) -> str | None:
     """Why the agent cannot run now (None: it can): read when the agent is shown, and when a
     run starts."""
     return providers.unusable_reason(agent, ctx)
+
+
+def offered(agent: Agent, settings: ToolSettings) -> Agent:
+    """The agent as a run here uses it: without the built-in tools this server's operator
+    has not enabled (an agent stored before, or by a server that enabled them, may name
+    them), so that the model is not offered them."""
+    kept = [
+        t for t in agent.tools if isinstance(t, ClientTool) or not tools.not_enabled(t, settings)
+    ]
+    if len(kept) == len(agent.tools):
+        return agent
+    return msgspec.structs.replace(agent, tools=kept)
 
 
 def check_tools(refs: Sequence[ToolRef], taken: Iterable[str] = ()) -> None:

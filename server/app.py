@@ -105,7 +105,12 @@ def runner_settings(settings: Settings) -> RunnerSettings:
         loop=LoopSettings(
             settings.tool_concurrency, settings.tool_timeout_s, settings.max_step_output_bytes
         ),
-        tools=ToolSettings(command_timeout_s=settings.command_timeout_s),
+        tools=ToolSettings(
+            command_timeout_s=settings.command_timeout_s,
+            allow_run_command=settings.allow_run_command,
+            allow_unsandboxed_commands=settings.allow_unsandboxed_commands,
+            hidden_paths=(settings.db,),
+        ),
         shutdown_grace_s=settings.shutdown_grace_s,
         run_max_s=settings.run_max_seconds,
         run_max_ceiling_s=settings.run_max_seconds_ceiling,

@@ -157,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a glob of environment variable names an agent may name in options.api_key_env "
         "as its own key (repeatable; default: none)",
     )
+    serve.add_argument(
+        "--allow-run-command",
+        action="store_const",
+        const=True,
+        dest="allow_run_command",
+        help="let agents have the run_command tool, a shell in the session's work_dir, "
+        "confined by bubblewrap (default: off; env SESSIOND_ALLOW_RUN_COMMAND)",
+    )
+    serve.add_argument(
+        "--allow-unsandboxed-commands",
+        action="store_const",
+        const=True,
+        dest="allow_unsandboxed_commands",
+        help="run run_command's commands without a sandbox where bubblewrap is missing "
+        "(default: refuse them; env SESSIOND_ALLOW_UNSANDBOXED_COMMANDS)",
+    )
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     talk = commands.add_parser("chat", help=COMMANDS["chat"])
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")

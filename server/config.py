@@ -32,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tool_timeout_s: float = 120.0
     tool_concurrency: int = 8
     command_timeout_s: float = 30.0
+    # run_command is a shell for whoever can define agents: the operator turns it on, and
+    # it runs in bubblewrap unless the operator also allows running it without.
+    allow_run_command: bool = False
+    allow_unsandboxed_commands: bool = False
     provider_max_retries: int = 3
     provider_connect_timeout_s: float = 10.0
     provider_read_timeout_s: float = 120.0

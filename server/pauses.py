@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from server import agentspec
 from server.activerun import ActiveRun, RunRequest
 from server.errors import Conflict, InvalidRequest, SessionBusy, ShuttingDown
 from server.events import Done, Error, ToolResult
@@ -95,6 +96,7 @@ class Pauses:
             )
         request = msgspec.convert({**paused.options, "content": []}, RunRequest)
         agent = await self.runner.store.agents.get(run.agent_id)
+        agent = agentspec.offered(agent, self.runner.settings.tools)
         first_seq = await self.runner.store.runs.last_event_seq(run.id) + 1
         active = ActiveRun(
             msgspec.structs.replace(run, status="running", pending_tool_calls=[]),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import scripted_agent
+from tests.conftest import make_settings, scripted_agent
 from tests.live import ThreadServer
 from tests.sse import collect, typed
 
@@ -148,7 +150,19 @@ def test_per_message_client_tools(live: ThreadServer, tmp_path: Path) -> None:
     assert result["pending_tool_calls"][0]["name"] == "get_weather"
 
 
-def test_parallel_calls_store_results_in_call_order(live: ThreadServer, tmp_path: Path) -> None:
+@pytest.fixture
+def commands(tmp_path: Path) -> Iterator[ThreadServer]:
+    """A server whose agents may have run_command (unconfined where bubblewrap is missing)."""
+    settings = make_settings(tmp_path, allow_run_command=True, allow_unsandboxed_commands=True)
+    server = ThreadServer(settings).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_parallel_calls_store_results_in_call_order(commands: ThreadServer, tmp_path: Path) -> None:
+    live = commands
     calls = [
         {"name": "run_command", "input": {"command": f"sleep {s}; echo done-{s}"}}
         for s in ("0.6", "0.3", "0")

@@ -379,7 +379,7 @@ SLOW_TOOL_SCRIPT = [
     },
     {"text": "Both are done."},
 ]
-COMMAND_FLAGS: tuple[str, ...] = ()
+COMMAND_FLAGS = ("--allow-run-command",)  # sandboxed by bubblewrap where it is installed
 
 
 def test_a_tool_result_the_client_saw_survives_sigkill(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from server.loop import CHUNK, Accumulator, LoopSettings, StepOutcome, run_loop
 from server.models import Agent, TextBlock, ToolUseBlock, Usage, new_session_record
 from server.providers.base import ProviderRequest
 from server.session import Session
-from server.tools.base import ToolContext
+from server.tools.base import ToolContext, ToolSettings
 
 
 class Fed:
@@ -67,7 +67,9 @@ def session(tmp_path: Path, tools: list[str], max_steps: int = 16) -> Session:
 
 
 async def drive(sess: Session, provider: Fed, settings: LoopSettings | None = None) -> list[Any]:
-    ctx = ToolContext(sess.record.work_dir, "s", "r")
+    # run_command included; where bubblewrap is missing, it runs unconfined here
+    tools = ToolSettings(allow_run_command=True, allow_unsandboxed_commands=True)
+    ctx = ToolContext(sess.record.work_dir, "s", "r", tools)
     items: list[Any] = []  # events and outcomes, in the order they came
     async for outcome in run_loop(sess, provider, ctx, settings or LoopSettings(), items.append):
         items.append(outcome)

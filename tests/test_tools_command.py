@@ -1,4 +1,5 @@
-"""run_command: output, exit code, environment, timeout and cancellation kill the whole group."""
+"""run_command: output, exit code, environment, timeout and cancellation kill the whole group;
+off unless enabled; confined by bubblewrap, or refused without it unless allowed."""
 
 from __future__ import annotations
 
@@ -13,10 +14,29 @@ import pytest
 from server import tools
 from server.tools.base import ToolContext, ToolSettings
 from server.tools.run_command import Output
+from tests.conftest import require_system
+
+
+@pytest.fixture(params=["sandboxed", "unsandboxed"], autouse=True)
+def mode(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs in bubblewrap, and again as the plain process a server without
+    bubblewrap runs when the operator allows it (bwrap is then not on the PATH)."""
+    if request.param == "sandboxed":
+        require_system("bwrap", "bubblewrap")
+    else:
+        monkeypatch.setenv("PATH", str(empty_folder(tmp_path)))
+    return str(request.param)
+
+
+def empty_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "no-programs"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def context(work_dir: Any, **settings: Any) -> ToolContext:
-    return ToolContext(str(work_dir), "s1", "r1", ToolSettings(**settings))
+    enabled = {"allow_run_command": True, "allow_unsandboxed_commands": True}
+    return ToolContext(str(work_dir), "s1", "r1", ToolSettings(**(enabled | settings)))
 
 
 def run(command: str, work_dir: Any, **input: Any) -> tools.ToolOutcome:
@@ -24,16 +44,30 @@ def run(command: str, work_dir: Any, **input: Any) -> tools.ToolOutcome:
     return asyncio.run(call)
 
 
-def gone(pid: int, within_s: float = 3.0) -> bool:
-    """The process no longer runs (it may linger as a zombie until init reaps it)."""
+def marker() -> str:
+    """A unique argument for `sleep` (which adds up its arguments): its process can be
+    found by its command line, whatever pid namespace it runs in."""
+    return f"0.{time.time_ns()}{os.getpid()}"
+
+
+def running(mark: str) -> list[int]:
+    """Processes (not zombies) whose command line holds `mark`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def gone(mark: str, within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        if not running(mark):
             return True
         time.sleep(0.02)
     return False
@@ -50,7 +84,8 @@ def test_runs_in_work_dir_with_no_output(tmp_path):
 
 
 def test_killed_by_a_signal(tmp_path):
-    assert run("kill -9 $$", tmp_path).content == "(no output)\nexit code: -9 (killed by SIGKILL)"
+    outcome = run("kill -9 $$", tmp_path).content
+    assert outcome == "(no output)\nexit code: 137 (128 + SIGKILL)"
 
 
 def test_environment_is_minimal_and_has_no_server_secret(tmp_path, monkeypatch):
@@ -88,35 +123,52 @@ def test_output_buffer_keeps_head_and_tail():
 
 
 def test_timeout_kills_the_process_group(tmp_path):
+    mark = marker()
     started = time.monotonic()
-    outcome = run("sleep 30 & echo $! > pid; wait", tmp_path, timeout_s=1)
+    outcome = run(f"sleep 30 {mark} & wait", tmp_path, timeout_s=1)
     assert outcome == tools.ToolOutcome("timed out after 1 s; the command was killed", True)
     assert time.monotonic() - started < 5
-    assert gone(int((tmp_path / "pid").read_text()))
+    assert gone(mark)
 
 
 @pytest.mark.parametrize("redirect", ["", ">/dev/null 2>&1"])
 def test_background_jobs_do_not_outlive_the_command(tmp_path, redirect):
+    mark = marker()
     started = time.monotonic()
-    outcome = run(f"sleep 30 {redirect} & echo $! > pid; echo started", tmp_path)
+    outcome = run(f"sleep 30 {mark} {redirect} & echo started", tmp_path)
     assert outcome == tools.ToolOutcome("started\nexit code: 0", False)
     assert time.monotonic() - started < 5
-    assert gone(int((tmp_path / "pid").read_text()))
+    assert gone(mark)
 
 
 def test_cancellation_kills_the_process_group_and_propagates(tmp_path):
-    pid_file = tmp_path / "pid"
+    mark = marker()
 
     async def scenario() -> None:
         ctx = context(tmp_path)
         task = asyncio.create_task(
-            tools.call("run_command", {"command": "sleep 30 & echo $! > pid; wait"}, ctx)
+            tools.call("run_command", {"command": f"sleep 30 {mark} & wait"}, ctx)
         )
-        while not pid_file.exists() or not pid_file.read_text().strip():
+        while not any("sleep" in cmdline(pid) for pid in running(mark)):
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
-    assert gone(int(pid_file.read_text()))
+    assert gone(mark)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
+def test_off_unless_the_operator_enables_it(tmp_path):
+    ctx = ToolContext(str(tmp_path), "s1", "r1", ToolSettings(allow_unsandboxed_commands=True))
+    outcome = asyncio.run(tools.call("run_command", {"command": "touch made"}, ctx))
+    assert outcome.is_error and "--allow-run-command" in outcome.content
+    assert "operator" in outcome.content
+    assert not (tmp_path / "made").exists()

@@ -66,7 +66,8 @@ def view(request: Request, agent: Agent) -> AgentView:
 
 
 def checked(request: Request, agent: Agent) -> Agent:
-    return check(agent, runner(request).provider_ctx)
+    active = runner(request)
+    return check(agent, active.provider_ctx, active.settings.tools)
 
 
 async def create_agent(request: Request) -> Response:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.activerun import ActiveRun, RunRequest
+from server.agentspec import offered
 from server.api import sse
 from server.api.forks import ForkBody, fork
 from server.api.messages import MessageBody, finished_result, refuse_unusable, to_request
@@ -114,12 +115,13 @@ async def ephemeral(request: Request, body: RunBody, run: RunRequest) -> ActiveR
     st = store(request)
     mode = mode_of(body)
     source = await source_of(request, body, mode)
+    tools = runner(request).settings.tools
     if source is None:
-        agent = await st.agents.get(body.agent_id or DEFAULT_ID)
+        agent = offered(await st.agents.get(body.agent_id or DEFAULT_ID), tools)
         return await runner(request).run_ephemeral(
             agent, check_work_dir(request, body.work_dir), [], run
         )
-    agent = await st.agents.get(body.agent_id or source.agent_id)
+    agent = offered(await st.agents.get(body.agent_id or source.agent_id), tools)
     work_dir = source.work_dir
     if mode == "fork" and body.work_dir is not None:
         work_dir = check_work_dir(request, body.work_dir)

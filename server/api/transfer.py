@@ -239,10 +239,10 @@ async def _placed(
     if agent_id is not None:
         await st.agents.get(agent_id)
     work_dir = request.query_params.get("work_dir") or None
-    ctx = runner(request).provider_ctx
+    active = runner(request)
 
     def checked(agent: Agent) -> Agent:
-        return agentspec.check(agent, ctx)
+        return agentspec.check(agent, active.provider_ctx, active.settings.tools)
 
     agents, created = (
         await _agents_here(st, planned, carried, checked) if agent_id is None else ({}, [])

@@ -16,16 +16,16 @@ import msgspec
 from server.errors import ToolError
 from server.models import ToolSpec
 from server.tools import schema
-from server.tools.base import Tool, ToolContext
+from server.tools.base import Tool, ToolContext, ToolSettings
 from server.tools.edit_file import EditFile
 from server.tools.glob import Glob
 from server.tools.grep import Grep
 from server.tools.list_files import ListFiles
 from server.tools.read_file import ReadFile
-from server.tools.run_command import RunCommand
+from server.tools.run_command import NOT_ENABLED, RunCommand
 from server.tools.write_file import WriteFile
 
-__all__ = ["BUILTIN", "READ_ONLY", "ToolOutcome", "call", "is_builtin", "spec"]
+__all__ = ["BUILTIN", "READ_ONLY", "ToolOutcome", "call", "is_builtin", "not_enabled", "spec"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ class ToolOutcome(msgspec.Struct):
 
 def is_builtin(name: str) -> bool:
     return name in BUILTIN
+
+
+def not_enabled(name: str, settings: ToolSettings) -> str | None:
+    """Why this server's operator keeps the built-in tool from agents (None: they don't)."""
+    if name == RunCommand.name and not settings.allow_run_command:
+        return NOT_ENABLED
+    return None
 
 
 def spec(name: str) -> ToolSpec:

@@ -13,6 +13,12 @@ class ToolSettings(msgspec.Struct, frozen=True):
     list_max_entries: int = 1000
     grep_max_matches: int = 200
     command_timeout_s: float = 30.0
+    # run_command: off unless the operator enables it; confined by bubblewrap, or run
+    # without it only where the operator allows that; never shown the server's own files
+    # (its database) even when they lie in a work_dir.
+    allow_run_command: bool = False
+    allow_unsandboxed_commands: bool = False
+    hidden_paths: tuple[str, ...] = ()
 
 
 class ToolContext(msgspec.Struct, frozen=True):
