@@ -108,9 +108,11 @@ def test_a_stored_agent_with_run_command_is_not_offered_it_without_the_flag(
                 "tools": ["read_file", "run_command"],
                 "options": {"base_url": upstream.url},
             }
-            async with app_client(make_settings(tmp_path, allow_run_command=True)) as http:
+            endpoint = [f"anthropic={upstream.url}"]  # the double is the operator's endpoint
+            enabled = make_settings(tmp_path, allow_run_command=True, provider_base_urls=endpoint)
+            async with app_client(enabled) as http:
                 agent = (await http.post("/agents", json=body)).json()["id"]
-            async with app_client(make_settings(tmp_path)) as http:
+            async with app_client(make_settings(tmp_path, provider_base_urls=endpoint)) as http:
                 session = await http.post(
                     "/sessions", json={"agent_id": agent, "work_dir": str(work)}
                 )
