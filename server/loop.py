@@ -198,7 +198,7 @@ async def run_loop(
     agent = session.agent
     specs = tool_specs(session)
     client = {tool.name for tool in session.client_tools}
-    taken = tool_ids(session.turns)
+    taken = session.tool_ids
     for step in range(first_step, agent.max_steps):
         acc = Accumulator(settings.max_step_output_bytes, taken)
         request = ProviderRequest(
@@ -266,10 +266,6 @@ def _outcome(
     return StepOutcome(
         step, assistant, results, pending, records, acc.usage, stop_reason, final, shown or []
     )
-
-
-def tool_ids(turns: list[Turn]) -> set[str]:
-    return {b.id for turn in turns for b in turn.content if type(b) is ToolUseBlock}
 
 
 def tool_specs(session: Session) -> list[ToolSpec]:

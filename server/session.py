@@ -61,6 +61,7 @@ class History:
         self.open_calls: list[ToolUseBlock] = []
         self.last_seq = 0
         self.count = 0
+        self.tool_ids: set[str] = set()  # of every call so far: an upstream may reuse one
         self._size: int | None = None  # of `fixed`, once asked for, then kept up to date
 
     def add(self, turn: Turn, seq: int = 0) -> None:
@@ -70,6 +71,7 @@ class History:
         if turn.role == "assistant":
             self._close()
             self.open_calls = [b for b in turn.content if type(b) is ToolUseBlock]
+            self.tool_ids.update(call.id for call in self.open_calls)
             _push(self.fixed, turn)
         elif not self.open_calls and all(type(b) is not ToolResultBlock for b in turn.content):
             _push(self.fixed, turn)  # the common case: nothing to answer, nothing to drop
@@ -142,6 +144,7 @@ class Session:
         known = history if isinstance(history, History) else History.of(history)
         self.turns = known.turns()
         self.size = known.size()  # about size_of(self.turns): a guide, not an exact count
+        self.tool_ids = set(known.tool_ids)  # kept as the history grows: no scan per run
         self.client_tools = [t for t in agent.tools if isinstance(t, ClientTool)]
         self.client_tools += client_tools or []
 
