@@ -56,6 +56,30 @@ def require_system(binary: str, package: str) -> str:
     pytest.skip(message)
 
 
+CHROMIUM_ARGS = [  # headless, and no background connections to hosts this machine cannot reach
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """The system's Chromium, driven by Playwright (which cannot fetch browsers of its own)."""
+    path = require_system("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
 def scripted_agent(script: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     options = {"script": script, **extra.pop("options", {})}
     return {

@@ -5,9 +5,7 @@ an origin the server does not allow. In-process, then in a real headless Chromiu
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import app_client, make_settings, require_system, scripted_agent
+from tests.conftest import app_client, make_settings, scripted_agent
 from tests.live import ThreadServer
 from tests.spec import Spec, load_spec
 
@@ -273,28 +271,7 @@ class Hostile:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    path = require_system("chromium", "chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which(path) or path, args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def test_a_hostile_page_in_chromium_changes_nothing(tmp_path: Path, chromium: Any) -> None:
+def test_a_hostile_page_in_chromium_changes_nothing(tmp_path: Path, browser: Any) -> None:
     work = tmp_path / "work"
     work.mkdir()
     server = ThreadServer(make_settings(tmp_path, allow_roots=[str(tmp_path)])).start()
@@ -313,7 +290,7 @@ def test_a_hostile_page_in_chromium_changes_nothing(tmp_path: Path, chromium: An
 
             before = state()
             answered: list[tuple[str, int]] = []
-            page = chromium.new_page()
+            page = browser.new_page()
             page.on("response", lambda r: answered.append((r.url, r.status)))
             with Hostile(HOSTILE % {"api": server.url, "sid": sid}) as hostile:
                 page.goto(hostile.url)

@@ -4,26 +4,15 @@ server's `error` event (a run that failed) from EventSource's own connection err
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.conftest import require_system, scripted_agent
+from tests.conftest import scripted_agent
 from tests.live import ThreadServer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 FAILING = [
     {
         "text": "partly written",
@@ -36,17 +25,6 @@ def example_page() -> str:
     found = re.search(r"<!-- browser-example -->\n```html\n(.*?)```", README.read_text(), re.S)
     assert found, "README.md has no browser example"
     return found.group(1)
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    chromium = require_system("chromium", "chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def open_page(browser: Browser, live: ThreadServer, events: str) -> Page:
