@@ -1,6 +1,6 @@
-"""A loopback stand-in for Anthropic's Messages API, streaming its exact SSE format
-(/work/shared/WIRE-FORMATS.md): message_start, content_block_start, a ping, text deltas a
-millisecond apart, content_block_stop, message_delta, message_stop, chunked like the real one.
+"""A loopback stand-in for Anthropic's Messages API, streaming its exact SSE format (the one
+server/providers/anthropic.py reads): message_start, content_block_start, a ping, text deltas
+a millisecond apart, content_block_stop, message_delta, message_stop, chunked like the real one.
 
 It runs in the bench process, on the client's event loop, so its timestamps and the client's
 share one clock: `timings` holds, per response, the `perf_counter()` right after the first

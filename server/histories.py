@@ -1,10 +1,11 @@
 """Repaired histories of recently active sessions, kept between runs.
 
-A run needs its session's whole history; reading and repairing 10,000 messages costs tens of
-milliseconds, and a session's history only ever grows. So the runner keeps each active
-session's repaired `History` and, on the next run, reads and adds only the messages stored
-since. The message count on the session row tells whether the copy is still whole; anything
-unexpected (an import, a deleted and re-created id) just rebuilds it from the database.
+A run needs its session's whole history; reading and repairing a long one costs far more than
+the rest of a turn, and a session's history only ever grows (bench history). So the runner
+keeps each active session's repaired `History` and, on the next run, reads and adds only the
+messages stored since. The message count on the session row tells whether the copy is still
+whole; anything unexpected (an import, a deleted and re-created id) just rebuilds it from the
+database.
 Bounded by the number of messages held, least recently used first out.
 
 The runner also hands over each message it stores (`extend`), and says which message it has

@@ -20,9 +20,10 @@ Item = tuple[str, int, str, bytes]
 
 class Ticker:
     """One timer for many deadlines of the same length (a stream's ping interval, its send
-    timeout): every `period` it calls `tick(now)` on its members. A uvloop timer handle is
-    half a kilobyte, and each stream held two for the whole of its life; here a stream is a
-    set entry. A deadline is met at most `period` late, a quarter of its length at most."""
+    timeout): every `period` it calls `tick(now)` on its members, since a timer handle per
+    deadline would cost every stream two uvloop handles for the whole of its life, where here
+    it is a set entry (bench idle, bench many: RSS per stream). A deadline is met at most
+    `period` late, a quarter of its length at most."""
 
     __slots__ = ("_armed", "_members", "period")
 
@@ -76,8 +77,8 @@ _tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Ticke
 
 class Quiet:
     """How long a follower may wait for news: a deadline each wait moves on, watched by the
-    loop's ticker for waits of this length (a timer per wait cost a heap insert and a cancel
-    for every batch sent, and a timer per follower half a kilobyte)."""
+    loop's ticker for waits of this length, since a timer per wait costs a heap insert and a
+    cancel for every batch sent, and a timer handle per follower (bench many)."""
 
     __slots__ = ("_future", "_ticker", "deadline", "seconds")
 
@@ -110,7 +111,7 @@ class Quiet:
 
 class Flag:
     """Set once, awaited by any number of tasks: an `asyncio.Event` without the Event's deque
-    of waiters (600 B), made for every run although few are ever waited on."""
+    of waiters, since one is made for every run although few are ever waited on (bench many)."""
 
     __slots__ = ("_future", "_set")
 
@@ -136,7 +137,7 @@ class Flag:
 
 class Signal:
     """Wakes every task waiting on it, each with its own `Quiet` limit: a bare future per
-    wait, where `asyncio.wait_for(event.wait())` costs an Event and a Task."""
+    wait, since `asyncio.wait_for(event.wait())` costs an Event and a Task (bench many)."""
 
     __slots__ = ("_waiters",)
 

@@ -38,8 +38,8 @@ GATHER_ROWS = 2048  # … or until this many rows are waiting
 TAIL = 2  # committed rows kept in memory: a follower a row or two behind needs no database
 TRIM_EVERY = 4  # emits between looks at what has been committed
 # Rows a run may show beyond its committed ones: far more than a commit interval of the
-# fastest stream (a zero-latency stream commits about once per 10,000 events), so a run
-# waits on it only when the writer is stalled.
+# fastest stream (bench writes: a zero-latency stream commits about once per 10,000 events),
+# so a run waits on it only when the writer is stalled.
 WINDOW = 1 << 16
 
 
@@ -87,8 +87,9 @@ class RunLog:
 
     def hold(self, events: Iterable[Event]) -> list[Row]:
         """Number the events and hand them to the event log's write buffer now, but show them
-        to readers only at `release`: the run's end is stored with them, and no reader may
-        see `done` before that commit. Nothing may be emitted in between."""
+        to readers only at `release`, once the write they go with (a step, or the run's end) is
+        committed: no reader may see a tool result, or `done`, before what it reports is stored.
+        Nothing may be emitted in between."""
         first = self.last_seq + 1
         held = [
             (self.run_id, seq, _TYPES[type(event)], _encode(event))

@@ -234,9 +234,11 @@ class Runner:
             active.unrecord(queued[1])
 
     async def _persist(self, active: ActiveRun, outcome: StepOutcome) -> None:
-        """Store a completed step before the loop asks the model anything more, and before
-        `done`: a client that reads the history on `done` finds the whole run there. (Storing
-        the final step with the run's end would save a commit but let `done` overtake it.)"""
+        """Store a step before the loop asks the model anything more. Every step comes here
+        but a run's last, which `_finish` stores with the run's end (a step paused for client
+        tools, and every step of a run that writes nothing, do come here). The step's
+        tool_result events are held and shown once it is committed, since a result a client has
+        seen must never be lost to a crash."""
         self._take_back_usage(active)
         step = active.settle(outcome)
         held = active.log.hold(outcome.shown)  # committed with the step, shown after it
@@ -266,12 +268,12 @@ class Runner:
     ) -> None:
         """End the run: its closing events, its end stored, the session released.
 
-        The run's last step (`final`) is stored together with its end, in one write: a turn
-        costs one commit less. Its closing events are then numbered and buffered for the
-        event log at once (so they commit with the end, or before it) but shown to readers
-        only once the write is committed: a client that reads the history on `done` finds
-        the whole turn there. Otherwise (no step left to store) they go out at once, and the
-        end is written after them."""
+        The run's last step (`final`) is stored together with its end, in one write, so that a
+        turn costs one commit less (bench turns). The step's tool_result events and the closing
+        events are then numbered and buffered for the event log at once (so they commit with
+        the end, or before it) but shown to readers only once the write is committed: a client
+        that reads the history on `done` finds the whole turn there. Otherwise (no step left to
+        store) they go out at once, and the end is written after them."""
         active.finishing = True  # from here on a cancel waits instead of interrupting
         self._take_back_usage(active)
         step = active.settle(final) if final is not None else None

@@ -1,4 +1,5 @@
-"""Imports point down only (STYLE.md): each module may import from the groups listed for it."""
+"""Imports point down only, so that each layer can be read and tested without the ones above:
+each module may import from the groups listed for it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""4. History growth (issue 7).
+"""4. History growth.
 
 The latency of one short blocking turn on sessions that already hold 10, 1,000 and 10,000
 messages: median of nine turns each after one warm-up; the 10-message session is the

@@ -1,4 +1,4 @@
-"""6. Idle streams (issue 7).
+"""6. Idle streams.
 
 RSS growth per idle open SSE connection: 2,000 sessions (fewer if the file limit is lower),
 one GET /sessions/{id}/events connection on each (the session channel, which stays open

@@ -1,4 +1,4 @@
-"""2. Many streams (issue 7).
+"""2. Many streams.
 
 1,000 sessions each stream a 200-token reply at one token per 50 ms (`token_delay_ms: 50`),
 all started at once, read by our asyncio client in the bench process (its own process, the
@@ -10,20 +10,19 @@ server adds is carried into all later deltas, and the lag measured is mostly tha
 Delivery lag of delta i = its arrival at the client - its scheduled time. The schedule
 starts where the producer started, which the client cannot see; it is taken as the earliest
 start the arrivals allow, scheduled(i) = min over j of (arrival(j) - j x 50 ms) + i x 50 ms,
-so the best-delivered delta of a stream has lag 0 and the rest are measured against it. (On
-the first delta instead, a first delta held up by the start of a thousand runs made every
-later, punctual one look early.) This measures how late the server delivers what a steady
+so the best-delivered delta of a stream has lag 0 and the rest are measured against it (on
+the first delta instead, a first delta held up by the start of a thousand runs would make
+every later, punctual one look early). This measures how late the server delivers what a steady
 producer emits once a stream is flowing, and keeps the (separately reported) time to first
 token out of it; lag measured from the request start, scheduled(i) = sent + (i + 1) x 50 ms,
 is reported too. Server RSS is VmRSS
 from /proc before the streams start and its highest 100 ms sample while they run.
 
 The full run alternates ROUNDS rounds (sessiond, then the bare app, each started afresh) and
-reports the median of the rounds' figures, each round's kept in the details: on the shared
-2-vCPU machine one round's p99 ratio moved between 0.7x and 25x from one run to the next a
-minute later, the stalls of the host landing on one side or the other. Five rounds, not
-three: one stalled round of either side then moves the median no more than a quiet one
-would. A smoke run does one.
+reports the median of the rounds' figures, each round's kept in the details, since on a
+shared machine a single round's ratio depends on which side the host's stalls land on (see
+bench/README.md). Five rounds, so that one stalled round of either side moves the median no
+more than a quiet one would. A smoke run does one.
 """
 
 from __future__ import annotations

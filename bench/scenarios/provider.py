@@ -1,4 +1,4 @@
-"""8. Provider latency (issue 4).
+"""8. Provider latency.
 
 The server's added latency over a provider: sessiond runs an `anthropic` agent whose
 `base_url` is the loopback double in bench/upstream.py (ANTHROPIC_API_KEY set to a dummy in

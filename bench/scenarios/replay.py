@@ -1,4 +1,4 @@
-"""7. Replay (issue 3).
+"""7. Replay.
 
 A finished 5,000-event run (a 4,994-word scripted reply) read back through GET
 /sessions/{id}/runs/{run_id}/events: the run is no longer active, so every event comes from

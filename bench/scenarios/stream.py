@@ -1,4 +1,4 @@
-"""1. Single-stream throughput (issue 7).
+"""1. Single-stream throughput.
 
 One run whose reply is 20,000 text deltas (a scripted text of 20,000 words, zero delay), read
 by `curl -sN` from POST /sessions/{id}/message/stream, against the bare baseline app serving

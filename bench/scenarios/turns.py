@@ -1,4 +1,4 @@
-"""3. Blocking turns (issue 7).
+"""3. Blocking turns.
 
 32 clients, each on its own keep-alive connection and its own session, send short blocking
 turns (POST /sessions/{id}/message, a two-word scripted reply) back to back for 20 s; turns/s

@@ -1,4 +1,4 @@
-"""5. Write cost (issue 7).
+"""5. Write cost.
 
 SQLite commits counted from outside, in the server's WAL (see bench/wal.py), for five
 workloads on one server, each measured alone:
@@ -9,11 +9,11 @@ workloads on one server, each measured alone:
 - paced stream: one 100-delta run at 25 ms a token (a model's pace)
 - 100 paced streams: 100 such runs at once
 
-The target (at most 20 commits per 1,000 events) is the issue's, for the zero-latency
-provider: the fast stream. The paced figures have none: a stream alone at a model's pace
-commits its events every `event_flush_ms` (200 ms), the most of a streaming step a crash may
-lose (issue 3), so at 40 tokens/s it pays a commit per 8 events; concurrent streams share
-those commits.
+The target (at most 20 commits per 1,000 events) is for the zero-latency provider: the fast
+stream. The paced figures have none: a stream alone at a model's pace commits its events
+every `event_flush_ms` (200 ms), the most of a streaming step a crash may lose (the
+durability promise), so at 40 tokens/s it pays a commit per 8 events; concurrent streams
+share those commits.
 
 Database bytes per stored message: growth of the database file over the two turn workloads
 (checkpointed and truncated before and after, so the WAL holds nothing) divided by the
@@ -140,7 +140,7 @@ async def run(ctx: Context, result: Result) -> None:
         events = task.result()
         per_k = commits / events * 1000
         result.details[f"{label}: commits, events"] = [commits, events]
-        if label == "fast stream":  # the issue's scenario: the zero-latency provider
+        if label == "fast stream":  # the target's scenario: the zero-latency provider
             result.add(
                 Figure(
                     f"commits per 1,000 events, {label}", per_k, "", target="≤ 20", ok=per_k <= 20

@@ -2,10 +2,11 @@
 
 A row holds a chunk of a run's consecutive events (at most CHUNK) from one commit: their
 types, space-separated, and their JSON, newline-separated (msgspec JSON never holds a raw
-newline). One row per event made a fast stream cost 20,000 B-tree inserts, each a round trip
-of the GIL between the writer thread and the event loop; in chunks it is a few dozen, and a
-paced stream's events (a few per commit) still share a row. Replay reads the chunks that
-cover the wanted range and hands back the same (seq, type, data) rows as before.
+newline). A row per event would make a fast stream cost an insert, and a round trip of the
+GIL between the writer thread and the event loop, for every event; in chunks it is a few dozen
+for 20,000 events, and a paced stream's events (a few per commit) still share a row (bench
+stream, bench writes). Replay reads the chunks that cover the wanted range and hands back
+(seq, type, data) rows, one per event.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ def statements(rows: list[EventRow]) -> Iterator[Statement]:
     statement at a time (the database takes a turn of the event loop between them: see
     sqlite._built). They are built on the loop as a commit is handed to the writer thread,
     so that the writer runs no Python of its own for the event log: only sqlite3's binding
-    and one step a statement, where `executemany` let go of the GIL and took it back for
-    every row. In the many-streams benchmark (a thousand runs' events in each commit) the
-    writer's CPU per commit fell from 13-14 to 8 ms, and its wall time from 39-48 to 24 ms."""
+    and one step a statement, where `executemany` lets go of the GIL and takes it back for
+    every row (bench many: a thousand runs' events in each commit)."""
     pending = chunks(rows)
     while part := list(itertools.islice(pending, INSERT_ROWS)):
         yield _insert_sql(len(part)), list(itertools.chain.from_iterable(part))

@@ -128,8 +128,8 @@ def _move_session(
     turns: int = 0,
     expected: SessionRecord | None = None,
 ) -> tuple[int, int] | None:
-    """All that a moment of a run changes on its session row, in one statement where there
-    were up to five (each costs the writer its own binding, B-tree walk and GIL hand-back):
+    """All that a moment of a run changes on its session row, in one statement, since each
+    statement costs the writer its own binding, B-tree walk and GIL hand-back (bench turns):
     `added` messages numbered on from last_seq, usage, turns, status (None: unchanged) and
     activity. Returns the new (last_seq, message_count), or None if there is no such
     session (as `expected`, if given)."""
@@ -282,8 +282,9 @@ def finish(
     now: str,
     step: Step | None = None,
 ) -> list[Message]:
-    """The run's end; with `step`, its last step too (what `add_step` stores), in the same
-    update of the session row and of the run's where the two took two of each."""
+    """The run's end; with `step`, its last step too (what `add_step` stores), in one update
+    of the session row and one of the run's: the last step and the end share a commit
+    (bench turns)."""
     added, usage = (0, end.usage) if step is None else (len(step.entries), step.usage + end.usage)
     moved = _move_session(
         conn, session_id, now, added=added, usage=usage, status=end.session_status

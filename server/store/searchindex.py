@@ -3,8 +3,8 @@
 Each new message gets one FTS5 row under its rowid, holding what a reader would search for:
 a text block's text, a tool call's name and input, a tool result's output, one per line.
 Deleted and edited messages are handled by schema.sql's triggers; new ones are indexed here
-(step 4 dropped the insert trigger), deferred to the end of their commit (see sqlite.defer):
-one index segment per commit instead of one per message.
+(schema step 4 has no insert trigger), deferred to the end of their commit (see sqlite.defer),
+so that a commit writes one index segment, not one per message (bench turns).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ its last commit -- operations from any number of concurrent runs and requests, p
 buffered event-log rows -- and applies it in one `BEGIN IMMEDIATE … COMMIT`, each operation
 inside its own SAVEPOINT so that one failing operation cannot undo another (statements an
 operation `defer`s run after the last one, in the same transaction). A whole batch
-costs one thread hop and one commit, instead of a hop per statement (LIBRARY-FACTS: ~100 µs
-each) and a commit per row.
+costs one thread hop and one commit, where aiosqlite would cost a hop per statement and a
+commit per row (bench turns, bench writes).
 
 Event-log rows (`append_events`) need no await: they ride along with the next commit, and
 when only events are waiting the writer lets them gather for `event_flush_s` first. A step's
@@ -16,22 +16,16 @@ it or before it.
 
 `event_flush_s` (default 0.2 s) trades durability for commits: it is the most a crash of the
 process can lose of a step still streaming (never anything of a completed step), and a run
-streaming alone costs a commit per interval. At 0.05 s a stream at a model's pace (40 tokens/s)
-took about 500 commits per 1,000 events; at 0.2 s about 150 (a fifth of a second of tokens
-each), while fast or concurrent streams share their commits anyway (under 5 per 1,000). Fewer
-would mean holding more than a few hundred ms of a step in memory only.
+streaming alone costs a commit per interval, while fast or concurrent streams share their
+commits anyway (bench writes: "paced stream", "100 paced streams").
 
 A commit's results are handed back a slice at a time, one slice per turn of the event loop:
-each settled future wakes a task that runs until its next await, and a thousand runs whose
-starts shared a commit, woken in one turn, held every timer and socket of the loop for over
-100 ms (measured in the many-streams benchmark: one 708-op commit, a tick due every ms 120 ms
-late). The slice follows how long the loop's last turn took: half as many after a turn over
-`TURN_BUSY_S`, one more after a turn under `TURN_QUIET_S`, from one to `SETTLE_MAX`. A run
-woken from its start commit costs the loop about 0.3 ms before its first token; with a
-thousand streams flowing the loop is three quarters busy, and whatever a turn adds to that
-comes back several times over in the turns after it, as lag on every stream. Runs that
-started together then start a little later each, where the streams already flowing would
-have waited for all of them.
+each settled future wakes a task that runs until its next await, so a thousand runs whose
+starts share a commit, woken in one turn, would hold every timer and socket of the loop while
+they start, and every stream already flowing would wait for all of them. The slice follows how
+long the loop's last turn took: half as many after a turn over `TURN_BUSY_S`, one more after a
+turn under `TURN_QUIET_S`, from one to `SETTLE_MAX`; runs that start together then start a
+little later each, fewer to a turn the busier the loop is (bench many: p99 delivery lag).
 
 Reads use aiosqlite connections of their own; under WAL they never wait for the writer.
 """
@@ -100,9 +94,9 @@ def defer(conn: sqlite3.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -
     """Run `sql` for each row once every operation of this commit has been applied, in the
     same transaction (so it commits, or rolls back, with them). The rows of an operation that
     fails are dropped with it. This is for FTS5: it writes its pending index to disk at every
-    SAVEPOINT of a transaction it is part of, so indexing inside each operation wrote a new
-    index segment per message (61 µs a message measured, against 23 µs deferred).
-    On any other connection the statement runs at once."""
+    SAVEPOINT of a transaction it is part of, so indexing inside each operation would write a
+    new index segment per message (bench turns). On any other connection the statement runs at
+    once."""
     if isinstance(conn, WriterConnection):
         conn.deferred.extend((sql, row) for row in rows)
     else:
@@ -409,7 +403,7 @@ def _settle(future: asyncio.Future[Any], result: Any) -> None:
 async def _built(rows: list[EventRow]) -> list[eventlog.Statement]:
     """The event log's statements for a commit's rows, with a turn of the event loop after
     each when there may be more than one: built at once, a commit of a thousand runs' events
-    held the loop for 3.5-6.5 ms, and streams due meanwhile waited."""
+    would hold the loop for milliseconds while streams are due (bench many)."""
     statements = eventlog.statements(rows)
     if len(rows) <= eventlog.INSERT_ROWS:  # one statement at most: no turn to give
         return list(statements)
