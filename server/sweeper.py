@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from server.ids import now
 from server.runner import Runner
@@ -20,10 +21,23 @@ log = logging.getLogger("sessiond.sweeper")
 
 
 class Sweeper:
-    def __init__(self, store: Store, runner: Runner, interval_s: float) -> None:
+    """`clock` says the time a sweep compares `expires_at` with (an RFC 3339 stamp) and
+    `sleep` waits out the interval between sweeps: tests give their own, to move time."""
+
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        interval_s: float,
+        *,
+        clock: Callable[[], str] = now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.store = store
         self.runner = runner
         self.interval_s = interval_s
+        self.clock = clock
+        self.sleep = sleep
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -40,7 +54,7 @@ class Sweeper:
         """Delete every expired idle session now; returns how many went."""
         deleted = 0
         while True:
-            stamp = now()
+            stamp = self.clock()
             batch = [sid for sid in await self.store.sessions.expired(stamp) if self._idle(sid)]
             gone = [sid for sid in batch if await self.store.sessions.delete_expired(sid, stamp)]
             for sid in gone:
@@ -57,7 +71,7 @@ class Sweeper:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await self.sleep(self.interval_s)
             try:
                 await self.sweep()
             except Exception:

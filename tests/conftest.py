@@ -25,14 +25,24 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+class AppClient(httpx.AsyncClient):
+    """A client of the in-process app that knows the app, to wait on its store."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://sessiond")
+        self.app = app
+
+    async def flush(self) -> None:
+        """Wait until every write the server has queued so far is committed."""
+        await self.app.state.store.db.flush()
+
+
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(settings: Settings) -> AsyncIterator[AppClient]:
     """The app in-process, lifespan included (for routes that do not stream)."""
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sessiond") as client:
-            yield client
+    async with app.router.lifespan_context(app), AppClient(app) as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ process (for SIGKILL and SIGTERM), each on a free loopback port."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -77,6 +78,12 @@ class ThreadServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def flush(self) -> None:
+        """Wait until every write the server has queued so far is committed."""
+        assert self._server is not None and self._server.loop is not None
+        flushed = self.app.state.store.db.flush()
+        asyncio.run_coroutine_threadsafe(flushed, self._server.loop).result(30)
 
 
 class ProcessServer:

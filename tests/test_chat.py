@@ -88,10 +88,8 @@ def test_chat_streams_replies_and_leaves_on_ctrl_d(
     term.read_until(r"-> list_files \{\"path\":\"\.\"\}")
     term.read_until(r"<- notes\.txt")
     term.read_until(r"word0 ")
-    first_word = time.monotonic()
     assert "word39" not in term.output  # the reply is still coming: it streams
     term.read_until(r"word39\n\n> ")
-    assert time.monotonic() - first_word > 0.5
     term.type("\x04")  # Ctrl-D
     assert term.close() == 0
 

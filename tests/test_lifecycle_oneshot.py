@@ -141,7 +141,7 @@ def test_no_persistence_leaves_the_database_unchanged(tmp_path: Path) -> None:
                 "session_id"
             ]
             fresh = await http.post("/run", json={"prompt": "hi", "agent_id": agent})
-            await asyncio.sleep(0.1)
+            await http.flush()
             before = table_contents(settings.db)
             assert before["messages"] and before["events"] and before["message_search"]
             cases = [
@@ -166,7 +166,7 @@ def test_no_persistence_leaves_the_database_unchanged(tmp_path: Path) -> None:
             )
             # the ephemeral run saw the session's history: a longer input than a fresh one
             assert resumed.json()["usage"]["input_tokens"] > fresh.json()["usage"]["input_tokens"]
-            await asyncio.sleep(0.1)
+            await http.flush()
             assert table_contents(settings.db) == before
 
     run(go())
@@ -197,7 +197,7 @@ def test_bad_runs_store_nothing(
 
     async def go() -> None:
         async with app_client(settings) as http:
-            await asyncio.sleep(0.05)
+            await http.flush()
             before = table_contents(settings.db)
             response = await http.post("/run", json=body)
             assert response.status_code == status, response.text
@@ -249,8 +249,11 @@ def test_stream(live: ThreadServer) -> None:
     messages = httpx.get(f"{live.url}/sessions/{sid}/messages").json()["data"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     runs = f"{live.url}/sessions/{sid}/runs"
+    deadline = time.monotonic() + 30
     while httpx.get(runs).json()["data"][0]["status"] != "completed":  # the end is recorded
+        assert time.monotonic() < deadline, "the run's end was not recorded"
         time.sleep(0.02)
+    live.flush()
 
     before = table_contents(live.settings.db)
     eid, got = asyncio.run(
@@ -259,5 +262,5 @@ def test_stream(live: ThreadServer) -> None:
         )
     )
     assert eid != sid and got[-1].event == "done" and got[-1].json["status"] == "completed"
-    time.sleep(0.1)
+    live.flush()
     assert table_contents(live.settings.db) == before

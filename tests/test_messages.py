@@ -4,7 +4,6 @@ stream's order is exact, history is stored and continued, restarts lose nothing.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +117,16 @@ def test_first_text_delta_arrives_before_the_run_ends(live: ThreadServer, tmp_pa
         async with httpx.AsyncClient(timeout=30) as http:
             url = f"{live.url}/sessions/{sid}/message/stream"
             async with http.stream("POST", url, json={"message": "go"}) as response:
-                started = time.monotonic()
                 first = None
                 async for event in events(response):
                     if event.event == "text_delta" and first is None:
-                        first = time.monotonic() - started
+                        first = event  # the run goes on after it: it came before the end
                         runs = (await http.get(f"{live.url}/sessions/{sid}/runs")).json()
                         assert runs["data"][0]["status"] == "running"
                     if event.event == "done":
                         break
-                total = time.monotonic() - started
         assert event.event == "done"
-        assert first is not None and first < total / 3
+        assert first is not None
 
     asyncio.run(go())
 

@@ -14,8 +14,8 @@ import asyncio
 import math
 import re
 import weakref
-from collections.abc import AsyncIterator, Generator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any, Protocol
 
 import msgspec
 
@@ -97,26 +97,39 @@ def fragments(payload: str, pieces: int = 4) -> Iterator[str]:
         yield payload[start : start + size]
 
 
+class PaceClock(Protocol):
+    """Where paced deltas read the time and set their timers: the running event loop, or
+    a clock that a test moves itself."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> object: ...
+
+
 class ScriptedProvider:
     name = "scripted"
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], *, clock: PaceClock | None = None) -> None:
         self.options = parse_options(options)
+        self.clock = clock
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]:
         script = self.options.script or [ScriptedStep(text="(empty script)")]
         step = script[min(request.step, len(script) - 1)]
-        return play_step(step, request, self.options.token_delay_ms / 1000)
+        return play_step(step, request, self.options.token_delay_ms / 1000, self.clock)
 
 
 def play_step(
-    step: ScriptedStep, request: ProviderRequest, delay_s: float
+    step: ScriptedStep,
+    request: ProviderRequest,
+    delay_s: float,
+    clock: PaceClock | None = None,
 ) -> AsyncIterator[StepEvent]:
     """The step's events, each delta after its delay; without a delay the deltas come in
     bursts of BURST, as a fast upstream's reads deliver several at a time, with a turn of
-    the event loop between bursts."""
+    the event loop between bursts. `clock`: the running loop unless given."""
     events = step_events(step, request)
-    return _Paced(events, delay_s) if delay_s > 0 else _bursts(events)
+    return _Paced(events, delay_s, clock) if delay_s > 0 else _bursts(events)
 
 
 BURST = 64
@@ -142,9 +155,15 @@ class _Paced:
     twenty thousand times a second, and an async generator around `asyncio.sleep` cost two
     more coroutine frames per wake."""
 
-    def __init__(self, events: Generator[StepEvent, None, None], delay_s: float) -> None:
+    def __init__(
+        self,
+        events: Generator[StepEvent, None, None],
+        delay_s: float,
+        clock: PaceClock | None = None,
+    ) -> None:
         self._events = events
         self._delay_s = delay_s
+        self._clock = clock
         self._due = 0.0  # when the next delta is, once the first is asked for
         self._pacer: _Pacer | None = None
 
@@ -158,11 +177,12 @@ class _Paced:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StepEvent] = loop.create_future()
         if isinstance(event, _DELTAS):
+            clock = self._clock or loop
             if self._pacer is None:
-                self._pacer = _pacer(loop)
-                self._due = loop.time()
+                self._pacer = _pacer(clock)
+                self._due = clock.time()
             self._due += self._delay_s
-            self._pacer.deliver(loop, self._due, future, event)
+            self._pacer.deliver(clock, self._due, future, event)
         else:
             future.set_result(event)
         return future
@@ -177,12 +197,12 @@ class _Pacer:
     thousand times a second for a thousand streams) was a tenth of the event loop. A delta
     goes out at most a millisecond after its time, as a timer's own slack allows anyway."""
 
-    def __init__(self) -> None:  # keeps no reference to its loop: see `_pacers`
+    def __init__(self) -> None:  # keeps no reference to its clock: see `_pacers`
         self.due: dict[int, list[tuple[asyncio.Future[StepEvent], StepEvent]]] = {}
 
     def deliver(
         self,
-        loop: asyncio.AbstractEventLoop,
+        clock: PaceClock,
         when: float,
         future: asyncio.Future[StepEvent],
         event: StepEvent,
@@ -191,7 +211,7 @@ class _Pacer:
         waiting = self.due.get(tick)
         if waiting is None:
             self.due[tick] = waiting = []
-            loop.call_at(tick / TICKS_PER_S, self._fire, tick)
+            clock.call_at(tick / TICKS_PER_S, self._fire, tick)
         waiting.append((future, event))
 
     def _fire(self, tick: int) -> None:
@@ -201,14 +221,14 @@ class _Pacer:
 
 
 TICKS_PER_S = 1000
-# a loop's pacer goes with the loop (a value that referred to its key would keep it alive)
-_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer] = weakref.WeakKeyDictionary()
+# a clock's (a loop's) pacer goes with it (a value that referred to its key would keep it alive)
+_pacers: weakref.WeakKeyDictionary[PaceClock, _Pacer] = weakref.WeakKeyDictionary()
 
 
-def _pacer(loop: asyncio.AbstractEventLoop) -> _Pacer:
-    pacer = _pacers.get(loop)
+def _pacer(clock: PaceClock) -> _Pacer:
+    pacer = _pacers.get(clock)
     if pacer is None:
-        _pacers[loop] = pacer = _Pacer()
+        _pacers[clock] = pacer = _Pacer()
     return pacer
 
 
