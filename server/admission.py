@@ -122,7 +122,15 @@ class Admission:
         self._admit(active, key)
         options = _options(request)
         new = run_ops.NewRun(
-            run.id, sid, agent.id, status, request.content, options, key, created, expected
+            id=run.id,
+            session_id=sid,
+            agent_id=agent.id,
+            status=status,
+            input=request.content,
+            options=options,
+            idempotency_key=key,
+            created_at=created,
+            expected=expected,
         )
         written = runner.store.db.submit(lambda conn: run_ops.start(conn, new))
         if status == "running":  # its task waits for the same commit: no turn of the loop lost

@@ -85,18 +85,18 @@ def default_agent(env: dict[str, str], model_setting: str | None = None) -> Agen
         model = model_setting
     stamp = now()
     return Agent(
-        DEFAULT_ID,
-        "default",
-        provider,
-        model,
-        "You are a helpful assistant working in the user's session.",
-        list(READ_ONLY),
-        16,
-        None,
-        None,
-        options,
-        stamp,
-        stamp,
+        id=DEFAULT_ID,
+        name="default",
+        provider=provider,
+        model=model,
+        system="You are a helpful assistant working in the user's session.",
+        tools=list(READ_ONLY),
+        max_steps=16,
+        max_tokens=None,
+        temperature=None,
+        options=options,
+        created_at=stamp,
+        updated_at=stamp,
     )
 
 

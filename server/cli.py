@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO, TextIO
 
+import msgspec
 import uvicorn
 
 from server import chat, config, connections
@@ -46,6 +47,38 @@ def command_list() -> str:
     return "commands:\n" + "\n".join(f"  sessiond {n:<{width}}{h}" for n, h in COMMANDS.items())
 
 
+MIB = 1024 * 1024
+_DEFAULTS = {
+    field.name: field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+    for field in msgspec.structs.fields(Settings)
+}
+
+
+def setting_help(field: str, what: str, default: str | None = None) -> str:
+    """Help for a serve flag that sets Settings.<field>: the default shown and the env
+    variable named come from Settings, so that the help cannot disagree with them. `default`
+    words a default that is no plain value (None, or computed at start)."""
+    return f"{what} (default{default_text(field, default)}; env SESSIOND_{field.upper()})"
+
+
+def default_text(field: str, default: str | None = None) -> str:
+    value = _DEFAULTS[field]
+    if default is not None:
+        return f": {default}"
+    match value:
+        case bool():
+            return " on" if value else ": off"
+        case int() if field.endswith("_bytes") and value >= MIB and value % MIB == 0:
+            return f" {value // MIB} MiB"
+        case int() | float():
+            return f" {value:g}"
+        case str():
+            return f" {value}"
+        case []:
+            return ": none"
+    raise ValueError(f"setting {field}: say in words what its default is")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessiond",
@@ -55,125 +88,165 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help=COMMANDS["serve"])
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1; env SESSIOND_HOST)")
-    serve.add_argument("--port", type=int, help="port (default 2323; env SESSIOND_PORT)")
-    serve.add_argument("--db", help="SQLite file (default ./data/sessiond.db; env SESSIOND_DB)")
+    serve.add_argument("--host", help=setting_help("host", "address to bind"))
+    serve.add_argument("--port", type=int, help=setting_help("port", "port"))
+    serve.add_argument("--db", help=setting_help("db", "SQLite file"))
     serve.add_argument("--config", help="settings file (default ./sessiond.toml if present)")
     serve.add_argument(
         "--allow-root",
         action="append",
         dest="allow_roots",
-        help="a folder under which session work_dirs may lie (repeatable; default: the "
-        "current folder)",
+        help=setting_help(
+            "allow_roots",
+            "a folder under which session work_dirs may lie (repeatable)",
+            "the current folder",
+        ),
     )
     serve.add_argument(
         "--shutdown-grace",
         type=float,
         dest="shutdown_grace_s",
-        help="seconds running runs get to finish on SIGTERM (default 10)",
+        help=setting_help("shutdown_grace_s", "seconds running runs get to finish on SIGTERM"),
     )
     serve.add_argument(
         "--ping-interval",
         type=float,
         dest="ping_s",
-        help="seconds of quiet before an SSE ping (default 15)",
+        help=setting_help("ping_s", "seconds of quiet before an SSE ping"),
     )
     serve.add_argument(
         "--max-body-bytes",
         type=int,
         dest="max_body_bytes",
-        help="largest accepted request body (default 1 MiB)",
+        help=setting_help("max_body_bytes", "largest accepted request body"),
     )
     serve.add_argument(
         "--max-import-bytes",
         type=int,
         dest="max_import_bytes",
-        help="largest accepted POST /sessions/import body (default 64 MiB)",
+        help=setting_help("max_import_bytes", "largest accepted POST /sessions/import body"),
     )
     limits = serve.add_argument_group("run limits")
     limits.add_argument(
         "--max-run-seconds",
         type=float,
         dest="run_max_seconds",
-        help="a run's deadline when its agent sets no max_run_seconds (default 3600)",
+        help=setting_help(
+            "run_max_seconds", "a run's deadline when its agent sets no max_run_seconds"
+        ),
     )
     limits.add_argument(
         "--max-run-seconds-ceiling",
         type=float,
         dest="run_max_seconds_ceiling",
-        help="the longest deadline any agent gets; larger values are clamped (default 86400)",
+        help=setting_help(
+            "run_max_seconds_ceiling",
+            "the longest deadline any agent gets; larger values are clamped",
+        ),
     )
     limits.add_argument(
         "--max-step-output-bytes",
         type=int,
         dest="max_step_output_bytes",
-        help="bytes of text and tool input one model step may produce (default 8 MiB)",
+        help=setting_help(
+            "max_step_output_bytes", "bytes of text and tool input one model step may produce"
+        ),
     )
     limits.add_argument(
         "--provider-idle-timeout",
         type=float,
         dest="provider_idle_timeout_s",
-        help="seconds an upstream stream may send nothing but pings (default 90)",
+        help=setting_help(
+            "provider_idle_timeout_s", "seconds an upstream stream may send nothing but pings"
+        ),
     )
     serve.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",
-        help="an origin whose browser pages may call the API, e.g. http://localhost:3000 "
-        "(repeatable; '*' for any; default: none)",
+        help=setting_help(
+            "cors_origins",
+            "an origin whose browser pages may call the API, e.g. http://localhost:3000 "
+            "(repeatable; '*' for any)",
+        ),
     )
     serve.add_argument(
         "--request-timeout",
         type=float,
         dest="request_timeout_s",
-        help="seconds a request's headers, then its body, may take to arrive (default 30)",
+        help=setting_help(
+            "request_timeout_s", "seconds a request's headers, then its body, may take to arrive"
+        ),
     )
     serve.add_argument(
         "--max-connections",
         type=int,
         dest="max_connections",
-        help="open connections at most; past them 503 (default: the open-file limit less 256)",
+        help=setting_help(
+            "max_connections",
+            "open connections at most; past them 503",
+            "the open-file limit less 256",
+        ),
     )
     serve.add_argument(
         "--default-model",
         dest="default_model",
-        help="model of the built-in default agent (default: its provider's, e.g. "
-        "claude-sonnet-4-5 or gpt-4o-mini; a local OpenAI-compatible server needs its own)",
+        help=setting_help(
+            "default_model",
+            "model of the built-in default agent; a local OpenAI-compatible server needs its own",
+            "its provider's, e.g. claude-sonnet-4-5 or gpt-4o-mini",
+        ),
     )
     serve.add_argument(
         "--provider-base-url",
         action="append",
         dest="provider_base_urls",
         metavar="NAME=URL",
-        help="an endpoint of provider NAME (anthropic, openai) that gets the server's key for "
-        "it, besides its public API and its *_BASE_URL variable (repeatable; agents' other "
-        "base_urls get no server key)",
+        help=setting_help(
+            "provider_base_urls",
+            "an endpoint of provider NAME (anthropic, openai) that gets the server's key for "
+            "it, besides its public API and its *_BASE_URL variable (repeatable; agents' other "
+            "base_urls get no server key)",
+        ),
     )
     serve.add_argument(
         "--agent-key-env",
         action="append",
         dest="agent_key_env",
         metavar="PATTERN",
-        help="a glob of environment variable names an agent may name in options.api_key_env "
-        "as its own key (repeatable; default: none)",
+        help=setting_help(
+            "agent_key_env",
+            "a glob of environment variable names an agent may name in options.api_key_env "
+            "as its own key (repeatable)",
+        ),
     )
     serve.add_argument(
         "--allow-run-command",
         action="store_const",
         const=True,
         dest="allow_run_command",
-        help="let agents have the run_command tool, a shell in the session's work_dir, "
-        "confined by bubblewrap (default: off; env SESSIOND_ALLOW_RUN_COMMAND)",
+        help=setting_help(
+            "allow_run_command",
+            "let agents have the run_command tool, a shell in the session's work_dir, "
+            "confined by bubblewrap",
+        ),
     )
     serve.add_argument(
         "--allow-unsandboxed-commands",
         action="store_const",
         const=True,
         dest="allow_unsandboxed_commands",
-        help="run run_command's commands without a sandbox where bubblewrap is missing "
-        "(default: refuse them; env SESSIOND_ALLOW_UNSANDBOXED_COMMANDS)",
+        help=setting_help(
+            "allow_unsandboxed_commands",
+            "run run_command's commands without a sandbox where bubblewrap is missing",
+            "off, they are refused",
+        ),
     )
-    serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    serve.add_argument(
+        "--log-level",
+        dest="log_level",
+        help=setting_help("log_level", "debug, info, warning, error"),
+    )
     talk = commands.add_parser("chat", help=COMMANDS["chat"])
     talk.add_argument("--session", help="session name to create or resume (default: a new one)")
     talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")

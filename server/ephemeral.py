@@ -22,7 +22,15 @@ def prepare(
     )
     sid, stamp = record.id, record.created_at
     run = Run(new_ulid(), sid, agent.id, "running", stamp, started_at=stamp)
-    user = Message(new_ulid(), sid, len(history) + 1, "user", request.content, run.id, stamp)
+    user = Message(
+        id=new_ulid(),
+        session_id=sid,
+        seq=len(history) + 1,
+        role="user",
+        content=request.content,
+        run_id=run.id,
+        created_at=stamp,
+    )
     scratch = Session(record, agent, [*history, user], request.tools)
     active = ActiveRun(run, request, agent, RunLog(run.id, sid, 1, _discard, _unpublished), scratch)
     active.messages.append(user)
@@ -36,7 +44,15 @@ def messages(
     assert active.scratch is not None
     first = active.scratch.record.message_count + len(active.messages) + 1
     return [
-        Message(new_ulid(), active.session_id, first + i, role, blocks, active.id, stamp)
+        Message(
+            id=new_ulid(),
+            session_id=active.session_id,
+            seq=first + i,
+            role=role,
+            content=blocks,
+            run_id=active.id,
+            created_at=stamp,
+        )
         for i, (role, blocks) in enumerate(entries)
     ]
 

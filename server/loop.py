@@ -265,7 +265,15 @@ def _outcome(
     shown: list[ToolResult] | None = None,
 ) -> StepOutcome:
     return StepOutcome(
-        step, assistant, results, pending, records, acc.usage, stop_reason, final, shown or []
+        step=step,
+        assistant=assistant,
+        results=results,
+        pending=pending,
+        tool_calls=records,
+        usage=acc.usage,
+        stop_reason=stop_reason,
+        final=final,
+        shown=shown or [],
     )
 
 
@@ -309,7 +317,15 @@ async def run_tools(
         await asyncio.gather(*tasks, return_exceptions=True)
     results = [slot[0] for slot in slots if slot is not None]
     records = [
-        ToolCallRecord(c.id, c.name, c.input, len(r.content.encode()), r.is_error, elapsed, step)
+        ToolCallRecord(
+            id=c.id,
+            name=c.name,
+            input=c.input,
+            output_bytes=len(r.content.encode()),
+            is_error=r.is_error,
+            duration_ms=elapsed,
+            step=step,
+        )
         for c, (r, elapsed) in zip(calls, [s for s in slots if s is not None], strict=True)
     ]
     yield results, records

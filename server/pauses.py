@@ -50,7 +50,14 @@ class Pauses:
         error = ErrorInfo(status, stop_message(status))
         runlog.emit(Error(error))
         runlog.emit(Done(run.usage, run.steps, run.id, "requires_action", status))
-        end = run_ops.Finish(status, "requires_action", error, Usage(), [], "idle")
+        end = run_ops.Finish(
+            status=status,
+            stop_reason="requires_action",
+            error=error,
+            usage=Usage(),
+            pending=[],
+            session_status="idle",
+        )
         stamp = now()
 
         def op(conn: Any) -> None:

@@ -75,7 +75,14 @@ async def _interrupt(store: Store, run: Run) -> None:
         (run.id, last + i + 1, events.event_type(ev), events.encode(ev))
         for i, ev in enumerate(closing)
     )
-    end = run_ops.Finish("interrupted", "interrupted", error, delta, [], None)
+    end = run_ops.Finish(
+        status="interrupted",
+        stop_reason="interrupted",
+        error=error,
+        usage=delta,
+        pending=[],
+        session_status=None,
+    )
     stamp = now()
 
     def op(conn: sqlite3.Connection) -> None:

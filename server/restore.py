@@ -82,7 +82,13 @@ def answer_open_calls(export: SessionExport) -> tuple[SessionExport, list[str]]:
             seq = message.seq + added
             messages.append(
                 Message(
-                    new_ulid(), message.session_id, seq, "user", filler, None, message.created_at
+                    id=new_ulid(),
+                    session_id=message.session_id,
+                    seq=seq,
+                    role="user",
+                    content=filler,
+                    run_id=None,
+                    created_at=message.created_at,
                 )
             )
             answered += [call.id for call in open_calls]

@@ -108,7 +108,14 @@ class Runner:
 
     def _runlog(self, run_id: str, session_id: str, first_seq: int) -> RunLog:
         db = self.store.db
-        return RunLog(run_id, session_id, first_seq, db.append_events, self.hub.publish, db.flush)
+        return RunLog(
+            run_id=run_id,
+            session_id=session_id,
+            first_seq=first_seq,
+            sink=db.append_events,
+            publish=self.hub.publish,
+            flush=db.flush,
+        )
 
     def _forget(self, active: ActiveRun) -> None:
         self.runs.pop(active.id, None)
@@ -296,7 +303,12 @@ class Runner:
         was_running = self.running.get(active.session_id) is active
         session_status = _session_status(status) if was_running else None
         end = run_ops.Finish(
-            status, stop_reason, error, active.unrecorded(), pending, session_status
+            status=status,
+            stop_reason=stop_reason,
+            error=error,
+            usage=active.unrecorded(),
+            pending=pending,
+            session_status=session_status,
         )
         end.run_seconds = active.run_seconds
         stamp = now()

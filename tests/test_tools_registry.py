@@ -1,16 +1,18 @@
-"""server.tools: the registry, spec(), schema checking, and how call() reports failures."""
+"""server.tools: the registry, spec(), input checking, and how call() reports failures."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from typing import Annotated, Any
 
+import msgspec
 import pytest
 
 from server import tools
 from server.errors import ToolError
 from server.models import ToolSpec
-from server.tools import schema
+from server.tools import inputs
 from server.tools.base import ToolContext
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -20,18 +22,22 @@ def call(name: str, input: dict[str, Any], work_dir: Any) -> tools.ToolOutcome:
     return asyncio.run(tools.call(name, input, ToolContext(str(work_dir), "s1", "r1")))
 
 
+class NoInput(msgspec.Struct):
+    pass
+
+
 class Raising:
     """A tool that fails the way it is told to."""
 
     description = "fails"
-    input_schema: dict[str, Any] = {"type": "object", "properties": {}}
+    Input = NoInput
     read_only = True
 
     def __init__(self, name: str, exc: BaseException) -> None:
         self.name = name
         self.exc = exc
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+    async def run(self, input: NoInput, ctx: ToolContext) -> str:
         raise self.exc
 
 
@@ -119,25 +125,61 @@ def test_integral_number_counts_as_integer(tmp_path):
     )
 
 
-def test_schema_checks_nested_arrays_and_objects():
-    shape = {
+class Inner(msgspec.Struct, forbid_unknown_fields=True):
+    n: Annotated[str, msgspec.Meta(min_length=3)]
+
+
+class Outer(msgspec.Struct):
+    xs: list[Annotated[int, msgspec.Meta(le=9)]] = []
+    o: Inner | None = None
+
+
+def problem(value: Any) -> str | None:
+    try:
+        inputs.decode(Outer, value)
+    except inputs.Invalid as exc:
+        return str(exc)
+    return None
+
+
+def test_input_check_names_fields_in_nested_arrays_and_objects():
+    assert problem({"xs": [1, 2.0], "o": {"n": "abc"}}) is None
+    assert problem({"xs": [1, "a"]}) == "'xs[1]' must be an integer, got string"
+    assert problem({"xs": [10]}) == "'xs[0]' must be at most 9, got 10"
+    assert problem({"o": {}}) == "missing required field 'o.n'"
+    assert problem({"o": {"n": "ab"}}) == "'o.n' must be at least 3 characters long"
+    assert problem({"o": {"n": "abc", "m": 1}}) == "unknown field 'o.m' (allowed: n)"
+
+
+@pytest.mark.parametrize("name", sorted(tools.BUILTIN))
+def test_spec_is_the_input_structs_schema_flat_for_providers(name):
+    tool = tools.BUILTIN[name]
+    found = tools.spec(name).input_schema
+    assert found == inputs.schema(tool.Input)
+    assert "$ref" not in json.dumps(found) and "$defs" not in found
+    assert {"type", "properties", "required"} <= set(found)
+    fields = msgspec.structs.fields(tool.Input)
+    assert list(found["properties"]) == [field.encode_name for field in fields]
+    assert found["required"] == [field.encode_name for field in fields if field.required]
+
+
+def test_schema_of_a_nested_struct_is_inlined():
+    found = inputs.schema(Outer)
+    assert "$defs" not in found and "$ref" not in json.dumps(found)
+    assert found["properties"]["o"]["anyOf"][0] == {
         "type": "object",
-        "properties": {
-            "xs": {"type": "array", "items": {"type": "integer", "maximum": 9}},
-            "o": {
-                "type": "object",
-                "properties": {"n": {"type": "string", "minLength": 3}},
-                "required": ["n"],
-                "additionalProperties": False,
-            },
-        },
+        "title": "Inner",
+        "properties": {"n": {"type": "string", "minLength": 3}},
+        "required": ["n"],
+        "additionalProperties": False,
     }
-    assert schema.problem(shape, {"xs": [1, 2], "o": {"n": "abc"}}) is None
-    assert schema.problem(shape, {"xs": [1, "a"]}) == "'xs[1]' must be an integer, got string"
-    assert schema.problem(shape, {"xs": [10]}) == "'xs[0]' must be at most 9, got 10"
-    assert schema.problem(shape, {"o": {}}) == "missing required field 'o.n'"
-    assert schema.problem(shape, {"o": {"n": "ab"}}) == "'o.n' must be at least 3 characters long"
-    assert schema.problem(shape, {"o": {"n": "abc", "m": 1}}) == "unknown field 'o.m' (allowed: n)"
+
+
+def test_null_for_an_optional_field_is_refused(tmp_path):
+    outcome = call("grep", {"pattern": "x", "glob": None}, tmp_path)
+    assert outcome == tools.ToolOutcome(
+        "invalid input for grep: 'glob' must be a string, got null", True
+    )
 
 
 def test_tool_error_becomes_an_error_outcome(tmp_path, monkeypatch):

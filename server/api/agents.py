@@ -74,19 +74,19 @@ async def create_agent(request: Request) -> Response:
     body = await decode_body(request, create_decoder)
     stamp = now()
     agent = Agent(
-        new_ulid(),
-        body.name,
-        body.provider,
-        body.model,
-        body.system,
-        body.tools or [],
-        body.max_steps,
-        body.max_tokens,
-        body.temperature,
-        body.options,
-        stamp,
-        stamp,
-        body.max_run_seconds,
+        id=new_ulid(),
+        name=body.name,
+        provider=body.provider,
+        model=body.model,
+        system=body.system,
+        tools=body.tools or [],
+        max_steps=body.max_steps,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        options=body.options,
+        created_at=stamp,
+        updated_at=stamp,
+        max_run_seconds=body.max_run_seconds,
     )
     created = await store(request).agents.create(checked(request, agent))
     return json_response(view(request, created), 201)

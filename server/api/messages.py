@@ -115,15 +115,15 @@ def result_of(
         for c in calls
     ]
     return MessageResult(
-        response,
-        tool_calls,
-        run.usage,
-        run.steps,
-        run.stop_reason,
-        run.status,
-        run.id,
-        run.session_id,
-        run.pending_tool_calls,
+        response=response,
+        tool_calls=tool_calls,
+        usage=run.usage,
+        steps=run.steps,
+        stop_reason=run.stop_reason,
+        status=run.status,
+        run_id=run.id,
+        session_id=run.session_id,
+        pending_tool_calls=run.pending_tool_calls,
     )
 
 

@@ -74,7 +74,15 @@ class AnthropicProvider:
             headers["x-api-key"] = target.key
         url = f"{target.root}/v1/messages"
         key_env = target.key_env or access.AGENT_KEY_HINT
-        return Call("anthropic", url, model, key_env, body(request, model), headers, target.key)
+        return Call(
+            provider="anthropic",
+            url=url,
+            model=model,
+            key_env=key_env,
+            body=body(request, model),
+            headers=headers,
+            secret=target.key,
+        )
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:

@@ -88,7 +88,15 @@ class OpenAIProvider:
         model = request.model or DEFAULT_MODEL
         url = f"{target.root}/chat/completions"
         key_env = target.key_env or access.AGENT_KEY_HINT
-        return Call("openai", url, model, key_env, body(request, model), headers, target.key)
+        return Call(
+            provider="openai",
+            url=url,
+            model=model,
+            key_env=key_env,
+            body=body(request, model),
+            headers=headers,
+            secret=target.key,
+        )
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:

@@ -39,7 +39,15 @@ def append(
         "WHERE id = ? RETURNING last_seq",
         (session_id,),
     ).fetchone()
-    message = Message(new_ulid(), session_id, seq, role, content, run_id, now)
+    message = Message(
+        id=new_ulid(),
+        session_id=session_id,
+        seq=seq,
+        role=role,
+        content=content,
+        run_id=run_id,
+        created_at=now,
+    )
     conn.execute(
         f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (message.id, session_id, seq, role, codec.text(content), run_id, now),

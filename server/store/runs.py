@@ -217,7 +217,15 @@ def _enter(
     )
     if moved is None:
         raise Stale if expected is not None else NotFound(f"session {session_id!r} not found")
-    message = Message(new_ulid(), session_id, moved[0], "user", content, run_id, now)
+    message = Message(
+        id=new_ulid(),
+        session_id=session_id,
+        seq=moved[0],
+        role="user",
+        content=content,
+        run_id=run_id,
+        created_at=now,
+    )
     messages.insert(conn, [message])
     return Begun(message, moved[1])
 
@@ -252,7 +260,15 @@ def _store_step(
     """The step's messages, numbered up to `last_seq`, and its tool calls."""
     first = last_seq - len(step.entries) + 1
     stored = [
-        Message(new_ulid(), session_id, first + i, role, blocks, run_id, step.now)
+        Message(
+            id=new_ulid(),
+            session_id=session_id,
+            seq=first + i,
+            role=role,
+            content=blocks,
+            run_id=run_id,
+            created_at=step.now,
+        )
         for i, (role, blocks) in enumerate(step.entries)
     ]
     messages.insert(conn, stored)

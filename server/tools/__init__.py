@@ -7,7 +7,6 @@ that a cancelled run stops its tools.
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -15,7 +14,7 @@ import msgspec
 
 from server.errors import ToolError
 from server.models import ToolSpec
-from server.tools import schema
+from server.tools import inputs
 from server.tools.base import Tool, ToolContext, ToolSettings
 from server.tools.edit_file import EditFile
 from server.tools.glob import Glob
@@ -55,17 +54,19 @@ def not_enabled(name: str, settings: ToolSettings) -> str | None:
 def spec(name: str) -> ToolSpec:
     """How the tool is shown to a model; KeyError for an unknown name."""
     tool = BUILTIN[name]
-    return ToolSpec(tool.name, tool.description, copy.deepcopy(tool.input_schema))
+    return ToolSpec(tool.name, tool.description, inputs.schema(tool.Input))
 
 
 async def call(name: str, input: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
     tool = BUILTIN.get(name)
     if tool is None:
         return ToolOutcome(f"unknown tool {name!r}; available: {', '.join(BUILTIN)}", True)
-    if problem := schema.problem(tool.input_schema, input):
-        return ToolOutcome(f"invalid input for {name}: {problem}", True)
     try:
-        return ToolOutcome(_encodable(await tool.run(input, ctx)), False)
+        args = inputs.decode(tool.Input, input)
+    except inputs.Invalid as exc:
+        return ToolOutcome(_encodable(f"invalid input for {name}: {exc}"), True)
+    try:
+        return ToolOutcome(_encodable(await tool.run(args, ctx)), False)
     except ToolError as exc:
         return ToolOutcome(_encodable(str(exc)), True)
     except Exception as exc:

@@ -31,11 +31,16 @@ class ToolContext(msgspec.Struct, frozen=True):
 
 
 class Tool(Protocol):
+    """`Input` is the Struct a call's input is converted to before `run` (see inputs.py);
+    it is also the schema the model is shown."""
+
     name: str
     description: str
-    input_schema: dict[str, Any]
     read_only: bool
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+    @property
+    def Input(self) -> type[msgspec.Struct]: ...
+
+    async def run(self, input: Any, ctx: ToolContext) -> str:
         """Do the work; raise errors.ToolError with a message a model can act on."""
         ...

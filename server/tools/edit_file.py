@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
 
 from server.errors import ToolError
 from server.tools import paths, text, threads
 from server.tools.base import ToolContext
+
+
+class EditFileInput(msgspec.Struct, forbid_unknown_fields=True):
+    path: Annotated[
+        str, Meta(min_length=1, description="File to edit, relative to the working directory.")
+    ]
+    old: Annotated[
+        str, Meta(min_length=1, description="The exact text to replace; must occur exactly once.")
+    ]
+    new: Annotated[str, Meta(description="The text to put in its place.")]
 
 
 class EditFile:
@@ -16,28 +29,11 @@ class EditFile:
         "match exactly once, including whitespace and indentation; if it matches more than "
         "once, include more surrounding lines to make it unique. Read the file first."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "path": {
-                "type": "string",
-                "description": "File to edit, relative to the working directory.",
-                "minLength": 1,
-            },
-            "old": {
-                "type": "string",
-                "description": "The exact text to replace; must occur exactly once.",
-                "minLength": 1,
-            },
-            "new": {"type": "string", "description": "The text to put in its place."},
-        },
-        "required": ["path", "old", "new"],
-        "additionalProperties": False,
-    }
+    Input = EditFileInput
     read_only = False
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        path, old, new = input["path"], input["old"], input["new"]
+    async def run(self, input: EditFileInput, ctx: ToolContext) -> str:
+        path, old, new = input.path, input.old, input.new
         if old == new:
             raise ToolError("old and new are the same text; there is nothing to change")
         real = paths.resolve(ctx, path)

@@ -9,7 +9,10 @@ that no pattern costs more than linear time (see matching.py).
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Annotated, NamedTuple
+
+import msgspec
+from msgspec import Meta
 
 from server.errors import ToolError
 from server.tools import paths, threads
@@ -21,6 +24,12 @@ _MAGIC = re.compile(r"[*?\[]")
 _NAMED = 5  # symlinks named in the note on those skipped
 
 
+class GlobInput(msgspec.Struct, forbid_unknown_fields=True):
+    pattern: Annotated[
+        str, Meta(min_length=1, description="Glob pattern relative to the working directory.")
+    ]
+
+
 class Glob:
     name = "glob"
     description = (
@@ -30,22 +39,11 @@ class Glob:
         "directly in src. Results are relative to the working directory, sorted, folders end "
         "with '/'; .git and symlinked folders are not searched."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "pattern": {
-                "type": "string",
-                "description": "Glob pattern relative to the working directory.",
-                "minLength": 1,
-            },
-        },
-        "required": ["pattern"],
-        "additionalProperties": False,
-    }
+    Input = GlobInput
     read_only = True
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        pattern: str = input["pattern"]
+    async def run(self, input: GlobInput, ctx: ToolContext) -> str:
+        pattern = input.pattern
         paths.check_text(pattern)
         parts = [part for part in pattern.split("/") if part not in ("", ".")]
         if not parts:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from server.errors import ToolError
 from server.tools import files, paths, text, threads
@@ -27,6 +30,31 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_LINE_CHARS = 300
 
 
+class GrepInput(msgspec.Struct, forbid_unknown_fields=True):
+    pattern: Annotated[
+        str,
+        Meta(min_length=1, description="Regular expression (RE2 syntax) to look for in each line."),
+    ]
+    path: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description="Folder or file to search, relative to the working directory.",
+        ),
+    ] = "."
+    # UNSET: the field may be left out, but not sent as null.
+    glob: (
+        UnsetType
+        | Annotated[
+            str,
+            Meta(
+                min_length=1,
+                description="Only search files whose name matches this pattern, e.g. '*.py'.",
+            ),
+        ]
+    ) = UNSET
+
+
 class Grep:
     name = "grep"
     description = (
@@ -37,40 +65,17 @@ class Grep:
         "file; `glob` keeps only files whose name matches (e.g. '*.py'). Binary files, "
         "files over 2 MB, .git, symlinks, FIFOs, devices and hard-linked files are skipped."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "pattern": {
-                "type": "string",
-                "description": "Regular expression (RE2 syntax) to look for in each line.",
-                "minLength": 1,
-            },
-            "path": {
-                "type": "string",
-                "description": "Folder or file to search, relative to the working directory.",
-                "default": ".",
-                "minLength": 1,
-            },
-            "glob": {
-                "type": "string",
-                "description": "Only search files whose name matches this pattern, e.g. '*.py'.",
-                "minLength": 1,
-            },
-        },
-        "required": ["pattern"],
-        "additionalProperties": False,
-    }
+    Input = GrepInput
     read_only = True
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        regex = compile_regex(input["pattern"])
-        name_glob = input.get("glob")
-        wanted = None if name_glob is None else compile_name(name_glob)
-        path: str = input.get("path", ".")
+    async def run(self, input: GrepInput, ctx: ToolContext) -> str:
+        regex = compile_regex(input.pattern)
+        wanted = None if input.glob is UNSET else compile_name(input.glob)
+        path = input.path
         real = paths.resolve(ctx, path)
         search = _Search(regex, wanted, ctx.settings.grep_max_matches)
         await threads.run(search.run, real, path)
-        return search.reply(input["pattern"], path)
+        return search.reply(input.pattern, path)
 
 
 class _Search:

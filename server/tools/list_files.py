@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Annotated, NamedTuple
+
+import msgspec
+from msgspec import Meta
 
 from server.errors import ToolError
 from server.tools import paths, threads
@@ -12,6 +15,16 @@ from server.tools.base import ToolContext
 from server.tools.walk import walk
 
 DEFAULT_LIMIT = 200
+
+
+class ListFilesInput(msgspec.Struct, forbid_unknown_fields=True):
+    path: Annotated[
+        str, Meta(min_length=1, description="Folder to list, relative to the working directory.")
+    ] = "."
+    recursive: Annotated[bool, Meta(description="Also list everything in subfolders.")] = False
+    limit: Annotated[int, Meta(ge=1, description="Maximum number of entries to return.")] = (
+        DEFAULT_LIMIT
+    )
 
 
 class ListFiles:
@@ -23,37 +36,14 @@ class ListFiles:
         "are shown but not entered). At most `limit` entries are returned, with a note when "
         "there are more."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "path": {
-                "type": "string",
-                "description": "Folder to list, relative to the working directory.",
-                "default": ".",
-                "minLength": 1,
-            },
-            "recursive": {
-                "type": "boolean",
-                "description": "Also list everything in subfolders.",
-                "default": False,
-            },
-            "limit": {
-                "type": "integer",
-                "description": "Maximum number of entries to return.",
-                "default": DEFAULT_LIMIT,
-                "minimum": 1,
-            },
-        },
-        "additionalProperties": False,
-    }
+    Input = ListFilesInput
     read_only = True
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        path: str = input.get("path", ".")
-        limit = min(int(input.get("limit", DEFAULT_LIMIT)), ctx.settings.list_max_entries)
+    async def run(self, input: ListFilesInput, ctx: ToolContext) -> str:
+        path = input.path
+        limit = min(input.limit, ctx.settings.list_max_entries)
         real = paths.resolve(ctx, path)
-        recursive = bool(input.get("recursive", False))
-        listing = await threads.run(_list, real, path, recursive, limit)
+        listing = await threads.run(_list, real, path, input.recursive, limit)
         if listing.truncated:
             listing.lines.append(
                 f"[truncated: showing the first {limit} entries; there are more. List a "

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from typing import Annotated, BinaryIO
+
+import msgspec
+from msgspec import Meta
 
 from server.errors import ToolError
 from server.tools import paths, text, threads
 from server.tools.base import ToolContext
 
 DEFAULT_LIMIT = 2000
+
+
+class ReadFileInput(msgspec.Struct, forbid_unknown_fields=True):
+    path: Annotated[
+        str, Meta(min_length=1, description="File to read, relative to the working directory.")
+    ]
+    offset: Annotated[int, Meta(ge=1, description="First line to show, counting from 1.")] = 1
+    limit: Annotated[int, Meta(ge=1, description="Maximum number of lines to show.")] = (
+        DEFAULT_LIMIT
+    )
 
 
 class ReadFile:
@@ -20,39 +33,15 @@ class ReadFile:
         "is cut short, a note at the end says which offset to read on from. Binary files "
         "are refused."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "path": {
-                "type": "string",
-                "description": "File to read, relative to the working directory.",
-                "minLength": 1,
-            },
-            "offset": {
-                "type": "integer",
-                "description": "First line to show, counting from 1.",
-                "default": 1,
-                "minimum": 1,
-            },
-            "limit": {
-                "type": "integer",
-                "description": "Maximum number of lines to show.",
-                "default": DEFAULT_LIMIT,
-                "minimum": 1,
-            },
-        },
-        "required": ["path"],
-        "additionalProperties": False,
-    }
+    Input = ReadFileInput
     read_only = True
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        path: str = input["path"]
-        real = paths.resolve(ctx, path)
+    async def run(self, input: ReadFileInput, ctx: ToolContext) -> str:
+        real = paths.resolve(ctx, input.path)
         page = _Page(
-            path,
-            offset=int(input.get("offset", 1)),
-            limit=int(input.get("limit", DEFAULT_LIMIT)),
+            input.path,
+            offset=input.offset,
+            limit=input.limit,
             max_bytes=ctx.settings.read_max_bytes,
         )
         return await threads.run(page.read, real)

@@ -15,7 +15,10 @@ import asyncio
 import os
 import signal
 from contextlib import suppress
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from server.errors import ToolError
 from server.tools import paths, sandbox
@@ -31,6 +34,22 @@ _POLL_S = 0.05
 _DRAIN_S = 2.0
 
 
+class RunCommandInput(msgspec.Struct, forbid_unknown_fields=True):
+    command: Annotated[str, Meta(min_length=1, description="The shell command line to run.")]
+    # UNSET: the server's timeout; sent as null it is refused, as any value not a number.
+    timeout_s: (
+        UnsetType
+        | Annotated[
+            float,
+            Meta(
+                ge=1,
+                le=MAX_TIMEOUT_S,
+                description="Seconds before it is killed (default: the server's, often 30).",
+            ),
+        ]
+    ) = UNSET
+
+
 class RunCommand:
     name = "run_command"
     description = (
@@ -43,32 +62,15 @@ class RunCommand:
         "processes it leaves in the background are killed when it exits. Long output keeps "
         "its start and end."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "command": {
-                "type": "string",
-                "description": "The shell command line to run.",
-                "minLength": 1,
-            },
-            "timeout_s": {
-                "type": "number",
-                "description": "Seconds before it is killed (default: the server's, often 30).",
-                "minimum": 1,
-                "maximum": MAX_TIMEOUT_S,
-            },
-        },
-        "required": ["command"],
-        "additionalProperties": False,
-    }
+    Input = RunCommandInput
     read_only = False
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
+    async def run(self, input: RunCommandInput, ctx: ToolContext) -> str:
         if not ctx.settings.allow_run_command:
             raise ToolError(NOT_ENABLED)
         root = paths.work_root(ctx)
-        argv, status = _command_line(input["command"], root, ctx.settings)
-        timeout = float(input.get("timeout_s", ctx.settings.command_timeout_s))
+        argv, status = _command_line(input.command, root, ctx.settings)
+        timeout = ctx.settings.command_timeout_s if input.timeout_s is UNSET else input.timeout_s
         try:
             return await _run(argv, root, status, timeout, ctx.settings.output_max_bytes)
         finally:

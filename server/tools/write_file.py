@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
 
 from server.tools import files, paths, threads
 from server.tools.base import ToolContext
+
+
+class WriteFileInput(msgspec.Struct, forbid_unknown_fields=True):
+    path: Annotated[
+        str, Meta(min_length=1, description="File to write, relative to the working directory.")
+    ]
+    content: Annotated[str, Meta(description="The file's complete new content.")]
 
 
 class WriteFile:
@@ -16,25 +26,13 @@ class WriteFile:
         "parent folders are created. Give the complete content; to change part of an "
         "existing file, edit_file is safer."
     )
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "path": {
-                "type": "string",
-                "description": "File to write, relative to the working directory.",
-                "minLength": 1,
-            },
-            "content": {"type": "string", "description": "The file's complete new content."},
-        },
-        "required": ["path", "content"],
-        "additionalProperties": False,
-    }
+    Input = WriteFileInput
     read_only = False
 
-    async def run(self, input: dict[str, Any], ctx: ToolContext) -> str:
-        path: str = input["path"]
+    async def run(self, input: WriteFileInput, ctx: ToolContext) -> str:
+        path = input.path
         real = paths.resolve(ctx, path)
-        data = input["content"].encode("utf-8")
+        data = input.content.encode("utf-8")
         existed = await threads.run(_write, real, path, data)
         what = "replaced its previous content" if existed else "new file"
         return f"wrote {len(data)} bytes to {path!r} ({what})"
