@@ -219,7 +219,10 @@ def test_cancel_stops_promptly_and_keeps_completed_steps(
 
 
 def test_if_busy_queue_and_interrupt(live: ThreadServer, tmp_path: Path) -> None:
-    sid = new_session(live.url, tmp_path, [{"text": "one two three four five six"}], delay_ms=50)
+    # Each run streams for about two seconds: long enough that the first is still running
+    # when the test reads the queued one, even on a loaded machine.
+    reply = " ".join(f"w{i}" for i in range(40))
+    sid = new_session(live.url, tmp_path, [{"text": reply}], delay_ms=50)
     url = f"{live.url}/sessions/{sid}"
     first = httpx.post(f"{url}/runs", json={"message": "first"}).json()
     queued = httpx.post(f"{url}/runs", json={"message": "second", "if_busy": "queue"}).json()
@@ -244,7 +247,7 @@ def test_if_busy_queue_and_interrupt(live: ThreadServer, tmp_path: Path) -> None
     assert urgent.status_code == 200 and urgent.json()["status"] == "completed"
     assert httpx.get(f"{url}/runs/{slow['run_id']}").json()["status"] == "interrupted"
     texts = [m["content"][0]["text"] for m in httpx.get(f"{url}/messages").json()["data"]]
-    assert texts[-3:] == ["slow", "urgent", "one two three four five six"]
+    assert texts[-3:] == ["slow", "urgent", reply]
 
 
 def test_idempotency_key_returns_the_first_run(live: ThreadServer, tmp_path: Path) -> None:
