@@ -25,6 +25,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from server.providers.http import sse_lines_sync
+
 DEFAULT_URL = "http://127.0.0.1:2323"
 PROMPT = "> "
 WIDTH = 100
@@ -119,7 +121,7 @@ class Client:
                 if response.is_error:
                     response.read()
                     raise ClientError(error_message(response))
-                yield sse_events(response.iter_lines())
+                yield sse_events(sse_lines_sync(response.iter_text()))
         except httpx.HTTPError as exc:
             raise ClientError(f"the stream from {self.url} broke off: {exc}") from exc
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from server.providers.http import sse_lines
+
 
 @dataclass
 class Event:
@@ -27,7 +29,7 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
     """Yield each event as soon as its blank line arrives (a `retry:`-only block included)."""
     current = Event()
     data: list[str] = []
-    async for line in response.aiter_lines():
+    async for line in sse_lines(response.aiter_text()):
         if line == "":
             if data or current.retry is not None or current.id is not None:
                 current.data = "\n".join(data)

@@ -17,7 +17,7 @@ import functools
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -158,7 +158,7 @@ async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSen
                 raise await _status_error(response, call)
             started = True
             decoder, idle = SseDecoder(), IdleLimit(ctx.settings.idle_timeout_s)
-            async for line in response.aiter_lines():
+            async for line in sse_lines(response.aiter_text()):
                 event = decoder.feed(line)
                 if event is None or event.event == "ping":
                     idle.check(call)
@@ -195,6 +195,53 @@ class IdleLimit:
         if time.monotonic() - self.last > self.limit_s:
             reason = f"no progress for {self.limit_s:g} s, only pings (provider_idle_timeout_s)"
             raise broken_stream(call, reason)
+
+
+class SseLines:
+    """An SSE stream's text cut into lines where the format ends them: at CRLF, LF or CR only.
+    httpx's line iterators end lines where `str.splitlines` does, at U+2028, U+0085 and other
+    characters that JSON carries unescaped (msgspec writes them raw), and so cut an event's
+    data in two."""
+
+    __slots__ = ("_cr", "_rest")
+
+    def __init__(self) -> None:
+        self._rest = ""
+        self._cr = False  # the last piece ended with CR: an LF first in the next ends nothing
+
+    def feed(self, text: str) -> list[str]:
+        if not text:
+            return []
+        if self._cr and text.startswith("\n"):
+            text = text[1:]
+        if "\r" in text:
+            self._cr = text.endswith("\r")
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        else:
+            self._cr = False
+        *lines, self._rest = (self._rest + text).split("\n")
+        return lines
+
+    def close(self) -> list[str]:
+        """The last line, if the stream ended without ending it."""
+        rest, self._rest = self._rest, ""
+        return [rest] if rest else []
+
+
+async def sse_lines(texts: AsyncIterator[str]) -> AsyncIterator[str]:
+    lines = SseLines()
+    async for text in texts:
+        for line in lines.feed(text):
+            yield line
+    for line in lines.close():
+        yield line
+
+
+def sse_lines_sync(texts: Iterable[str]) -> Iterator[str]:
+    lines = SseLines()
+    for text in texts:
+        yield from lines.feed(text)
+    yield from lines.close()
 
 
 class SseDecoder:
