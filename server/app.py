@@ -21,20 +21,20 @@ from starlette.types import ASGIApp
 
 from server import providers
 from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
+from server.api.guard import Guard
 from server.api.request import json_response
 from server.config import Settings
-from server.edge import Guard
 from server.errors import ApiError
-from server.hub import Hub
 from server.ids import now
 from server.loop import LoopSettings
 from server.models import Agent
 from server.providers.base import ProviderContext, ProviderSettings
-from server.runner import Runner, RunnerSettings
+from server.runs.channel import Hub
+from server.runs.runner import Runner, RunnerSettings
+from server.runs.sweeper import Sweeper
 from server.store import Store
 from server.store.agents import DEFAULT_ID
 from server.store.lock import DatabaseLock
-from server.sweeper import Sweeper
 from server.tools import READ_ONLY
 from server.tools.base import ToolSettings
 

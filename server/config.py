@@ -53,7 +53,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_model: str | None = None
     # Origins whose pages may call the API (EventSource, fetch) from a browser; "*" for any.
     cors_origins: list[str] = []
-    # The HTTP edge (server/connections.py): how long a request's headers, then its body, may
+    # The HTTP edge (server/cli/connections.py): how long a request's headers, then its body, may
     # take to arrive; how many connections may be open (None: the open-file limit less a
     # reserve for the database, the provider client and tools).
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0

@@ -44,7 +44,7 @@ class MethodNotAllowed(ApiError):
 
 
 class RequestTimeout(ApiError):
-    """The request's headers or body did not arrive in time (server/connections.py)."""
+    """The request's headers or body did not arrive in time (server/cli/connections.py)."""
 
     status = 408
     type = "request_timeout"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from server.app import create_app
-from server.cli import Server, uvicorn_config
+from server.cli.serve import Server, uvicorn_config
 from server.config import Settings
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.chat import Renderer, SseEvent, clip
+from server.cli.chat import Renderer, SseEvent, clip
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer
 

@@ -6,7 +6,7 @@ import argparse
 
 import msgspec
 
-from server.cli import build_parser
+from server.cli.commands import build_parser
 from server.config import Settings
 
 MIB = 1024 * 1024

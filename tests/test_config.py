@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from server import config
-from server.cli import build_parser
+from server.cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

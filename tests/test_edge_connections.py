@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server import connections
+from server.cli import connections
 from tests.conftest import make_settings, scripted_agent
 from tests.live import ProcessServer, ThreadServer
 from tests.spec import Spec

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from server.histories import Histories
 from server.models import Message, SessionRecord, TextBlock, ToolUseBlock, new_session_record
+from server.runs.histories import Histories
 from server.session import History
 from server.store import Store
 from server.store import messages as message_ops

@@ -6,7 +6,8 @@ import asyncio
 import gc
 import weakref
 
-from server.hub import Flag, Hub, Quiet, Signal, Ticker
+from server.runs.channel import Hub
+from server.runs.signals import Flag, Quiet, Signal, Ticker
 
 
 def test_a_wait_is_woken_by_a_fire_or_ends_after_the_quiet_time() -> None:

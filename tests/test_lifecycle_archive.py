@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.ids import now
-from server.sweeper import Sweeper
+from server.runs.sweeper import Sweeper
 from tests.conftest import AppClient, app_client, make_settings, scripted_agent
 
 

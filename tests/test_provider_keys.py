@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from server import cli, config
+from server import config
+from server.cli.commands import build_parser
 from tests.conftest import app_client, make_settings, scripted_agent
 from tests.upstream import anthropic_sse, openai_sse
 
@@ -284,7 +285,7 @@ async def test_agents_show_whether_they_can_run(tmp_path: Path, listener: Listen
 
 
 def test_the_settings_from_flags_and_environment() -> None:
-    args = cli.build_parser().parse_args(
+    args = build_parser().parse_args(
         [
             "serve",
             "--provider-base-url",

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from server import config
-from server.cli import build_parser
+from server.cli.commands import build_parser
 from server.errors import RunLimit
 from server.events import ContentBlockStart, TextDelta
 from server.loop import BLOCK_FRAMING, TEXT_FRAMING, Accumulator

@@ -11,9 +11,10 @@ import pytest
 
 from server.errors import StoreError
 from server.events import TextDelta
-from server.followers import Followers
-from server.hub import Hub, Quiet
-from server.runlog import TAIL, TRIM_EVERY, WINDOW, Row, RunLog
+from server.runs.channel import Hub
+from server.runs.followers import Followers
+from server.runs.runlog import TAIL, TRIM_EVERY, WINDOW, Row, RunLog
+from server.runs.signals import Quiet
 from server.store import Store
 from server.store.sqlite import EventBatch
 

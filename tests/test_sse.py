@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.api.sse import EventStream, Framed, SendTimeout, run_frames
-from server.runlog import Row
+from server.runs.runlog import Row
 
 Message = dict[str, Any]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.chat import Client
+from server.cli.chat import Client
 from server.providers.http import SseLines, sse_lines_sync
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer

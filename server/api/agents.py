@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.agentspec import check, unusable_reason
 from server.api.request import decode_body, json_response, page_params, runner, store
 from server.errors import InvalidRequest
 from server.ids import new_ulid, now
 from server.models import Agent, Page, ToolRef
+from server.runs.agentspec import check, unusable_reason
 
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 MaxSteps = Annotated[int, Meta(ge=1, le=1000)]

@@ -9,8 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.activerun import ActiveRun, RunRequest
-from server.agentspec import unusable_reason
 from server.api import sse
 from server.api.request import decode_body, json_response, query_choice, runner, store
 from server.errors import ApiError, InvalidRequest, status_for
@@ -25,6 +23,8 @@ from server.models import (
     ToolUseBlock,
     Usage,
 )
+from server.runs.active import ActiveRun, RunRequest
+from server.runs.agentspec import unusable_reason
 
 
 class MessageBody(msgspec.Struct, forbid_unknown_fields=True):

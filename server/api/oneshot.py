@@ -20,8 +20,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.activerun import ActiveRun, RunRequest
-from server.agentspec import offered
 from server.api import sse
 from server.api.forks import ForkBody, fork
 from server.api.messages import MessageBody, finished_result, refuse_unusable, to_request
@@ -29,6 +27,8 @@ from server.api.request import decode_body, json_response, runner, store
 from server.api.sessions import check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.models import ContentBlock, SessionRecord, new_session_record
+from server.runs.active import ActiveRun, RunRequest
+from server.runs.agentspec import offered
 from server.store import Store
 from server.store.agents import DEFAULT_ID
 from server.store.sessions import SessionFilter

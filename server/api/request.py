@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import InvalidRequest, PayloadTooLarge
-from server.runner import Runner
+from server.runs.runner import Runner
 from server.store import Store
 from server.store.pages import DEFAULT_LIMIT, MAX_LIMIT
 

@@ -23,8 +23,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import events
-from server.hub import Ticker
-from server.runlog import Row
+from server.runs.runlog import Row
+from server.runs.signals import Ticker
 
 log = logging.getLogger("sessiond.sse")
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}

@@ -26,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import agentspec, bundle, restore, transcript
 from server.api.agents import CreateAgent
 from server.api.request import (
     decode_body,
@@ -41,11 +40,13 @@ from server.api.sessions import Tags, UpdateSession, check_name, check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.ids import now
 from server.models import Agent, Message, Run, SessionRecord
+from server.runs import agentspec
 from server.store import Store
 from server.store.sessions import SessionFilter
-from server.transcript import SessionExport
+from server.transfer import bundle, restore, transcript
+from server.transfer.transcript import SessionExport
 
-# What POST /sessions/import takes (server/edge.py refuses other bodies): a json export, a zip
+# What POST /sessions/import takes (server/api/guard.py refuses other bodies): a json export, a zip
 # bundle, or bytes to sniff.
 BODY_TYPES = (
     "application/json",

@@ -32,7 +32,7 @@ from server.models import (
     Usage,
 )
 from server.session import answer_all, repair
-from server.transcript import SessionExport
+from server.transfer.transcript import SessionExport
 
 UNFINISHED = "the run had not finished when its session was exported"
 ANSWERED_ON_IMPORT = (

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from server import agentspec
-from server.activerun import ActiveRun, RunRequest
 from server.errors import ApiError, Archived, Conflict, SessionBusy, ShuttingDown, Unprocessable
 from server.ids import new_ulid, now
 from server.models import Agent, ClientTool, ContentBlock, Run, RunStatus, SessionRecord
+from server.runs import agentspec
+from server.runs.active import ActiveRun, RunRequest
 from server.store import runs as run_ops
 
 if TYPE_CHECKING:
-    from server.runner import Runner
+    from server.runs.runner import Runner
 
 
 class Admission:

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from server import events
 from server.errors import StoreError
 from server.events import Event
-from server.hub import Quiet, Signal
+from server.runs.signals import Quiet, Signal
 from server.store.sqlite import EventBatch
 
 # (run_id, seq, type, data) -- one event as stored and as sent

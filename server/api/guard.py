@@ -2,7 +2,7 @@
 untouched). It refuses, before any route runs:
 
 - any request while the server drains on SIGTERM, or on a connection past the cap
-  (server/connections.py marks those; `/healthz` is still answered there): 503 `unavailable`;
+  (server/cli/connections.py marks those; `/healthz` is still answered there): 503 `unavailable`;
 - a browser's request from a page of a foreign origin that would change something (POST, PUT,
   PATCH, DELETE), and a CORS preflight from an origin not allowed: 403 `forbidden`;
 - a body that is not `application/json` (a route may accept more types): 415.

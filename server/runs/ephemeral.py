@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from server.activerun import ActiveRun, RunRequest
 from server.ids import new_ulid
 from server.models import Agent, ContentBlock, Message, Run, new_session_record
-from server.runlog import Row, RunLog
+from server.runs.active import ActiveRun, RunRequest
+from server.runs.runlog import Row, RunLog
 from server.session import Session
 
 

@@ -16,7 +16,7 @@ from server import events
 from server.events import Done, Error, Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
 from server.ids import now
 from server.models import ErrorInfo, Run, Turn, Usage
-from server.runlog import WINDOW
+from server.runs.runlog import WINDOW
 from server.session import INTERRUPTED, answer_all, unanswered
 from server.store import Store
 from server.store import messages as message_ops

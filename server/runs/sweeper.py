@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from server.ids import now
-from server.runner import Runner
+from server.runs.runner import Runner
 from server.store import Store
 
 log = logging.getLogger("sessiond.sweeper")

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from server import agentspec
-from server.activerun import ActiveRun, RunRequest
 from server.errors import Conflict, InvalidRequest, SessionBusy, ShuttingDown
 from server.events import Done, Error, ToolResult
 from server.ids import now
@@ -23,14 +21,16 @@ from server.models import (
     ToolUseBlock,
     Usage,
 )
+from server.runs import agentspec
+from server.runs.active import ActiveRun, RunRequest
+from server.runs.stops import stop_message
 from server.session import answer_all
-from server.stops import stop_message
 from server.store import messages as message_ops
 from server.store import runs as run_ops
 from server.store.runs import StoredRun
 
 if TYPE_CHECKING:
-    from server.runner import Runner
+    from server.runs.runner import Runner
 
 
 class Pauses:

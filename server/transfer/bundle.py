@@ -22,7 +22,7 @@ import msgspec
 
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.models import Agent, Run, SessionRecord
-from server.transcript import VERSION, SessionExport, jsonl, markdown
+from server.transfer.transcript import VERSION, SessionExport, jsonl, markdown
 
 FORMAT = "sessiond-bundle"
 MANIFEST = "manifest.json"

@@ -16,9 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from server import ephemeral, providers
-from server.activerun import ActiveRun, RunRequest
-from server.admission import Admission
+from server import providers
 from server.errors import (
     ApiError,
     ProviderError,
@@ -31,9 +29,6 @@ from server.events import (
     MessageStart,
     RequiresAction,
 )
-from server.followers import Followers
-from server.histories import Histories
-from server.hub import Hub
 from server.ids import now
 from server.loop import LoopSettings, StepOutcome, run_loop
 from server.models import (
@@ -45,12 +40,18 @@ from server.models import (
     SessionRecord,
     ToolResultBlock,
 )
-from server.pauses import Pauses
 from server.providers.base import ProviderContext
-from server.recovery import interrupt_unfinished
-from server.runlog import Row, RunLog
+from server.runs import ephemeral
+from server.runs.active import ActiveRun, RunRequest
+from server.runs.admission import Admission
+from server.runs.channel import Hub
+from server.runs.followers import Followers
+from server.runs.histories import Histories
+from server.runs.pauses import Pauses
+from server.runs.recovery import interrupt_unfinished
+from server.runs.runlog import Row, RunLog
+from server.runs.stops import stop_message
 from server.session import Session
-from server.stops import stop_message
 from server.store import Store
 from server.store import runs as run_ops
 from server.tools.base import ToolContext, ToolSettings

@@ -8,7 +8,7 @@ and body, and a cap on open connections below the process's file-descriptor limi
   the quiet between requests: alone, it never drops a client trickling its headers.
 - Past `max_connections` a few more connections (`OVERFLOW`) are still taken: each is served
   one request, `/healthz` normally and anything else a 503 `unavailable` JSON error with
-  `Retry-After` (server/edge.py answers them), then closed. Beyond those a connection is
+  `Retry-After` (server/api/guard.py answers them), then closed. Beyond those a connection is
   closed at once. Without a cap, sockets held open exhaust the descriptors and accept()
   fails for everyone, the health check included.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from server.edge import OVERFLOW
+from server.api.guard import OVERFLOW
 from server.errors import RequestTimeout
 
 log = logging.getLogger("sessiond.connections")

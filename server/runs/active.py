@@ -8,11 +8,11 @@ from typing import Any, Literal
 import msgspec
 
 from server.events import Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
-from server.hub import Flag
 from server.ids import now
 from server.loop import StepOutcome
 from server.models import Agent, ClientTool, ContentBlock, Message, Run, SessionRecord, Usage
-from server.runlog import RunLog
+from server.runs.runlog import RunLog
+from server.runs.signals import Flag
 from server.session import Session
 from server.store.runs import Begun, Step
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from server.activerun import ActiveRun
-from server.hub import Hub, Quiet
-from server.runlog import Row, RunLog
+from server.runs.active import ActiveRun
+from server.runs.channel import Hub
+from server.runs.runlog import Row, RunLog
+from server.runs.signals import Quiet
 from server.store import Store
 
 REPLAY_PAGE = 2000

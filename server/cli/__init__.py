@@ -1,0 +1,22 @@
+"""The `sessiond` command: `sessiond serve` runs the server; `sessiond chat` and `sessiond
+sessions …` talk to a running one over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server.cli import chat
+from server.cli.commands import build_parser
+from server.cli.serve import serve
+from server.cli.sessions import sessions
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "chat":
+        return chat.main(args.url, args.session, args.agent, args.work_dir)
+    if args.command == "sessions":
+        return sessions(args)
+    return 2

@@ -1,0 +1,274 @@
+"""The `sessiond` command line: every command, its flags and their help. A serve flag's
+default and environment variable come from `Settings`, so the help cannot drift from them."""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+
+from server.cli.chat import add_url_argument
+from server.config import Settings
+
+# Every command with its one-line help; `sessiond --help` lists them all, nested ones too.
+COMMANDS = {
+    "serve": "run the HTTP server",
+    "chat": "chat with an agent in the terminal",
+    "sessions": "list, show, delete, export, import sessions",
+    "sessions ls": "list sessions, most recently active first",
+    "sessions show": "print a session's transcript",
+    "sessions rm": "delete sessions (a running run is cancelled first)",
+    "sessions export": "export one session (json, jsonl, markdown) or a zip bundle of many",
+    "sessions import": "import a json export or a zip bundle",
+}
+
+
+def command_list() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    return "commands:\n" + "\n".join(f"  sessiond {n:<{width}}{h}" for n, h in COMMANDS.items())
+
+
+MIB = 1024 * 1024
+_DEFAULTS = {
+    field.name: field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+    for field in msgspec.structs.fields(Settings)
+}
+
+
+def setting_help(field: str, what: str, default: str | None = None) -> str:
+    """Help for a serve flag that sets Settings.<field>: the default shown and the env
+    variable named come from Settings, so that the help cannot disagree with them. `default`
+    words a default that is no plain value (None, or computed at start)."""
+    return f"{what} (default{default_text(field, default)}; env SESSIOND_{field.upper()})"
+
+
+def default_text(field: str, default: str | None = None) -> str:
+    value = _DEFAULTS[field]
+    if default is not None:
+        return f": {default}"
+    match value:
+        case bool():
+            return " on" if value else ": off"
+        case int() if field.endswith("_bytes") and value >= MIB and value % MIB == 0:
+            return f" {value // MIB} MiB"
+        case int() | float():
+            return f" {value:g}"
+        case str():
+            return f" {value}"
+        case []:
+            return ": none"
+    raise ValueError(f"setting {field}: say in words what its default is")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessiond",
+        description=__doc__,
+        epilog=command_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help=COMMANDS["serve"])
+    serve.add_argument("--host", help=setting_help("host", "address to bind"))
+    serve.add_argument("--port", type=int, help=setting_help("port", "port"))
+    serve.add_argument("--db", help=setting_help("db", "SQLite file"))
+    serve.add_argument("--config", help="settings file (default ./sessiond.toml if present)")
+    serve.add_argument(
+        "--allow-root",
+        action="append",
+        dest="allow_roots",
+        help=setting_help(
+            "allow_roots",
+            "a folder under which session work_dirs may lie (repeatable)",
+            "the current folder",
+        ),
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        dest="shutdown_grace_s",
+        help=setting_help("shutdown_grace_s", "seconds running runs get to finish on SIGTERM"),
+    )
+    serve.add_argument(
+        "--ping-interval",
+        type=float,
+        dest="ping_s",
+        help=setting_help("ping_s", "seconds of quiet before an SSE ping"),
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        dest="max_body_bytes",
+        help=setting_help("max_body_bytes", "largest accepted request body"),
+    )
+    serve.add_argument(
+        "--max-import-bytes",
+        type=int,
+        dest="max_import_bytes",
+        help=setting_help("max_import_bytes", "largest accepted POST /sessions/import body"),
+    )
+    limits = serve.add_argument_group("run limits")
+    limits.add_argument(
+        "--max-run-seconds",
+        type=float,
+        dest="run_max_seconds",
+        help=setting_help(
+            "run_max_seconds", "a run's deadline when its agent sets no max_run_seconds"
+        ),
+    )
+    limits.add_argument(
+        "--max-run-seconds-ceiling",
+        type=float,
+        dest="run_max_seconds_ceiling",
+        help=setting_help(
+            "run_max_seconds_ceiling",
+            "the longest deadline any agent gets; larger values are clamped",
+        ),
+    )
+    limits.add_argument(
+        "--max-step-output-bytes",
+        type=int,
+        dest="max_step_output_bytes",
+        help=setting_help(
+            "max_step_output_bytes", "bytes of text and tool input one model step may produce"
+        ),
+    )
+    limits.add_argument(
+        "--provider-idle-timeout",
+        type=float,
+        dest="provider_idle_timeout_s",
+        help=setting_help(
+            "provider_idle_timeout_s", "seconds an upstream stream may send nothing but pings"
+        ),
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        help=setting_help(
+            "cors_origins",
+            "an origin whose browser pages may call the API, e.g. http://localhost:3000 "
+            "(repeatable; '*' for any)",
+        ),
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        dest="request_timeout_s",
+        help=setting_help(
+            "request_timeout_s", "seconds a request's headers, then its body, may take to arrive"
+        ),
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        dest="max_connections",
+        help=setting_help(
+            "max_connections",
+            "open connections at most; past them 503",
+            "the open-file limit less 256",
+        ),
+    )
+    serve.add_argument(
+        "--default-model",
+        dest="default_model",
+        help=setting_help(
+            "default_model",
+            "model of the built-in default agent; a local OpenAI-compatible server needs its own",
+            "its provider's, e.g. claude-sonnet-4-5 or gpt-4o-mini",
+        ),
+    )
+    serve.add_argument(
+        "--provider-base-url",
+        action="append",
+        dest="provider_base_urls",
+        metavar="NAME=URL",
+        help=setting_help(
+            "provider_base_urls",
+            "an endpoint of provider NAME (anthropic, openai) that gets the server's key for "
+            "it, besides its public API and its *_BASE_URL variable (repeatable; agents' other "
+            "base_urls get no server key)",
+        ),
+    )
+    serve.add_argument(
+        "--agent-key-env",
+        action="append",
+        dest="agent_key_env",
+        metavar="PATTERN",
+        help=setting_help(
+            "agent_key_env",
+            "a glob of environment variable names an agent may name in options.api_key_env "
+            "as its own key (repeatable)",
+        ),
+    )
+    serve.add_argument(
+        "--allow-run-command",
+        action="store_const",
+        const=True,
+        dest="allow_run_command",
+        help=setting_help(
+            "allow_run_command",
+            "let agents have the run_command tool, a shell in the session's work_dir, "
+            "confined by bubblewrap",
+        ),
+    )
+    serve.add_argument(
+        "--allow-unsandboxed-commands",
+        action="store_const",
+        const=True,
+        dest="allow_unsandboxed_commands",
+        help=setting_help(
+            "allow_unsandboxed_commands",
+            "run run_command's commands without a sandbox where bubblewrap is missing",
+            "off, they are refused",
+        ),
+    )
+    serve.add_argument(
+        "--log-level",
+        dest="log_level",
+        help=setting_help("log_level", "debug, info, warning, error"),
+    )
+    talk = commands.add_parser("chat", help=COMMANDS["chat"])
+    talk.add_argument("--session", help="session name to create or resume (default: a new one)")
+    talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
+    talk.add_argument(
+        "--work-dir",
+        help="the folder a new session's tools work in (default: the current folder, when the "
+        "server allows it)",
+    )
+    add_url_argument(talk)
+    manage = commands.add_parser("sessions", help=COMMANDS["sessions"])
+    add_session_commands(manage)
+    return parser
+
+
+def add_session_commands(parent: argparse.ArgumentParser) -> None:
+    commands = parent.add_subparsers(dest="action", required=True)
+    ls = commands.add_parser("ls", help=COMMANDS["sessions ls"])
+    ls.add_argument("--status", help="idle, running, requires_action, failed or archived")
+    ls.add_argument("--tag", action="append", default=[], help="only with this tag (repeatable)")
+    ls.add_argument("--agent", help="only of this agent id")
+    ls.add_argument("--work-dir", help="only of this folder")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    ls.add_argument("--json", action="store_true", help="print the API's JSON")
+    show = commands.add_parser("show", help=COMMANDS["sessions show"])
+    show.add_argument("session", help="id or name")
+    show.add_argument("--json", action="store_true", help="print the session's JSON instead")
+    rm = commands.add_parser("rm", help=COMMANDS["sessions rm"])
+    rm.add_argument("sessions", nargs="+", help="ids or names")
+    export = commands.add_parser("export", help=COMMANDS["sessions export"])
+    export.add_argument("sessions", nargs="*", help="ids or names (none: every session)")
+    export.add_argument("--format", choices=("json", "jsonl", "markdown", "zip"))
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    export.add_argument(
+        "--with-agents",
+        action="store_true",
+        help="include the sessions' agents (json and zip), for import onto another server",
+    )
+    imp = commands.add_parser("import", help=COMMANDS["sessions import"])
+    imp.add_argument("file", help="the file ('-' for stdin)")
+    imp.add_argument("--keep-ids", action="store_true", help="keep the exported ids")
+    imp.add_argument("--agent", help="give every imported session this agent")
+    imp.add_argument("--work-dir", help="give every imported session this work_dir")
+    for parser in (ls, show, rm, export, imp):
+        add_url_argument(parser)
