@@ -32,8 +32,7 @@ from server.providers.base import ProviderContext, ProviderSettings
 from server.runs.channel import Hub
 from server.runs.runner import Runner, RunnerSettings
 from server.runs.sweeper import Sweeper
-from server.store import Store
-from server.store.agents import DEFAULT_ID
+from server.store import DEFAULT_AGENT_ID, SqliteStore
 from server.store.lock import DatabaseLock
 from server.tools import READ_ONLY
 from server.tools.base import ToolSettings
@@ -85,7 +84,7 @@ def default_agent(env: dict[str, str], model_setting: str | None = None) -> Agen
         model = model_setting
     stamp = now()
     return Agent(
-        id=DEFAULT_ID,
+        id=DEFAULT_AGENT_ID,
         name="default",
         provider=provider,
         model=model,
@@ -167,7 +166,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
 
     @asynccontextmanager
     async def _serving(app: Starlette) -> AsyncIterator[None]:
-        store = Store(settings.db, event_flush_s=settings.event_flush_ms / 1000)
+        store = SqliteStore(settings.db, event_flush_s=settings.event_flush_ms / 1000)
         await store.open()
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(

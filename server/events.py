@@ -102,6 +102,8 @@ StepEvent = (
     | MessageStop
 )
 Event = StepEvent | ToolResult | RequiresAction | Error | Done | Ping
+# One event as stored and as sent: (run_id, seq, type, data), `data` its JSON encoding.
+EventRow = tuple[str, int, str, bytes]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)

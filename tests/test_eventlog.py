@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.store import Store, eventlog
+from server.store import SqliteStore, eventlog
 from server.store.eventlog import CHUNK, EventRow, chunks
 from server.store.sqlite import SCHEMA_PATH, _built, _connect_writer, _migrate, schema_steps
 
@@ -38,8 +38,8 @@ def test_interleaved_runs_become_chunks_of_consecutive_events() -> None:
     assert first[4].split(b"\n") == [row[3] for row in a[:CHUNK]]
 
 
-async def stored(tmp_path: Path, batches: list[list[EventRow]]) -> Store:
-    store = Store(str(tmp_path / "log.db"))
+async def stored(tmp_path: Path, batches: list[list[EventRow]]) -> SqliteStore:
+    store = SqliteStore(str(tmp_path / "log.db"))
     await store.open()
     await store.db.write(lambda conn: _parents(conn, {row[0] for b in batches for row in b}))
     for batch in batches:
@@ -75,13 +75,13 @@ def test_replay_pages_return_every_event_once_in_order(tmp_path: Path) -> None:
     async def go() -> None:
         store = await stored(tmp_path, batches)
         try:
-            expected = [(seq, type_, data) for _, seq, type_, data in whole]
-            assert await store.runs.events("r", 0, 5000) == expected
+            expected = whole
+            assert await store.events.read("r", 0, 5000) == expected
             for after, limit in [(0, 1), (2, 5), (255, 2), (299, 300), (998, 10), (1000, 5)]:
-                page = await store.runs.events("r", after, limit)
+                page = await store.events.read("r", after, limit)
                 assert page == expected[after : after + limit]
-            assert await store.runs.last_event_seq("r") == 1000
-            assert await store.runs.last_event_seq("nothing") == 0
+            assert await store.events.last_seq("r") == 1000
+            assert await store.events.last_seq("nothing") == 0
         finally:
             await store.close()
 
@@ -94,11 +94,11 @@ def test_replay_goes_on_past_a_gap(tmp_path: Path) -> None:
     async def go() -> None:
         store = await stored(tmp_path, [events])
         try:
-            expected = [(seq, type_, data) for _, seq, type_, data in events]
-            assert await store.runs.events("r", 0, 100) == expected
-            assert await store.runs.events("r", 0, 12) == expected[:12]
-            assert await store.runs.events("r", 12, 3) == expected[10:13]
-            assert await store.runs.events("r", 20, 10) == expected[16:]
+            expected = events
+            assert await store.events.read("r", 0, 100) == expected
+            assert await store.events.read("r", 0, 12) == expected[:12]
+            assert await store.events.read("r", 12, 3) == expected[10:13]
+            assert await store.events.read("r", 20, 10) == expected[16:]
         finally:
             await store.close()
 
@@ -116,12 +116,12 @@ def test_a_log_of_one_row_per_event_is_carried_over_byte_for_byte(tmp_path: Path
     conn.close()
 
     async def go() -> None:
-        store = Store(str(path))
+        store = SqliteStore(str(path))
         await store.open()
         try:
-            got = await store.runs.events("r", 0, 100)
-            assert got == [(seq, type_, data) for _, seq, type_, data in old]
-            assert await store.runs.last_event_seq("r") == 6
+            got = await store.events.read("r", 0, 100)
+            assert got == old
+            assert await store.events.last_seq("r") == 6
         finally:
             await store.close()
 
@@ -142,15 +142,15 @@ def test_a_log_keyed_by_run_is_carried_over_into_write_order(tmp_path: Path) -> 
     conn.close()
 
     async def go() -> None:
-        store = Store(str(path))
+        store = SqliteStore(str(path))
         await store.open()
         try:
-            assert await store.runs.events("a", 0, 1000) == [r[1:] for r in written[:299]]
-            assert await store.runs.events("b", 0, 10) == [r[1:] for r in written[299:]]
-            assert await store.runs.last_event_seq("a") == 299
+            assert await store.events.read("a", 0, 1000) == written[:299]
+            assert await store.events.read("b", 0, 10) == written[299:]
+            assert await store.events.last_seq("a") == 299
             await store.db.write(lambda c: _insert(c, rows_of("b", [5, 6, 7])))  # again
             await store.db.write(lambda c: _insert(c, rows_of("b", [6, 7])))
-            assert [seq for seq, _, _ in await store.runs.events("b", 0, 10)] == [1, 2, 5, 6, 7]
+            assert [row[1] for row in await store.events.read("b", 0, 10)] == [1, 2, 5, 6, 7]
         finally:
             await store.close()
 
@@ -172,9 +172,7 @@ def test_a_commit_of_many_runs_is_written_a_few_statements_of_many_rows(tmp_path
         store = await stored(tmp_path, [written])
         try:
             for run in ("r000", "r127", "r128", "r299"):
-                assert await store.runs.events(run, 0, 10) == [
-                    r[1:] for r in written if r[0] == run
-                ]
+                assert await store.events.read(run, 0, 10) == [r for r in written if r[0] == run]
         finally:
             await store.close()
 

@@ -13,7 +13,7 @@ import msgspec
 from server.models import Message, SessionRecord, TextBlock, ToolUseBlock, new_session_record
 from server.runs.histories import Histories
 from server.session import History
-from server.store import Store
+from server.store import SqliteStore
 from server.store import messages as message_ops
 
 
@@ -22,9 +22,9 @@ def record(session_id: str) -> SessionRecord:
     return msgspec.structs.replace(fresh, id=session_id, created_at="n", updated_at="n")
 
 
-def with_store(tmp_path: Path, body: Callable[[Store], Awaitable[None]]) -> None:
+def with_store(tmp_path: Path, body: Callable[[SqliteStore], Awaitable[None]]) -> None:
     async def go() -> None:
-        store = Store(str(tmp_path / "h.db"))
+        store = SqliteStore(str(tmp_path / "h.db"))
         await store.open()
         try:
             await store.db.write(
@@ -41,19 +41,19 @@ def with_store(tmp_path: Path, body: Callable[[Store], Awaitable[None]]) -> None
     asyncio.run(go())
 
 
-async def add(store: Store, role: Any, blocks: list[Any]) -> tuple[Message, int]:
+async def add(store: SqliteStore, role: Any, blocks: list[Any]) -> tuple[Message, int]:
     def op(conn: sqlite3.Connection) -> Message:
         return message_ops.append(conn, "s1", role, blocks, None, "n")
 
     return await store.db.write(op), await count(store)
 
 
-async def count(store: Store) -> int:
+async def count(store: SqliteStore) -> int:
     return (await store.sessions.get("s1")).message_count
 
 
 def test_kept_history_grows_and_matches_a_fresh_one(tmp_path: Path) -> None:
-    async def body(store: Store) -> None:
+    async def body(store: SqliteStore) -> None:
         histories = Histories(store)
         await add(store, "user", [TextBlock("one")])
         first = await histories.load("s1", await count(store))
@@ -76,7 +76,7 @@ def test_kept_history_grows_and_matches_a_fresh_one(tmp_path: Path) -> None:
 
 
 def test_stored_messages_handed_over_spare_the_reads(tmp_path: Path) -> None:
-    async def body(store: Store) -> None:
+    async def body(store: SqliteStore) -> None:
         histories = Histories(store)
         user, n = await add(store, "user", [TextBlock("one")])
         kept = await histories.load("s1", n, user)
@@ -97,7 +97,7 @@ def test_stored_messages_handed_over_spare_the_reads(tmp_path: Path) -> None:
 
 
 def test_a_message_not_handed_over_is_read_not_missed(tmp_path: Path) -> None:
-    async def body(store: Store) -> None:
+    async def body(store: SqliteStore) -> None:
         histories = Histories(store)
         user, n = await add(store, "user", [TextBlock("one")])
         await histories.load("s1", n, user)
@@ -113,7 +113,7 @@ def test_a_message_not_handed_over_is_read_not_missed(tmp_path: Path) -> None:
 
 
 def test_a_new_sessions_first_message_reads_nothing(tmp_path: Path) -> None:
-    async def body(store: Store) -> None:
+    async def body(store: SqliteStore) -> None:
         histories = Histories(store)
         user, n = await add(store, "user", [TextBlock("first")])
 

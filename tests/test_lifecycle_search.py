@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from server.models import TextBlock
-from server.store import Store, messages
+from server.store import SqliteStore, messages
 from server.store.sqlite import SCHEMA_PATH, _migrate, schema_steps
 from tests.conftest import app_client, make_settings, scripted_agent
 
@@ -255,7 +255,7 @@ def test_a_failing_write_leaves_nothing_in_the_index(tmp_path: Path) -> None:
     async def go() -> None:
         async with app_client(settings) as http:
             sid = await chat(http, tmp_path, [{"text": "x"}], "first")
-        store = Store(settings.db)
+        store = SqliteStore(settings.db)
         await store.open()
         try:
 

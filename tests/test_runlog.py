@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from server.errors import StoreError
-from server.events import TextDelta
+from server.events import EventRow, TextDelta
 from server.runs.channel import Hub
 from server.runs.followers import Followers
-from server.runs.runlog import TAIL, TRIM_EVERY, WINDOW, Row, RunLog
+from server.runs.runlog import TAIL, TRIM_EVERY, WINDOW, RunLog
 from server.runs.signals import Quiet
-from server.store import Store
-from server.store.sqlite import EventBatch
+from server.runs.table import LiveRuns
+from server.store import EventBatch, SqliteStore
 
 
 class Batches:
@@ -26,7 +26,7 @@ class Batches:
         self.current = EventBatch()
         self.all = [self.current]
 
-    def __call__(self, rows: Iterable[Row]) -> EventBatch:
+    def __call__(self, rows: Iterable[EventRow]) -> EventBatch:
         self.current.rows.extend(rows)
         return self.current
 
@@ -114,9 +114,17 @@ def test_a_run_that_writes_nothing_keeps_every_row() -> None:
 class Active:
     def __init__(self, log: RunLog) -> None:
         self.log = log
+        self.id = log.run_id
 
 
-async def parents(store: Store) -> None:
+def live(*runs: Active) -> LiveRuns:
+    table = LiveRuns()
+    for active in runs:
+        table.add_unattached(active)  # type: ignore[arg-type]
+    return table
+
+
+async def parents(store: SqliteStore) -> None:
     def op(conn):  # type: ignore[no-untyped-def]
         conn.execute(
             "INSERT INTO agents (id, name, provider, created_at, updated_at) "
@@ -138,13 +146,13 @@ def test_followers_read_dropped_rows_from_the_database_without_gap_or_duplicate(
     tmp_path: Path,
 ) -> None:
     async def go() -> None:
-        store = Store(str(tmp_path / "f.db"), event_flush_s=0.01)
+        store = SqliteStore(str(tmp_path / "f.db"), event_flush_s=0.01)
         await store.open()
         try:
             await parents(store)
             hub = Hub()
             log = RunLog("r", "s", 1, store.db.append_events, hub.publish)
-            followers = Followers(store, hub, {"r": Active(log)})  # type: ignore[dict-item]
+            followers = Followers(store, hub, live(Active(log)))
             for i in range(300):
                 log.emit(delta(i))
             await store.db.flush()

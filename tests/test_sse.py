@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.api.sse import EventStream, Framed, SendTimeout, run_frames
-from server.runs.runlog import Row
+from server.events import EventRow
 
 Message = dict[str, Any]
 
@@ -37,13 +37,13 @@ class Client:
 
 
 class Batches:
-    def __init__(self, batches: list[list[Row]], then_wait: bool = False) -> None:
+    def __init__(self, batches: list[list[EventRow]], then_wait: bool = False) -> None:
         self.batches = batches
         self.then_wait = then_wait
         self.started = False
         self.closed = False
 
-    async def __call__(self) -> AsyncIterator[list[Row]]:
+    async def __call__(self) -> AsyncIterator[list[EventRow]]:
         self.started = True
         try:
             for batch in self.batches:
@@ -54,7 +54,7 @@ class Batches:
             self.closed = True
 
 
-def rows(*seqs: int) -> list[Row]:
+def rows(*seqs: int) -> list[EventRow]:
     return [("r", s, "text_delta", b'{"type":"text_delta","text":"x","index":0}') for s in seqs]
 
 

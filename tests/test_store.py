@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from server.errors import Conflict
-from server.store import Store
+from server.store import SqliteStore
 from server.store.sqlite import SCHEMA_PATH, SETTLE_MAX, TURN_BUSY_S, schema_steps
 
 
@@ -24,7 +24,7 @@ def test_schema_is_applied_once_and_recorded_in_user_version(tmp_path: Path) -> 
 
     async def go() -> None:
         for _ in range(2):
-            store = Store(str(db))
+            store = SqliteStore(str(db))
             await store.open()
             await store.close()
 
@@ -51,7 +51,7 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     conn.close()
 
     async def go() -> None:
-        store = Store(str(db))
+        store = SqliteStore(str(db))
         with pytest.raises(RuntimeError, match="newer"):
             await store.open()
         await store.close()
@@ -60,8 +60,8 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
 
 
 @asynccontextmanager
-async def opened(path: Path) -> AsyncIterator[Store]:
-    store = Store(str(path))
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(str(path))
     await store.open()
     try:
         yield store
@@ -145,7 +145,7 @@ def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
 
 def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
     async def go() -> None:
-        store = Store(str(tmp_path / "e.db"), event_flush_s=0.05)
+        store = SqliteStore(str(tmp_path / "e.db"), event_flush_s=0.05)
         await store.open()
         db = store.db
         await db.write(
@@ -173,7 +173,7 @@ def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
                 await asyncio.sleep(0)
         await db.flush()
         assert db.commits - before <= 5
-        assert len(await store.runs.events("r", 0, 5000)) == 1000
+        assert len(await store.events.read("r", 0, 5000)) == 1000
         db.append_events([("r", 1001, "done", b"{}")])
         await store.close()
         check = sqlite3.connect(tmp_path / "e.db")
@@ -185,7 +185,7 @@ def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
 
 def test_a_later_write_rides_with_the_next_commit_or_the_flush(tmp_path: Path) -> None:
     async def go() -> None:
-        store = Store(str(tmp_path / "l.db"), event_flush_s=0.3)
+        store = SqliteStore(str(tmp_path / "l.db"), event_flush_s=0.3)
         await store.open()
         db = store.db
         await db.flush()

@@ -21,6 +21,7 @@ from server.models import (
     Usage,
     new_session_record,
 )
+from server.store import Finish, NewRun, Stale, Step
 from server.store import runs as run_ops
 from server.store import sessions as session_ops
 from server.store.sqlite import SCHEMA_PATH, _connect_writer, _migrate, schema_steps
@@ -50,7 +51,7 @@ def new_session(conn: sqlite3.Connection, sid: str) -> None:
 
 
 def start(conn: sqlite3.Connection, sid: str, rid: str, **extra: Any) -> Any:
-    new = run_ops.NewRun(rid, sid, "a", "running", [TextBlock("hi")], {}, None, "t0", **extra)
+    new = NewRun(rid, sid, "a", "running", [TextBlock("hi")], {}, None, "t0", **extra)
     return run_ops.start(conn, new)
 
 
@@ -79,19 +80,17 @@ def test_start_step_and_end_keep_the_counters(conn: Any) -> None:
     assert begun.message.seq == 1 and begun.message_count == 1
     call = ToolUseBlock("c1", "client_tool", {"x": 1})
     record = ToolCallRecord("c0", "list_files", {}, 3, False, 1, 0)
-    first = run_ops.Step(
+    first = Step(
         [("assistant", [TextBlock("look")]), ("user", [ToolResultBlock("c0", "r")])],
         Usage(5, 2),
         [record],
         "t1",
     )
-    paused = run_ops.Step(
-        [("assistant", [call])], Usage(7, 3), [], "t2", [ToolResultBlock("c9", "h")]
-    )
+    paused = Step([("assistant", [call])], Usage(7, 3), [], "t2", [ToolResultBlock("c9", "h")])
     stored = run_ops.add_step(conn, "r", "s", first) + run_ops.add_step(conn, "r", "s", paused)
     assert [(m.seq, m.role) for m in stored] == [(2, "assistant"), (3, "user"), (4, "assistant")]
     pending = [PendingToolCall("c1", "client_tool", {"x": 1})]
-    end = run_ops.Finish("requires_action", "requires_action", None, Usage(0, 1), pending, None)
+    end = Finish("requires_action", "requires_action", None, Usage(0, 1), pending, None)
     run_ops.finish(conn, "r", "s", end, "2026-01-01T00:00:03.000Z")
     run, session, messages = state(conn, "s", "r")
     assert run[:5] == ("requires_action", 2, 12, 6, "requires_action")
@@ -126,9 +125,9 @@ def test_a_start_checked_against_a_stale_record_writes_nothing(
     assert start(conn, "s", "r0", expected=expected) is not None  # still as read: starts
     conn.execute(change)
     changed = state(conn, "s", "r0")
-    new = run_ops.NewRun("r1", "s", "a", status, [TextBlock("hi")], {}, None, "t0", expected)
+    new = NewRun("r1", "s", "a", status, [TextBlock("hi")], {}, None, "t0", expected)
     conn.execute("SAVEPOINT op")  # as the writer runs every operation
-    with pytest.raises((run_ops.Stale, sqlite3.IntegrityError)):  # a deleted one: no run row
+    with pytest.raises((Stale, sqlite3.IntegrityError)):  # a deleted one: no run row
         run_ops.start(conn, new)
     conn.execute("ROLLBACK TO op")
     assert state(conn, "s", "r0") == changed
@@ -140,7 +139,7 @@ def test_the_last_step_stored_with_the_end_leaves_what_the_two_writes_did(
     conn: Any, status: str
 ) -> None:
     record = ToolCallRecord("c0", "list_files", {}, 3, False, 1, 0)
-    step = run_ops.Step(
+    step = Step(
         [
             ("assistant", [TextBlock("done"), ToolUseBlock("c0", "list_files", {})]),
             ("user", [ToolResultBlock("c0", "r")]),
@@ -151,7 +150,7 @@ def test_the_last_step_stored_with_the_end_leaves_what_the_two_writes_did(
         [ToolResultBlock("c0", "r")] if status == "requires_action" else None,
     )
     error = ErrorInfo("provider_error", "x") if status == "failed" else None
-    end = run_ops.Finish(status, "end_turn", error, Usage(2, 1), [], "idle")
+    end = Finish(status, "end_turn", error, Usage(2, 1), [], "idle")
     for sid in ("apart", "together"):
         new_session(conn, sid)
         start(conn, sid, f"r-{sid}")

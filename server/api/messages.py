@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api import sse
-from server.api.request import decode_body, json_response, query_choice, runner, store
+from server.api.request import decode_body, json_response, query_choice, runner
 from server.errors import ApiError, InvalidRequest, status_for
 from server.models import (
     ClientTool,
@@ -23,8 +23,8 @@ from server.models import (
     ToolUseBlock,
     Usage,
 )
-from server.runs.active import ActiveRun, RunRequest
-from server.runs.agentspec import unusable_reason
+from server.runs.active import RunRequest
+from server.runs.handle import RunHandle
 
 
 class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -127,7 +127,7 @@ def result_of(
     )
 
 
-async def start(request: Request) -> ActiveRun | Run:
+async def start(request: Request) -> RunHandle:
     body = await decode_body(request, body_decoder)
     key = request.headers.get("idempotency-key") or None
     if key is not None and len(key) > 255:
@@ -135,73 +135,59 @@ async def start(request: Request) -> ActiveRun | Run:
     return await runner(request).submit(request.path_params["session_id"], to_request(body), key)
 
 
-async def finished_result(request: Request, started: ActiveRun | Run) -> MessageResult:
-    stored = True
-    if isinstance(started, ActiveRun):
-        await started.done.wait()
-        run, messages = started.run, started.messages
-        stored = started.scratch is None
-    else:
-        run = started
-        messages = await store(request).messages.of_run(run.id)
+async def finished_result(started: RunHandle) -> MessageResult:
+    outcome = await started.outcome()
+    run = outcome.run
     if run.status == "failed" and run.error is not None:
         error = ApiError(run.error.message, run_id=run.id)
         error.type = run.error.type
         error.status = status_for(run.error.type)
         raise error
-    held: list[ToolResultBlock] = []
-    if run.status == "requires_action" and stored:
-        # the paused step's server tool results wait in the run until the client's come
-        held = (await store(request).runs.get(run.id)).held
-    return result_of(run, messages, held)
+    return result_of(run, outcome.messages, outcome.held)
 
 
 RUN_ID_HEADER = "Sessiond-Run-Id"  # the run a message started (or its key's earlier one)
 
 
-async def refuse_unusable(request: Request, started: ActiveRun | Run) -> None:
+async def refuse_unusable(started: RunHandle) -> None:
     """A run starting now with an agent that cannot run fails before it asks any upstream:
     answer with its error (422 agent_unusable) rather than open a stream or accept it. A
     queued run fails when its turn comes, in its events."""
-    if not isinstance(started, ActiveRun) or runner(request).queue_position(started.id):
-        return
-    if unusable_reason(started.agent, runner(request).provider_ctx) is not None:
-        await finished_result(request, started)
+    if started.starts_unusable():
+        await finished_result(started)
 
 
 async def post_message(request: Request) -> Response:
     started = await start(request)
-    result = await finished_result(request, started)
+    result = await finished_result(started)
     return json_response(result, 200, {RUN_ID_HEADER: started.id})
 
 
 async def stream_message(request: Request) -> Response:
     started = await start(request)
-    await refuse_unusable(request, started)
+    await refuse_unusable(started)
     return stream_run(request, started)
 
 
-def stream_run(request: Request, started: ActiveRun | Run, after: int = 0) -> Response:
-    run_id = started.id
-    cancel = isinstance(started, ActiveRun) and started.request.cancel_on_disconnect
-    batches = runner(request).follow(run_id, after, request.app.state.settings.ping_s)
+def stream_run(request: Request, started: RunHandle, after: int = 0) -> Response:
+    batches = started.follow(after, request.app.state.settings.ping_s)
 
     async def disconnected() -> None:
-        if cancel and isinstance(started, ActiveRun):
-            await runner(request).cancel(started)
+        if started.cancel_on_disconnect:
+            await started.cancel()
 
     response = sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
-    response.headers[RUN_ID_HEADER] = run_id  # before the first event: cancel or resume by it
+    response.headers[RUN_ID_HEADER] = started.id  # before the first event: cancel or resume by it
     return response
 
 
 async def start_run(request: Request) -> Response:
     started = await start(request)
-    await refuse_unusable(request, started)
+    await refuse_unusable(started)
     sid = started.session_id
     url = f"/sessions/{sid}/runs/{started.id}/events"
-    position = runner(request).queue_position(started.id)
-    status = runner(request).status_of(started)
+    position = started.queue_position()
+    status = started.status()
     body = RunStarted(started.id, sid, status, position, url)
     headers = {"Location": f"/sessions/{sid}/runs/{started.id}", RUN_ID_HEADER: started.id}
     return json_response(body, 202, headers)
@@ -215,10 +201,10 @@ async def tool_results(request: Request) -> Response:
         request.path_params["session_id"], request.path_params["run_id"], body.results
     )
     if wait:
-        result = await finished_result(request, resumed)
+        result = await finished_result(resumed)
         return json_response(result, 200, {RUN_ID_HEADER: resumed.id})
-    await refuse_unusable(request, resumed)
-    return stream_run(request, resumed, after=resumed.log.base)
+    await refuse_unusable(resumed)
+    return stream_run(request, resumed, after=resumed.resumed_after)
 
 
 routes = [

@@ -27,11 +27,10 @@ from server.api.request import decode_body, json_response, runner, store
 from server.api.sessions import check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.models import ContentBlock, SessionRecord, new_session_record
-from server.runs.active import ActiveRun, RunRequest
+from server.runs.active import RunRequest
 from server.runs.agentspec import offered
-from server.store import Store
-from server.store.agents import DEFAULT_ID
-from server.store.sessions import SessionFilter
+from server.runs.handle import RunHandle
+from server.store import DEFAULT_AGENT_ID, SessionFilter, Store
 
 
 class RunBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -95,29 +94,29 @@ async def source_of(request: Request, body: RunBody, mode: str) -> SessionRecord
     return record
 
 
-async def persisted(request: Request, body: RunBody, run: RunRequest) -> ActiveRun:
+async def persisted(request: Request, body: RunBody, run: RunRequest) -> RunHandle:
     st = store(request)
     mode = mode_of(body)
     source = await source_of(request, body, mode)
     if source is None:
-        await st.agents.get(body.agent_id or DEFAULT_ID)
+        await st.agents.get(body.agent_id or DEFAULT_AGENT_ID)
         work_dir = check_work_dir(request, body.work_dir)
-        source = await st.sessions.create(new_session_record(body.agent_id or DEFAULT_ID, work_dir))
+        source = await st.sessions.create(
+            new_session_record(body.agent_id or DEFAULT_AGENT_ID, work_dir)
+        )
         run = msgspec.structs.replace(run, agent_id=None)
     elif mode == "fork":
         source = await fork(st, source, ForkBody(), check_work_dir(request, body.work_dir))
-    started = await runner(request).submit(source.id, run)
-    assert isinstance(started, ActiveRun)  # no idempotency key: always a new run
-    return started
+    return await runner(request).submit(source.id, run)  # no idempotency key: a new run
 
 
-async def ephemeral(request: Request, body: RunBody, run: RunRequest) -> ActiveRun:
+async def ephemeral(request: Request, body: RunBody, run: RunRequest) -> RunHandle:
     st = store(request)
     mode = mode_of(body)
     source = await source_of(request, body, mode)
     tools = runner(request).settings.tools
     if source is None:
-        agent = offered(await st.agents.get(body.agent_id or DEFAULT_ID), tools)
+        agent = offered(await st.agents.get(body.agent_id or DEFAULT_AGENT_ID), tools)
         return await runner(request).run_ephemeral(
             agent, check_work_dir(request, body.work_dir), [], run
         )
@@ -136,13 +135,13 @@ async def run_once(request: Request) -> Response:
     active = await start(request, body, run)
     headers = {"Session-Id": active.session_id}
     if not body.stream:
-        return json_response(await finished_result(request, active), 200, headers)
-    await refuse_unusable(request, active)
-    batches = runner(request).follow(active.id, 0, request.app.state.settings.ping_s)
+        return json_response(await finished_result(active), 200, headers)
+    await refuse_unusable(active)
+    batches = active.follow(0, request.app.state.settings.ping_s)
 
     async def disconnected() -> None:
         if body.no_persistence:  # nobody could read it later
-            await runner(request).cancel(active)
+            await active.cancel()
 
     response = sse.stream(request, sse.framed(request, batches, sse.run_frames), disconnected)
     response.headers.update(headers)

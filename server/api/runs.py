@@ -49,8 +49,8 @@ async def get_run(request: Request) -> Response:
 async def run_events(request: Request) -> Response:
     run = await _run(request)
     after = run_position(request)
-    if run.status in FINISHED_STATUSES and run.id not in runner(request).runs:
-        last = await store(request).runs.last_event_seq(run.id)
+    if run.status in FINISHED_STATUSES and not runner(request).is_live(run.id):
+        last = await store(request).events.last_seq(run.id)
         if after >= last:
             # Nothing will ever follow: 204 tells a browser's EventSource not to reconnect.
             return Response(status_code=204)

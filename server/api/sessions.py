@@ -26,9 +26,8 @@ from server.api.request import (
 from server.errors import Conflict, InvalidRequest
 from server.ids import is_ulid, now
 from server.models import Page, SessionRecord, new_session_record
-from server.store.agents import DEFAULT_ID
+from server.store import DEFAULT_AGENT_ID, SessionFilter
 from server.store.pages import MAX_LIMIT
-from server.store.sessions import SessionFilter
 
 SessionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 # msgspec's pattern is a search where `$` also matches before a final newline: check fully.
@@ -106,7 +105,7 @@ async def create_session(request: Request) -> Response:
     resume = body.name is not None and body.if_exists == "resume"
     if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
         return json_response(existing, 200)
-    agent_id = body.agent_id or DEFAULT_ID
+    agent_id = body.agent_id or DEFAULT_AGENT_ID
     await store(request).agents.get(agent_id)
     record = new_session_record(
         agent_id,

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import events
-from server.runs.runlog import Row
+from server.events import EventRow
 from server.runs.signals import Ticker
 
 log = logging.getLogger("sessiond.sse")
@@ -55,12 +55,12 @@ def _chunk(data: bytes) -> Message:
     return {"type": "http.response.body", "body": data, "more_body": True}
 
 
-def run_frames(rows: list[Row]) -> bytes:
+def run_frames(rows: list[EventRow]) -> bytes:
     """A run's own stream: `id:` is the run's sequence number."""
     return events.frames(rows)
 
 
-def session_frames(rows: list[Row]) -> bytes:
+def session_frames(rows: list[EventRow]) -> bytes:
     """The session channel: `id:` is `<run_id>:<seq>` and `data` names the run."""
     return b"".join(
         events.frame(f"{run_id}:{seq}", type_, events.with_run_id(type_, data, run_id))
@@ -75,7 +75,10 @@ class Framed:
     __slots__ = ("batches", "encode", "retry_ms")
 
     def __init__(
-        self, batches: AsyncIterator[list[Row]], encode: Callable[[list[Row]], bytes], retry_ms: int
+        self,
+        batches: AsyncIterator[list[EventRow]],
+        encode: Callable[[list[EventRow]], bytes],
+        retry_ms: int,
     ) -> None:
         self.batches = batches
         self.encode = encode
@@ -89,8 +92,8 @@ class Framed:
 
 def framed(
     request: Request,
-    batches: AsyncIterator[list[Row]],
-    encode: Callable[[list[Row]], bytes],
+    batches: AsyncIterator[list[EventRow]],
+    encode: Callable[[list[EventRow]], bytes],
 ) -> Framed:
     return Framed(batches, encode, request.app.state.settings.sse_retry_ms)
 

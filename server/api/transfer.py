@@ -41,8 +41,7 @@ from server.errors import InvalidRequest, NotFound
 from server.ids import now
 from server.models import Agent, Message, Run, SessionRecord
 from server.runs import agentspec
-from server.store import Store
-from server.store.sessions import SessionFilter
+from server.store import SessionFilter, Store
 from server.transfer import bundle, restore, transcript
 from server.transfer.transcript import SessionExport
 

@@ -14,7 +14,7 @@ from server.models import Agent, ClientTool, ContentBlock, Message, Run, Session
 from server.runs.runlog import RunLog
 from server.runs.signals import Flag
 from server.session import Session
-from server.store.runs import Begun, Step
+from server.store import Begun, Step
 
 IfBusy = Literal["reject", "queue", "interrupt"]
 

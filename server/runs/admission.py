@@ -14,40 +14,46 @@ changed session.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from collections import OrderedDict
+from typing import Any
 
 import msgspec
 
-from server.errors import ApiError, Archived, Conflict, SessionBusy, ShuttingDown, Unprocessable
+from server.errors import ApiError, Archived, Conflict, SessionBusy, Unprocessable
 from server.ids import new_ulid, now
 from server.models import Agent, ClientTool, ContentBlock, Run, RunStatus, SessionRecord
 from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
-from server.store import runs as run_ops
-
-if TYPE_CHECKING:
-    from server.runs.runner import Runner
+from server.runs.driver import Driver
+from server.runs.pauses import Pauses
+from server.runs.table import LiveRuns
+from server.store import Begun, NewRun, Stale, Store
+from server.tools.base import ToolSettings
 
 
 class Admission:
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    def __init__(
+        self, store: Store, table: LiveRuns, driver: Driver, pauses: Pauses, tools: ToolSettings
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.driver = driver
+        self.pauses = pauses  # a new message closes a run its session has paused
+        self.tools = tools
         self.records = Records()  # sessions as last read, by the key they were asked for
         self.keys: dict[str, str] = {}  # idempotency keys of runs being started
 
     async def submit(
         self, session_key: str, request: RunRequest, idempotency_key: str | None = None
     ) -> ActiveRun | Run:
-        if not self.runner.accepting:
-            raise ShuttingDown("the server is shutting down; retry shortly")
+        self.table.check_open()
         known = self.records.get(session_key)
         if known is not None and not known.archived_at and known.status != "requires_action":
             try:
                 return await self._submit(known, request, idempotency_key, expected=known)
-            except (run_ops.Stale, ApiError):
+            except (Stale, ApiError):
                 self.records.forget(session_key)
-        record = await self.runner.store.sessions.get(session_key)
+        record = await self.store.sessions.get(session_key)
         self.records.keep(session_key, record)
         return await self._submit(record, request, idempotency_key)
 
@@ -58,21 +64,20 @@ class Admission:
         idempotency_key: str | None,
         expected: SessionRecord | None = None,
     ) -> ActiveRun | Run:
-        runner = self.runner
         if record.archived_at:
             raise Archived(f"session {record.id} is archived; unarchive it to send messages")
         if idempotency_key:
             earlier = await self._earlier(idempotency_key, record.id, request)
             if earlier is not None:
                 return earlier
-        agent = await runner.store.agents.get(request.agent_id or record.agent_id)
-        agent = agentspec.offered(agent, runner.settings.tools)
+        agent = await self.store.agents.get(request.agent_id or record.agent_id)
+        agent = agentspec.offered(agent, self.tools)
         names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
         agentspec.check_tools(request.tools, names)
-        if record.status == "requires_action" and record.id not in runner.running:
-            paused = await runner.store.runs.paused(record.id)
-            if paused is not None and paused.run.id not in runner.runs:
-                await runner.pauses.close(paused, "cancelled")
+        if record.status == "requires_action" and self.table.running(record.id) is None:
+            paused = await self.store.runs.paused(record.id)
+            if paused is not None and self.table.get(paused.run.id) is None:
+                await self.pauses.close(paused, "cancelled")
         return await self._open(record, agent, request, idempotency_key, expected)
 
     async def _earlier(
@@ -80,16 +85,16 @@ class Admission:
     ) -> ActiveRun | Run | None:
         """The run this key started, if any; the key on another session is a conflict, with
         another request (message, options, tools) unprocessable."""
-        runs = self.runner.runs
         run_id = self.keys.get(key)
-        if run_id is not None and run_id in runs:
-            found: ActiveRun | Run = runs[run_id]
-            first: RunRequest | None = runs[run_id].request
+        live = self.table.get(run_id) if run_id is not None else None
+        if live is not None:
+            found: ActiveRun | Run = live
+            first: RunRequest | None = live.request
         else:
-            stored = await self.runner.store.runs.by_idempotency_key(key)
+            stored = await self.store.runs.by_idempotency_key(key)
             if stored is None:
                 return None
-            found = runs.get(stored.run.id, stored.run)
+            found = self.table.get(stored.run.id) or stored.run
             first = _request_of(stored.input, stored.options)
         owner = found.session_id
         if owner != session_id:
@@ -110,18 +115,19 @@ class Admission:
         key: str | None,
         expected: SessionRecord | None,
     ) -> ActiveRun:
-        runner, sid = self.runner, record.id
-        busy = runner.running.get(sid)
-        queue = runner.queues.get(sid)  # made only when a run waits: most never do
-        self._check_free(sid, busy, queue, request, key)
+        sid = record.id
+        busy, blocker = self.table.running(sid), self.table.blocker(sid)
+        self._check_free(sid, blocker, request, key)
         created = now()
-        status: RunStatus = "queued" if (busy or queue) else "running"
+        status: RunStatus = "queued" if blocker is not None else "running"
         started = created if status == "running" else None
         run = Run(new_ulid(), sid, agent.id, status, created, started_at=started)
-        active = ActiveRun(run, request, agent, runner._runlog(run.id, sid, 1))
-        self._admit(active, key)
+        active = ActiveRun(run, request, agent, self.driver.new_log(run.id, sid, 1))
+        self.table.admit(active)
+        if key:
+            self.keys[key] = active.id
         options = _options(request)
-        new = run_ops.NewRun(
+        new = NewRun(
             id=run.id,
             session_id=sid,
             agent_id=agent.id,
@@ -132,32 +138,26 @@ class Admission:
             created_at=created,
             expected=expected,
         )
-        written = runner.store.db.submit(lambda conn: run_ops.start(conn, new))
+        written = self.store.runs.start(new)
         if status == "running":  # its task waits for the same commit: no turn of the loop lost
             active.record = record
             active.task = asyncio.create_task(self._start(active, written), name=f"run-{run.id}")
         try:
             await written
         except BaseException:
-            runner._forget(active)
-            runner._start_next(sid)  # a run queued behind this one meanwhile goes first
+            self.table.drop(active)
+            self.driver.start_next(sid)  # a run queued behind this one meanwhile goes first
             raise
         finally:
             if key:
                 self.keys.pop(key, None)
         if status == "queued" and request.if_busy == "interrupt" and busy is not None:
-            await runner.cancel(busy, "interrupted")
+            await self.driver.cancel(busy, "interrupted")
         return active
 
     def _check_free(
-        self,
-        sid: str,
-        busy: ActiveRun | None,
-        queue: deque[ActiveRun] | None,
-        request: RunRequest,
-        key: str | None,
+        self, sid: str, blocker: ActiveRun | None, request: RunRequest, key: str | None
     ) -> None:
-        blocker = busy or (queue[0] if queue else None)
         if blocker is not None and request.if_busy == "reject":
             raise SessionBusy(
                 f"session {sid} is busy with run {blocker.id}; retry later, or send "
@@ -167,21 +167,7 @@ class Admission:
         if key is not None and key in self.keys:
             raise Conflict("a run with this Idempotency-Key is being started; retry")
 
-    def _admit(self, active: ActiveRun, key: str | None) -> None:
-        runner = self.runner
-        runner.runs[active.id] = active
-        if active.run.status == "running":
-            runner.running[active.session_id] = active
-        elif active.request.if_busy == "interrupt":
-            runner.queues.setdefault(active.session_id, deque()).appendleft(active)
-        else:
-            runner.queues.setdefault(active.session_id, deque()).append(active)
-        if key:
-            self.keys[key] = active.id
-
-    async def _start(
-        self, active: ActiveRun, written: asyncio.Future[run_ops.Begun | None]
-    ) -> None:
+    async def _start(self, active: ActiveRun, written: asyncio.Future[Begun | None]) -> None:
         """Drive the run once its start is committed. A start that failed is for `_open` to
         report: nothing was stored, and whoever waits on the run may go."""
         try:
@@ -191,7 +177,7 @@ class Admission:
             return
         assert active.begun is not None  # a running run's start stores its message
         active.messages.append(active.begun.message)
-        await self.runner._drive(active)
+        await self.driver.drive(active)
 
 
 class Records:

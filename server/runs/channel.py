@@ -7,10 +7,8 @@ replays from the event log.
 
 from __future__ import annotations
 
+from server.events import EventRow
 from server.runs.signals import Quiet, Signal
-
-# (run_id, seq, type, data)
-Item = tuple[str, int, str, bytes]
 
 
 class Watcher:
@@ -19,11 +17,11 @@ class Watcher:
     def __init__(self, session_id: str, limit: int) -> None:
         self.session_id = session_id
         self.limit = limit
-        self.items: list[Item] = []
+        self.items: list[EventRow] = []
         self.closed = False
         self._signal = Signal()
 
-    def push(self, item: Item) -> None:
+    def push(self, item: EventRow) -> None:
         if len(self.items) >= self.limit:
             self.close()
             return
@@ -34,7 +32,7 @@ class Watcher:
         self.closed = True
         self._signal.fire()
 
-    async def next_batch(self, quiet: Quiet) -> list[Item] | None:
+    async def next_batch(self, quiet: Quiet) -> list[EventRow] | None:
         """What arrived since the last call; [] after the quiet time; None once closed."""
         if not self.items and not self.closed:
             waiter = self._signal.next(quiet)
@@ -67,7 +65,7 @@ class Hub:
             if not watchers:
                 del self._watchers[watcher.session_id]
 
-    def publish(self, session_id: str, item: Item) -> None:
+    def publish(self, session_id: str, item: EventRow) -> None:
         for watcher in self._watchers.get(session_id, ()):
             watcher.push(item)
 

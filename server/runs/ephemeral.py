@@ -7,10 +7,11 @@ from typing import Any
 
 import msgspec
 
+from server.events import EventRow
 from server.ids import new_ulid
 from server.models import Agent, ContentBlock, Message, Run, new_session_record
 from server.runs.active import ActiveRun, RunRequest
-from server.runs.runlog import Row, RunLog
+from server.runs.runlog import RunLog
 from server.session import Session
 
 
@@ -61,5 +62,5 @@ def _discard(rows: Any) -> None:
     return None
 
 
-def _unpublished(session_id: str, row: Row) -> None:
+def _unpublished(session_id: str, row: EventRow) -> None:
     return None

@@ -5,25 +5,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from server.runs.active import ActiveRun
+from server.events import EventRow
 from server.runs.channel import Hub
-from server.runs.runlog import Row, RunLog
+from server.runs.runlog import RunLog
 from server.runs.signals import Quiet
+from server.runs.table import LiveRuns
 from server.store import Store
 
 REPLAY_PAGE = 2000
 
 
 class Followers:
-    def __init__(self, store: Store, hub: Hub, runs: dict[str, ActiveRun]) -> None:
+    def __init__(self, store: Store, hub: Hub, table: LiveRuns) -> None:
         self.store = store
         self.hub = hub
-        self.runs = runs  # the runner's active runs, by id
+        self.table = table
 
-    async def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[Row]]:
+    async def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[EventRow]]:
         """The run's events after `after`: replayed from the log, then live until `done`.
         Yields [] when quiet for `ping_s` seconds."""
-        active = self.runs.get(run_id)
+        active = self.table.get(run_id)
         if active is None:
             async for rows in self._replay(run_id, after, None):
                 yield rows
@@ -47,7 +48,7 @@ class Followers:
         finally:
             quiet.close()
 
-    async def _stored(self, runlog: RunLog, after: int) -> AsyncIterator[list[Row]]:
+    async def _stored(self, runlog: RunLog, after: int) -> AsyncIterator[list[EventRow]]:
         """The run's events after `after` that memory no longer holds, from the database."""
         while after < runlog.base:
             upto = runlog.base  # it may move on while we read
@@ -57,7 +58,7 @@ class Followers:
 
     async def watch(
         self, session_id: str, position: tuple[str, int] | None, ping_s: float
-    ) -> AsyncIterator[list[Row]]:
+    ) -> AsyncIterator[list[EventRow]]:
         """The session channel: live events of every run of the session. From a position
         (`run_id`, `seq`), first what came after it, then live, with no gap or duplicate."""
         watcher = self.hub.watch(session_id)
@@ -81,10 +82,12 @@ class Followers:
             quiet.close()
             self.hub.leave(watcher)
 
-    async def _catch_up(self, session_id: str, run_id: str, seq: int) -> AsyncIterator[list[Row]]:
+    async def _catch_up(
+        self, session_id: str, run_id: str, seq: int
+    ) -> AsyncIterator[list[EventRow]]:
         for rid in await self.store.runs.ids_from(session_id, run_id):
             after = seq if rid == run_id else 0
-            active = self.runs.get(rid)
+            active = self.table.get(rid)
             if active is None:
                 async for rows in self._replay(rid, after, None):
                     yield rows
@@ -95,10 +98,12 @@ class Followers:
             if active.log.since(after):
                 yield active.log.since(after)
 
-    async def _replay(self, run_id: str, after: int, upto: int | None) -> AsyncIterator[list[Row]]:
+    async def _replay(
+        self, run_id: str, after: int, upto: int | None
+    ) -> AsyncIterator[list[EventRow]]:
         while True:
-            page = await self.store.runs.events(run_id, after, REPLAY_PAGE)
-            rows = [(run_id, seq, type_, data) for seq, type_, data in page]
+            page = await self.store.events.read(run_id, after, REPLAY_PAGE)
+            rows = page
             if upto is not None:
                 rows = [row for row in rows if row[1] <= upto]
             if not rows:

@@ -4,12 +4,9 @@ new message abandons it, or it is cancelled."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
-
 import msgspec
 
-from server.errors import Conflict, InvalidRequest, SessionBusy, ShuttingDown
+from server.errors import Conflict, InvalidRequest, SessionBusy
 from server.events import Done, Error, ToolResult
 from server.ids import now
 from server.models import (
@@ -23,19 +20,20 @@ from server.models import (
 )
 from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
+from server.runs.driver import Driver
 from server.runs.stops import stop_message
+from server.runs.table import LiveRuns
 from server.session import answer_all
-from server.store import messages as message_ops
-from server.store import runs as run_ops
-from server.store.runs import StoredRun
-
-if TYPE_CHECKING:
-    from server.runs.runner import Runner
+from server.store import Finish, Store, StoredRun
+from server.tools.base import ToolSettings
 
 
 class Pauses:
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    def __init__(self, store: Store, table: LiveRuns, driver: Driver, tools: ToolSettings) -> None:
+        self.store = store
+        self.table = table
+        self.driver = driver
+        self.tools = tools
 
     async def close(self, paused: StoredRun, status: str) -> None:
         """End a run paused for client tools: calls without a result get error results (the
@@ -44,13 +42,12 @@ class Pauses:
         calls = [ToolUseBlock(c.id, c.name, c.input) for c in run.pending_tool_calls]
         missing = answer_all(calls, f"no result supplied: the run was {status}")
         results, _ = await self.in_call_order(run.id, [*paused.held, *missing])
-        runlog = self.runner._runlog(
-            run.id, run.session_id, await self.runner.store.runs.last_event_seq(run.id) + 1
-        )
+        first_seq = await self.store.events.last_seq(run.id) + 1
+        runlog = self.driver.new_log(run.id, run.session_id, first_seq)
         error = ErrorInfo(status, stop_message(status))
         runlog.emit(Error(error))
         runlog.emit(Done(run.usage, run.steps, run.id, "requires_action", status))
-        end = run_ops.Finish(
+        end = Finish(
             status=status,
             stop_reason="requires_action",
             error=error,
@@ -58,13 +55,7 @@ class Pauses:
             pending=[],
             session_status="idle",
         )
-        stamp = now()
-
-        def op(conn: Any) -> None:
-            message_ops.append(conn, run.session_id, "user", results, run.id, stamp)
-            run_ops.finish(conn, run.id, run.session_id, end, stamp)
-
-        await self.runner.store.db.write(op)
+        await self.store.runs.close(run.id, run.session_id, results, end, now())
         runlog.finish()
 
     async def in_call_order(
@@ -72,7 +63,7 @@ class Pauses:
     ) -> tuple[list[ContentBlock], list[Message]]:
         """Tool results ordered as the run's last assistant message called them, and the
         run's messages so far."""
-        messages = await self.runner.store.messages.of_run(run_id)
+        messages = await self.store.messages.of_run(run_id)
         calls = [
             block.id
             for message in messages
@@ -88,45 +79,37 @@ class Pauses:
         self, session_key: str, run_id: str, supplied: list[ToolResultBlock]
     ) -> ActiveRun:
         """A run paused for client tools gets their results and goes on from its next step."""
-        if not self.runner.accepting:
-            raise ShuttingDown("the server is shutting down; retry shortly")
-        record = await self.runner.store.sessions.get(session_key)
-        paused = await self.runner.store.runs.get(run_id, record.id)
+        self.table.check_open()
+        record = await self.store.sessions.get(session_key)
+        paused = await self.store.runs.get(run_id, record.id)
         run = paused.run
-        if run.status != "requires_action" or run.id in self.runner.runs:
+        if run.status != "requires_action" or self.table.get(run.id) is not None:
             raise Conflict(f"run {run.id} is {run.status}, not waiting for tool results")
         check_results(run.pending_tool_calls, supplied)
-        if record.id in self.runner.running or self.runner.queues.get(record.id):
-            blocker = self.runner.running.get(record.id) or self.runner.queues[record.id][0]
+        blocker = self.table.blocker(record.id)
+        if blocker is not None:
             raise SessionBusy(
                 f"session {record.id} is busy with run {blocker.id}", run_id=blocker.id
             )
         request = msgspec.convert({**paused.options, "content": []}, RunRequest)
-        agent = await self.runner.store.agents.get(run.agent_id)
-        agent = agentspec.offered(agent, self.runner.settings.tools)
-        first_seq = await self.runner.store.runs.last_event_seq(run.id) + 1
+        agent = await self.store.agents.get(run.agent_id)
+        agent = agentspec.offered(agent, self.tools)
+        first_seq = await self.store.events.last_seq(run.id) + 1
         active = ActiveRun(
             msgspec.structs.replace(run, status="running", pending_tool_calls=[]),
             request,
             agent,
-            self.runner._runlog(run.id, record.id, first_seq),
+            self.driver.new_log(run.id, record.id, first_seq),
         )
         active.completed = active.recorded = run.usage
         active.run_seconds = paused.run_seconds
-        if (
-            record.id in self.runner.running or run.id in self.runner.runs
-        ):  # lost a race while awaiting
-            raise Conflict(f"run {run.id} is already being resumed")
-        self.runner.running[record.id] = active
-        self.runner.runs[run.id] = active
+        self.table.claim(active)  # Conflict if another resume won the race meanwhile
         results, earlier = await self.in_call_order(run.id, [*paused.held, *supplied])
         stamp = now()
         try:
-            message = await self.runner.store.db.write(
-                lambda conn: run_ops.resume(conn, run.id, record.id, results, stamp)
-            )
+            message = await self.store.runs.resume(run.id, record.id, results, stamp)
         except BaseException:
-            self.runner._forget(active)
+            self.table.drop(active)
             raise
         active.messages += [*earlier, message]
         names = {c.id: c.name for c in run.pending_tool_calls}
@@ -136,9 +119,7 @@ class Pauses:
                     result.tool_use_id, names[result.tool_use_id], result.content, result.is_error
                 )
             )
-        active.task = asyncio.create_task(
-            self.runner._drive(active, run.steps), name=f"run-{run.id}"
-        )
+        self.driver.start(active, run.steps)
         return active
 
 

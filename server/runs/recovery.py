@@ -10,26 +10,32 @@ must get the run's end, never a reused id."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from server import events
-from server.events import Done, Error, Event, InputJsonDelta, MessageDelta, MessageStart, TextDelta
+from server.events import (
+    Done,
+    Error,
+    Event,
+    EventRow,
+    InputJsonDelta,
+    MessageDelta,
+    MessageStart,
+    TextDelta,
+)
 from server.ids import now
 from server.models import ErrorInfo, Run, Turn, Usage
 from server.runs.runlog import WINDOW
 from server.session import INTERRUPTED, answer_all, unanswered
-from server.store import Store
-from server.store import messages as message_ops
-from server.store import runs as run_ops
+from server.store import Finish, Store
 
 log = logging.getLogger("sessiond.recovery")
 MESSAGE = "the server stopped before the run finished; completed steps are kept"
 
 
-def usage_from_log(rows: list[tuple[int, str, bytes]]) -> tuple[Usage, int]:
+def usage_from_log(rows: list[EventRow]) -> tuple[Usage, int]:
     """The run's usage as its events show it, and the number of completed steps."""
     total, step, steps = Usage(), Usage(), 0
-    for _, _, data in rows:
+    for *_, data in rows:
         match events.decode(data):
             case MessageStart(message=info):
                 total, step = total + step, Usage(info.usage.input_tokens, 0)
@@ -47,14 +53,14 @@ async def interrupt_unfinished(store: Store) -> int:
         if stored.run.status != "requires_action":  # a paused run survives restarts as it is
             await _interrupt(store, stored.run)
             count += 1
-    await store.db.write(_idle_orphans)
+    await store.sessions.idle_orphans()
     if count:
         log.warning("marked %d unfinished run(s) from an earlier process as interrupted", count)
     return count
 
 
 async def _interrupt(store: Store, run: Run) -> None:
-    rows = await store.runs.events(run.id, 0, 10**9)
+    rows = await store.events.read(run.id, 0, 10**9)
     seen, _ = usage_from_log(rows)
     delta = Usage(
         max(0, seen.input_tokens - run.usage.input_tokens),
@@ -64,18 +70,18 @@ async def _interrupt(store: Store, run: Run) -> None:
     missing = unanswered([Turn(m.role, m.content) for m in history])
     repair = answer_all(missing, INTERRUPTED) if run.status == "running" else []
     error = ErrorInfo("interrupted", MESSAGE)
-    last = rows[-1][0] if rows else 0
+    last = rows[-1][1] if rows else 0
     if run.status == "running":
         last += WINDOW
     closing: list[Event] = [
         Error(error),
         Done(run.usage + delta, run.steps, run.id, "interrupted", "interrupted"),
     ]
-    store.db.append_events(
+    store.events.append(
         (run.id, last + i + 1, events.event_type(ev), events.encode(ev))
         for i, ev in enumerate(closing)
     )
-    end = run_ops.Finish(
+    end = Finish(
         status="interrupted",
         stop_reason="interrupted",
         error=error,
@@ -83,18 +89,4 @@ async def _interrupt(store: Store, run: Run) -> None:
         pending=[],
         session_status=None,
     )
-    stamp = now()
-
-    def op(conn: sqlite3.Connection) -> None:
-        if repair:
-            message_ops.append(conn, run.session_id, "user", repair, run.id, stamp)
-        run_ops.finish(conn, run.id, run.session_id, end, stamp)
-
-    await store.db.write(op)
-
-
-def _idle_orphans(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "UPDATE sessions SET status = 'idle' WHERE status = 'running' AND NOT EXISTS "
-        "(SELECT 1 FROM runs WHERE runs.session_id = sessions.id AND runs.status = 'running')"
-    )
+    await store.runs.close(run.id, run.session_id, repair, end, now())

@@ -25,12 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from server import events
 from server.errors import StoreError
-from server.events import Event
+from server.events import Event, EventRow
 from server.runs.signals import Quiet, Signal
-from server.store.sqlite import EventBatch
+from server.store import EventBatch
 
-# (run_id, seq, type, data) -- one event as stored and as sent
-Row = tuple[str, int, str, bytes]
 _TYPES, _encode = events.TYPES, events.encode
 
 GATHER_TURNS = 64  # event-loop turns a follower may wait for a run that is still producing
@@ -49,14 +47,14 @@ class RunLog:
         run_id: str,
         session_id: str,
         first_seq: int,
-        sink: Callable[[Iterable[Row]], EventBatch | None],
-        publish: Callable[[str, Row], None],
+        sink: Callable[[Iterable[EventRow]], EventBatch | None],
+        publish: Callable[[str, EventRow], None],
         flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
         self.base = first_seq - 1  # events up to here are only in the database
-        self.rows: list[Row] = []
+        self.rows: list[EventRow] = []
         self.finished = False
         self._sink = sink
         self._publish = publish
@@ -85,7 +83,7 @@ class RunLog:
             self._trim()
         return seq
 
-    def hold(self, events: Iterable[Event]) -> list[Row]:
+    def hold(self, events: Iterable[Event]) -> list[EventRow]:
         """Number the events and hand them to the event log's write buffer now, but show them
         to readers only at `release`, once the write they go with (a step, or the run's end) is
         committed: no reader may see a tool result, or `done`, before what it reports is stored.
@@ -102,7 +100,7 @@ class RunLog:
             self._joined(first, batch)
         return held
 
-    def release(self, held: list[Row]) -> None:
+    def release(self, held: list[EventRow]) -> None:
         if not held:
             return
         self.rows.extend(held)
@@ -146,10 +144,10 @@ class RunLog:
         self.finished = True
         self._changed.fire()
 
-    def since(self, after: int) -> list[Row]:
+    def since(self, after: int) -> list[EventRow]:
         return self.rows[max(0, after - self.base) :]
 
-    async def wait(self, after: int, quiet: Quiet) -> list[Row] | None:
+    async def wait(self, after: int, quiet: Quiet) -> list[EventRow] | None:
         """Rows after `after` that memory holds (if older ones were dropped meanwhile, the
         first comes after `after + 1`: the ones between are in the database); [] if none
         came within the quiet time; None when the run is over and everything has been read."""

@@ -67,7 +67,7 @@ class Sweeper:
         return deleted
 
     def _idle(self, session_id: str) -> bool:
-        return session_id not in self.runner.running and session_id not in self.runner.queues
+        return self.runner.session_idle(session_id)
 
     async def _loop(self) -> None:
         while True:

@@ -1,8 +1,36 @@
-"""The only code that speaks SQL. `Store` bundles the database and one object per table."""
+"""The only code that speaks SQL. `contract.py` is the interface the rest of sessiond uses
+(`Store` and the values it takes and gives); `SqliteStore` implements it on SQLite, with one
+module per table family."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from server.store.agents import Agents
+from server.store.contract import (
+    DEFAULT_AGENT_ID,
+    AgentStore,
+    Begun,
+    EventBatch,
+    EventStore,
+    Finish,
+    MessageStore,
+    NewRun,
+    Restorable,
+    RunStore,
+    SearchResult,
+    SearchStore,
+    SessionFilter,
+    SessionStore,
+    Snippet,
+    Stale,
+    Step,
+    Store,
+    StoredRun,
+    TransferStore,
+)
+from server.store.events import Events
 from server.store.messages import Messages
 from server.store.runs import Runs
 from server.store.search import Search
@@ -10,19 +38,49 @@ from server.store.sessions import Sessions
 from server.store.sqlite import Database
 from server.store.transfer import Transfer
 
+__all__ = [
+    "DEFAULT_AGENT_ID",
+    "Begun",
+    "EventBatch",
+    "Finish",
+    "NewRun",
+    "Restorable",
+    "SearchResult",
+    "SessionFilter",
+    "Snippet",
+    "SqliteStore",
+    "Stale",
+    "Step",
+    "Store",
+    "StoredRun",
+]
 
-class Store:
+
+class SqliteStore:
+    """The store on one SQLite file: `db` is its writer and readers (sqlite.py)."""
+
     def __init__(self, path: str, *, event_flush_s: float = 0.2) -> None:
         self.db = Database(path, event_flush_s=event_flush_s)
-        self.agents = Agents(self.db)
-        self.sessions = Sessions(self.db)
-        self.messages = Messages(self.db)
-        self.runs = Runs(self.db)
-        self.search = Search(self.db)
-        self.transfer = Transfer(self.db)
+        self.agents: AgentStore = Agents(self.db)
+        self.sessions: SessionStore = Sessions(self.db)
+        self.messages: MessageStore = Messages(self.db)
+        self.runs: RunStore = Runs(self.db)
+        self.events: EventStore = Events(self.db)
+        self.search: SearchStore = Search(self.db)
+        self.transfer: TransferStore = Transfer(self.db)
+
+    @property
+    def commits(self) -> int:
+        return self.db.commits
 
     async def open(self) -> None:
         await self.db.open()
 
     async def close(self) -> None:
         await self.db.close()
+
+    async def flush(self) -> None:
+        await self.db.flush()
+
+    def withdraw(self, queued: asyncio.Future[Any]) -> bool:
+        return self.db.withdraw(queued)

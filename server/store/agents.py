@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 from server.errors import Conflict, NotFound
 from server.models import Agent, Page
 from server.store import codec
+from server.store.contract import DEFAULT_AGENT_ID
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sqlite import Database
 
 T = TypeVar("T")
-DEFAULT_ID = "default"
+DEFAULT_ID = DEFAULT_AGENT_ID
 _COLUMNS = (
     "id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options, "
     "max_run_seconds, created_at, updated_at"

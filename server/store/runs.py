@@ -1,29 +1,24 @@
-"""Runs and their event log. The write operations here are the runner's, one per moment of a
-run's life (start, step, finish), each a single transaction."""
+"""Runs: one write per moment of a run's life (start, begin, step, finish, resume, close),
+each a single transaction, and the reads that find runs."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from typing import Any, NamedTuple
-
-import msgspec
+from typing import Any
 
 from server.errors import NotFound
 from server.ids import new_ulid
 from server.models import (
     ContentBlock,
-    ErrorInfo,
     Message,
     Page,
-    PendingToolCall,
-    Role,
     Run,
     SessionRecord,
-    ToolCallRecord,
-    ToolResultBlock,
     Usage,
 )
-from server.store import codec, eventlog, messages
+from server.store import codec, messages
+from server.store.contract import Begun, Finish, NewRun, Stale, Step, StoredRun
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sessions import TOUCH_EXPIRY
 from server.store.sqlite import Database
@@ -34,38 +29,10 @@ _COLUMNS = (
 )
 
 
-class NewRun(msgspec.Struct):
-    id: str
-    session_id: str
-    agent_id: str
-    status: str  # running | queued
-    input: list[ContentBlock]
-    options: dict[str, Any]
-    idempotency_key: str | None
-    created_at: str
-    # The session as the runner last read it: the run starts only if the session is still
-    # unarchived, not paused, with the same agent, work_dir and name, else `Stale`.
-    expected: SessionRecord | None = None
-
-
-class Stale(Exception):
-    """The session is no longer as the runner read it; nothing was written."""
-
-
 _AS_EXPECTED = (
     " AND archived_at IS NULL AND status <> 'requires_action' AND agent_id = ? "
     "AND work_dir IS ? AND name IS ?"
 )
-
-
-class StoredRun(msgspec.Struct):
-    """A run with what the runner needs to start or resume it."""
-
-    run: Run
-    input: list[ContentBlock]
-    options: dict[str, Any]
-    held: list[ToolResultBlock]  # server tool results of a step paused for client tools
-    run_seconds: float = 0.0  # of its deadline used so far (paused time is not)
 
 
 def _stored(row: Any) -> StoredRun:
@@ -159,11 +126,6 @@ def _move_session(
     return row
 
 
-class Begun(NamedTuple):
-    message: Message  # the run's user message, as stored
-    message_count: int  # the session's, with it
-
-
 def start(conn: sqlite3.Connection, new: NewRun) -> Begun | None:
     """Open a run; a running one also stores its user message and marks the session busy."""
     running = new.status == "running"
@@ -230,17 +192,6 @@ def _enter(
     return Begun(message, moved[1])
 
 
-class Step(msgspec.Struct):
-    """A completed step, as the runner stores it. A step paused for client tools keeps its
-    server tools' results in `held` until the rest come."""
-
-    entries: list[tuple[Role, list[ContentBlock]]]
-    usage: Usage
-    tool_calls: list[ToolCallRecord]
-    now: str
-    held: list[ToolResultBlock] | None = None
-
-
 def add_step(conn: sqlite3.Connection, run_id: str, session_id: str, step: Step) -> list[Message]:
     """Persist a completed step: its messages, counters and usage, in one transaction."""
     moved = _move_session(conn, session_id, step.now, added=len(step.entries), usage=step.usage)
@@ -278,16 +229,6 @@ def _store_step(
             [(codec.text(call), run_id) for call in step.tool_calls],
         )
     return stored
-
-
-class Finish(msgspec.Struct):
-    status: str
-    stop_reason: str | None
-    error: ErrorInfo | None
-    usage: Usage
-    pending: list[PendingToolCall]
-    session_status: str | None  # None: leave the session's status alone
-    run_seconds: float | None = None  # the time driven so far (None: leave it)
 
 
 def finish(
@@ -329,10 +270,6 @@ def finish(
     if step is None or moved is None:
         return []
     return _store_step(conn, run_id, session_id, step, moved[0])
-
-
-def add_usage(conn: sqlite3.Connection, run_id: str, session_id: str, usage: Usage) -> None:
-    _add_usage(conn, run_id, session_id, usage)
 
 
 def resume(
@@ -391,9 +328,6 @@ class Runs:
         )
         return [_stored(row) for row in rows]
 
-    async def events(self, run_id: str, after: int, limit: int) -> list[tuple[int, str, bytes]]:
-        return await eventlog.read(self.db, run_id, after, limit)
-
     async def of_session(self, session_id: str) -> list[Run]:
         """Every run of a session, oldest first (for exports)."""
         rows = await self.db.fetchall(
@@ -416,5 +350,37 @@ class Runs:
         )
         return [row[0] for row in rows]
 
-    async def last_event_seq(self, run_id: str) -> int:
-        return await eventlog.last_seq(self.db, run_id)
+    # -- writes: each queued at once, its future settled at its commit (see contract.py) --
+    def start(self, new: NewRun) -> asyncio.Future[Begun | None]:
+        return self.db.submit(lambda conn: start(conn, new))
+
+    def begin(
+        self, run_id: str, session_id: str, content: list[ContentBlock], now: str
+    ) -> asyncio.Future[Begun]:
+        return self.db.submit(lambda conn: begin(conn, run_id, session_id, content, now))
+
+    def add_usage(self, run_id: str, session_id: str, usage: Usage) -> asyncio.Future[None]:
+        return self.db.submit_later(lambda conn: _add_usage(conn, run_id, session_id, usage))
+
+    def add_step(self, run_id: str, session_id: str, step: Step) -> asyncio.Future[list[Message]]:
+        return self.db.submit(lambda conn: add_step(conn, run_id, session_id, step))
+
+    def finish(
+        self, run_id: str, session_id: str, end: Finish, now: str, step: Step | None = None
+    ) -> asyncio.Future[list[Message]]:
+        return self.db.submit(lambda conn: finish(conn, run_id, session_id, end, now, step))
+
+    def resume(
+        self, run_id: str, session_id: str, results: list[ContentBlock], now: str
+    ) -> asyncio.Future[Message]:
+        return self.db.submit(lambda conn: resume(conn, run_id, session_id, results, now))
+
+    def close(
+        self, run_id: str, session_id: str, results: list[ContentBlock], end: Finish, now: str
+    ) -> asyncio.Future[None]:
+        def op(conn: sqlite3.Connection) -> None:
+            if results:
+                messages.append(conn, session_id, "user", results, run_id, now)
+            finish(conn, run_id, session_id, end, now)
+
+        return self.db.submit(op)

@@ -11,32 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from server.errors import InvalidRequest
-from server.models import Page, SessionRecord
+from server.models import Page
+from server.store.contract import SearchResult, Snippet
 from server.store.pages import decode_cursor, encode_cursor
-from server.store.sessions import _COLUMNS, record
+from server.store.sessions import COLUMNS, record
 from server.store.sqlite import Database
 
 SNIPPETS_PER_SESSION = 3
 _OPEN, _CLOSE = "\x02", "\x03"
-
-
-class Snippet(msgspec.Struct):
-    """A piece of a matching message; `highlights` are [start, end) offsets into `text`."""
-
-    message_id: str
-    seq: int
-    role: str
-    text: str
-    highlights: list[tuple[int, int]]
-
-
-class SearchResult(msgspec.Struct):
-    session: SessionRecord
-    snippets: list[Snippet]
-    score: float  # higher is better
 
 
 def match_query(q: str) -> str:
@@ -86,7 +69,7 @@ class Search:
         after = _after(cursor)
         if not query:
             return Page([], None)
-        columns = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
+        columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
         sql = (
             "WITH best AS (SELECT session_id, min(rank) AS score FROM message_search "
             "WHERE message_search MATCH ? GROUP BY session_id) "

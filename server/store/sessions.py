@@ -11,10 +11,11 @@ from server.errors import Conflict, NotFound
 from server.ids import new_ulid
 from server.models import Page, SessionRecord, Usage
 from server.store import codec, searchindex
+from server.store.contract import SessionFilter
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sqlite import Database
 
-_COLUMNS = (
+COLUMNS = (
     "id, name, agent_id, work_dir, title, tags, metadata, status, message_count, turn_count, "
     "input_tokens, output_tokens, parent_id, forked_from_message_id, ttl_seconds, expires_at, "
     "archived_at, created_at, updated_at"
@@ -26,16 +27,6 @@ TOUCH_EXPIRY = (
     "expires_at = CASE WHEN ttl_seconds IS NULL THEN NULL "
     "ELSE strftime('%Y-%m-%dT%H:%M:%fZ', ?, '+' || ttl_seconds || ' seconds') END"
 )
-
-
-class SessionFilter(msgspec.Struct):
-    status: str | None = None
-    tags: list[str] = []
-    agent_id: str | None = None
-    work_dir: str | None = None
-    name: str | None = None
-    order: str = "updated_at"
-    include_archived: bool = False  # with no status: archived sessions too
 
 
 def record(row: Any) -> SessionRecord:
@@ -73,7 +64,7 @@ def _integrity(exc: sqlite3.IntegrityError, name: str | None) -> Exception:
 def insert(conn: sqlite3.Connection, rec: SessionRecord, last_seq: int = 0) -> None:
     try:
         conn.execute(
-            f"INSERT INTO sessions ({_COLUMNS}, last_seq) VALUES "
+            f"INSERT INTO sessions ({COLUMNS}, last_seq) VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.id,
@@ -110,8 +101,8 @@ class Sessions:
     async def get(self, key: str) -> SessionRecord:
         """By id or by unique name."""
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS} FROM sessions WHERE id = ? "
-            f"UNION ALL SELECT {_COLUMNS} FROM sessions WHERE name = ? LIMIT 1",
+            f"SELECT {COLUMNS} FROM sessions WHERE id = ? "
+            f"UNION ALL SELECT {COLUMNS} FROM sessions WHERE name = ? LIMIT 1",
             (key, key),
         )
         if row is None:
@@ -119,7 +110,7 @@ class Sessions:
         return record(row)
 
     async def find_by_name(self, name: str) -> SessionRecord | None:
-        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM sessions WHERE name = ?", (name,))
+        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM sessions WHERE name = ?", (name,))
         return record(row) if row is not None else None
 
     async def create(self, rec: SessionRecord) -> SessionRecord:
@@ -194,7 +185,7 @@ class Sessions:
             key = decode_cursor(cursor, 2)
             clauses.append(f"({order}, id) < (?, ?)")
             params += [str(key[0]), str(key[1])]
-        sql = f"SELECT {_COLUMNS} FROM sessions"
+        sql = f"SELECT {COLUMNS} FROM sessions"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY {order} DESC, id DESC LIMIT ?"
@@ -213,6 +204,9 @@ class Sessions:
             (now, limit),
         )
         return [row["id"] for row in rows]
+
+    async def idle_orphans(self) -> None:
+        await self.db.write(_idle_orphans)
 
 
 def _filters(where: SessionFilter) -> tuple[list[str], list[Any]]:
@@ -271,3 +265,10 @@ def _fork(
         copies,
     )
     searchindex.index(conn, [(c[0], codec.decode_content(c[4])) for c in copies])
+
+
+def _idle_orphans(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE sessions SET status = 'idle' WHERE status = 'running' AND NOT EXISTS "
+        "(SELECT 1 FROM runs WHERE runs.session_id = sessions.id AND runs.status = 'running')"
+    )

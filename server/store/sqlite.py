@@ -47,8 +47,9 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from server.errors import ApiError, StoreError
+from server.events import EventRow
 from server.store import eventlog
-from server.store.eventlog import EventRow
+from server.store.contract import EventBatch
 
 log = logging.getLogger("sessiond.store")
 T = TypeVar("T")
@@ -157,17 +158,6 @@ class _Pending:
     def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
         self.op = op
         self.future = future
-
-
-class EventBatch:
-    """Event-log rows waiting for one commit. A run keeps the batches its rows joined until
-    they are `committed`, then serves those rows from the database instead of memory."""
-
-    __slots__ = ("committed", "rows")
-
-    def __init__(self) -> None:
-        self.rows: list[EventRow] = []
-        self.committed = False
 
 
 class Database:

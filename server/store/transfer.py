@@ -9,9 +9,9 @@ from server.errors import Conflict
 from server.models import Agent, Message, Run, SessionRecord
 from server.store import agents as agent_ops
 from server.store import codec, searchindex, sessions
+from server.store.contract import Restorable
 from server.store.sqlite import Database
 
-Restorable = tuple[SessionRecord, list[Message], list[Run]]
 _CHUNK = 500
 
 
