@@ -6,6 +6,7 @@ blocks, whatever the client sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -159,6 +160,28 @@ class Message(msgspec.Struct):
     content: list[ContentBlock]
     run_id: str | None
     created_at: str
+
+
+def new_messages(
+    session_id: str,
+    first_seq: int,
+    entries: Iterable[tuple[Role, list[ContentBlock]]],
+    run_id: str | None,
+    now: str,
+) -> list[Message]:
+    """Messages with fresh ids, numbered on from `first_seq`."""
+    return [
+        Message(
+            id=new_ulid(),
+            session_id=session_id,
+            seq=seq,
+            role=role,
+            content=content,
+            run_id=run_id,
+            created_at=now,
+        )
+        for seq, (role, content) in enumerate(entries, first_seq)
+    ]
 
 
 class Turn(msgspec.Struct):

@@ -9,7 +9,7 @@ import msgspec
 
 from server.events import EventRow
 from server.ids import new_ulid
-from server.models import Agent, ContentBlock, Message, Run, new_session_record
+from server.models import Agent, ContentBlock, Message, Run, new_messages, new_session_record
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.runlog import RunLog
 from server.session import Session
@@ -23,15 +23,7 @@ def prepare(
     )
     sid, stamp = record.id, record.created_at
     run = Run(new_ulid(), sid, agent.id, "running", stamp, started_at=stamp)
-    user = Message(
-        id=new_ulid(),
-        session_id=sid,
-        seq=len(history) + 1,
-        role="user",
-        content=request.content,
-        run_id=run.id,
-        created_at=stamp,
-    )
+    (user,) = new_messages(sid, len(history) + 1, [("user", request.content)], run.id, stamp)
     scratch = Session(record, agent, [*history, user], request.tools)
     active = ActiveRun(run, request, agent, RunLog(run.id, sid, 1, _discard, _unpublished), scratch)
     active.messages.append(user)
@@ -44,18 +36,7 @@ def messages(
     """A completed step's messages, numbered on from the in-memory history."""
     assert active.scratch is not None
     first = active.scratch.record.message_count + len(active.messages) + 1
-    return [
-        Message(
-            id=new_ulid(),
-            session_id=active.session_id,
-            seq=first + i,
-            role=role,
-            content=blocks,
-            run_id=active.id,
-            created_at=stamp,
-        )
-        for i, (role, blocks) in enumerate(entries)
-    ]
+    return new_messages(active.session_id, first, entries, active.id, stamp)
 
 
 def _discard(rows: Any) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from server.ids import new_ulid
-from server.models import ContentBlock, Message, Role
+from server.models import ContentBlock, Message, Role, new_messages
 from server.store import codec, searchindex
 from server.store.sqlite import Database
 
@@ -39,15 +38,7 @@ def append(
         "WHERE id = ? RETURNING last_seq",
         (session_id,),
     ).fetchone()
-    message = Message(
-        id=new_ulid(),
-        session_id=session_id,
-        seq=seq,
-        role=role,
-        content=content,
-        run_id=run_id,
-        created_at=now,
-    )
+    (message,) = new_messages(session_id, seq, [(role, content)], run_id, now)
     conn.execute(
         f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (message.id, session_id, seq, role, codec.text(content), run_id, now),

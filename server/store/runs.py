@@ -8,7 +8,6 @@ import sqlite3
 from typing import Any
 
 from server.errors import NotFound
-from server.ids import new_ulid
 from server.models import (
     ContentBlock,
     Message,
@@ -16,6 +15,7 @@ from server.models import (
     Run,
     SessionRecord,
     Usage,
+    new_messages,
 )
 from server.store import codec, messages
 from server.store.contract import Begun, Finish, NewRun, Stale, Step, StoredRun
@@ -179,15 +179,7 @@ def _enter(
     )
     if moved is None:
         raise Stale if expected is not None else NotFound(f"session {session_id!r} not found")
-    message = Message(
-        id=new_ulid(),
-        session_id=session_id,
-        seq=moved[0],
-        role="user",
-        content=content,
-        run_id=run_id,
-        created_at=now,
-    )
+    (message,) = new_messages(session_id, moved[0], [("user", content)], run_id, now)
     messages.insert(conn, [message])
     return Begun(message, moved[1])
 
@@ -210,18 +202,7 @@ def _store_step(
 ) -> list[Message]:
     """The step's messages, numbered up to `last_seq`, and its tool calls."""
     first = last_seq - len(step.entries) + 1
-    stored = [
-        Message(
-            id=new_ulid(),
-            session_id=session_id,
-            seq=first + i,
-            role=role,
-            content=blocks,
-            run_id=run_id,
-            created_at=step.now,
-        )
-        for i, (role, blocks) in enumerate(step.entries)
-    ]
+    stored = new_messages(session_id, first, step.entries, run_id, step.now)
     messages.insert(conn, stored)
     if step.tool_calls:
         conn.executemany(

@@ -30,6 +30,7 @@ from server.models import (
     ToolUseBlock,
     Turn,
     Usage,
+    new_messages,
 )
 from server.session import answer_all, repair
 from server.transfer.transcript import SessionExport
@@ -80,16 +81,8 @@ def answer_open_calls(export: SessionExport) -> tuple[SessionExport, list[str]]:
         if open_calls and message.role == "assistant":
             filler = answer_all(open_calls, ANSWERED_ON_IMPORT)
             seq = message.seq + added
-            messages.append(
-                Message(
-                    id=new_ulid(),
-                    session_id=message.session_id,
-                    seq=seq,
-                    role="user",
-                    content=filler,
-                    run_id=None,
-                    created_at=message.created_at,
-                )
+            messages += new_messages(
+                message.session_id, seq, [("user", filler)], None, message.created_at
             )
             answered += [call.id for call in open_calls]
             added += 1
