@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -31,6 +31,9 @@ from server.errors import InvalidRequest, ProviderError
 from server.events import StepEvent
 from server.providers.base import ProviderContext, ProviderSettings
 from server.providers.sse import SseEvent, sse_events
+
+if TYPE_CHECKING:
+    from server.providers.access import Target  # made by access, which builds on this module
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
@@ -64,6 +67,27 @@ class Call:
     body: dict[str, Any]
     headers: dict[str, str] = field(repr=False)
     secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class UpstreamApi:
+    """How a provider's streaming API is called: the path below the API root, and the header
+    the key goes in, after its prefix (("authorization", "Bearer "))."""
+
+    provider: str
+    path: str
+    key_header: tuple[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def call(self, target: Target, model: str, body: dict[str, Any]) -> Call:
+        """A POST of `body` as JSON asking for an event stream, with the key when there is one."""
+        headers = {**self.headers, "content-type": "application/json"}
+        headers["accept"] = "text/event-stream"
+        if target.key is not None:
+            name, prefix = self.key_header
+            headers[name] = prefix + target.key
+        url, key_env = target.root + self.path, target.key_hint
+        return Call(self.provider, url, model, key_env, body, headers=headers, secret=target.key)
 
 
 def parse_options(options: Mapping[str, Any]) -> HttpOptions:
