@@ -151,6 +151,16 @@ async def test_crlf_framing_split_anywhere_is_read(upstream, http):
     assert events == WIRE_EVENTS
 
 
+@pytest.mark.parametrize("size", [2, 11])
+async def test_a_byte_order_mark_opening_the_stream_is_ignored(upstream, http, size):
+    """The mark is no part of the first line (here the one that carries "Hel")."""
+    wire = b"\xef\xbb\xbf" + b"".join(hello()[1:])
+    upstream.enqueue(Reply(chunks=split(wire, size)))
+    events, error = await collect(make(upstream, http), request())
+    assert error is None
+    assert events == HELLO_EVENTS
+
+
 async def test_request_carries_bearer_key_and_minimal_body(upstream, http):
     upstream.enqueue(Reply(chunks=hello()))
     await collect(make(upstream, http), request(messages=[Turn("user", [TextBlock("hi")])]))

@@ -13,19 +13,17 @@ answer -- becomes a ClientError carrying a message fit to print.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 import httpx
 
-from server.providers.http import sse_lines_sync
+from server.providers.sse import SseEvent, sse_events_sync
 
 DEFAULT_URL = "http://127.0.0.1:2323"
 PROMPT = "> "
@@ -49,32 +47,6 @@ def add_url_argument(parser: argparse.ArgumentParser) -> None:
         default=default_url(),
         help="the server (default: $SESSIOND_URL or http://127.0.0.1:2323)",
     )
-
-
-@dataclass
-class SseEvent:
-    event: str
-    data: str
-
-    def json(self) -> Any:
-        return json.loads(self.data) if self.data else {}
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[SseEvent]:
-    """Server-Sent Events from a stream's lines, each as soon as its blank line arrives."""
-    event, data = "message", list[str]()
-    for line in lines:
-        if line == "":
-            if data:
-                yield SseEvent(event, "\n".join(data))
-            event, data = "message", []
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
 
 
 def error_field(response: httpx.Response) -> str | None:
@@ -121,7 +93,8 @@ class Client:
                 if response.is_error:
                     response.read()
                     raise ClientError(error_message(response))
-                yield sse_events(sse_lines_sync(response.iter_text()))
+                events = sse_events_sync(response.iter_text())
+                yield (event for event in events if event.dispatched)
         except httpx.HTTPError as exc:
             raise ClientError(f"the stream from {self.url} broke off: {exc}") from exc
 
@@ -153,7 +126,7 @@ class Renderer:
         self.write(("" if self.at_line_start else "\n") + text + "\n")
 
     def show(self, event: SseEvent) -> None:
-        data: dict[str, Any] = event.json()
+        data: dict[str, Any] = event.json if event.data else {}
         match event.event:
             case "text_delta":
                 self.write(data["text"])

@@ -58,6 +58,11 @@ class Target(msgspec.Struct, frozen=True):
     key_env: str | None  # the variable the key comes from; None when no key may be sent
     key: str | None
 
+    @property
+    def key_hint(self) -> str:
+        """Where the key is set, as messages name it."""
+        return self.key_env or AGENT_KEY_HINT
+
 
 def parse_base_urls(entries: list[str]) -> dict[str, list[str]]:
     """The `provider_base_urls` setting ("NAME=URL" strings) by provider; ValueError names

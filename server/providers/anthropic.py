@@ -34,6 +34,7 @@ from server.providers import access
 from server.providers.base import ProviderContext, ProviderRequest
 from server.providers.http import (
     Call,
+    UpstreamApi,
     broken_stream,
     excerpt,
     parse_options,
@@ -46,6 +47,10 @@ DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_MAX_TOKENS = 4096
 KEY_ENV = access.ANTHROPIC.key_env
 API_VERSION = "2023-06-01"
+
+MESSAGES = UpstreamApi(
+    "anthropic", "/v1/messages", ("x-api-key", ""), {"anthropic-version": API_VERSION}
+)
 
 
 class AnthropicProvider:
@@ -63,26 +68,8 @@ class AnthropicProvider:
                 yield event
 
     def call(self, request: ProviderRequest) -> Call:
-        target = self.target
         model = request.model or DEFAULT_MODEL
-        headers = {
-            "anthropic-version": API_VERSION,
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-        }
-        if target.key is not None:
-            headers["x-api-key"] = target.key
-        url = f"{target.root}/v1/messages"
-        key_env = target.key_env or access.AGENT_KEY_HINT
-        return Call(
-            provider="anthropic",
-            url=url,
-            model=model,
-            key_env=key_env,
-            body=body(request, model),
-            headers=headers,
-            secret=target.key,
-        )
+        return MESSAGES.call(self.target, model, body(request, model))
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:

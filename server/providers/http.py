@@ -17,11 +17,11 @@ import functools
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -30,6 +30,10 @@ import msgspec
 from server.errors import InvalidRequest, ProviderError
 from server.events import StepEvent
 from server.providers.base import ProviderContext, ProviderSettings
+from server.providers.sse import SseEvent, sse_events
+
+if TYPE_CHECKING:
+    from server.providers.access import Target  # made by access, which builds on this module
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
@@ -52,11 +56,6 @@ class _ErrorBody(msgspec.Struct):
     error: UpstreamError | str
 
 
-class ServerSentEvent(msgspec.Struct, frozen=True):
-    event: str
-    data: str
-
-
 @dataclass(frozen=True)
 class Call:
     """One upstream request. `headers` and `secret` hold the key, so repr() leaves them out."""
@@ -68,6 +67,27 @@ class Call:
     body: dict[str, Any]
     headers: dict[str, str] = field(repr=False)
     secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class UpstreamApi:
+    """How a provider's streaming API is called: the path below the API root, and the header
+    the key goes in, after its prefix (("authorization", "Bearer "))."""
+
+    provider: str
+    path: str
+    key_header: tuple[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def call(self, target: Target, model: str, body: dict[str, Any]) -> Call:
+        """A POST of `body` as JSON asking for an event stream, with the key when there is one."""
+        headers = {**self.headers, "content-type": "application/json"}
+        headers["accept"] = "text/event-stream"
+        if target.key is not None:
+            name, prefix = self.key_header
+            headers[name] = prefix + target.key
+        url, key_env = target.root + self.path, target.key_hint
+        return Call(self.provider, url, model, key_env, body, headers=headers, secret=target.key)
 
 
 def parse_options(options: Mapping[str, Any]) -> HttpOptions:
@@ -121,7 +141,7 @@ async def relay(
         yield event
 
 
-async def post_sse(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSentEvent, None]:
+async def post_sse(ctx: ProviderContext, call: Call) -> AsyncGenerator[SseEvent, None]:
     """POST `call` and yield the reply's events, retrying failures that happen before them."""
     attempt = 0
     while True:
@@ -148,7 +168,7 @@ def retry_delay(exc: ProviderError, attempt: int, settings: ProviderSettings) ->
     return random.uniform(0, min(settings.retry_max_s, settings.retry_base_s * 2**attempt))
 
 
-async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSentEvent, None]:
+async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[SseEvent, None]:
     started = False
     try:
         async with ctx.http.stream(
@@ -157,10 +177,9 @@ async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[ServerSen
             if response.status_code != 200:
                 raise await _status_error(response, call)
             started = True
-            decoder, idle = SseDecoder(), IdleLimit(ctx.settings.idle_timeout_s)
-            async for line in sse_lines(response.aiter_text()):
-                event = decoder.feed(line)
-                if event is None or event.event == "ping":
+            idle = IdleLimit(ctx.settings.idle_timeout_s)
+            async for event in sse_events(response.aiter_text()):
+                if not event.dispatched or event.event == "ping":
                     idle.check(call)
                     continue
                 idle.progress()
@@ -181,8 +200,8 @@ class IdleLimit:
     """An upstream stream must make progress: pings (Anthropic's `event: ping`, the
     `: keep-alive` comments of OpenAI-compatible servers) keep the connection's reads going,
     so httpx's read timeout never fires on them, but they are not an answer. Only an event
-    other than a ping is progress; the limit is checked as each other line arrives, so a
-    silent stream is still the read timeout's to catch."""
+    other than a ping is progress; the limit is checked as each ping, comment or block
+    without data arrives, so a silent stream is still the read timeout's to catch."""
 
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s
@@ -195,79 +214,6 @@ class IdleLimit:
         if time.monotonic() - self.last > self.limit_s:
             reason = f"no progress for {self.limit_s:g} s, only pings (provider_idle_timeout_s)"
             raise broken_stream(call, reason)
-
-
-class SseLines:
-    """An SSE stream's text cut into lines where the format ends them: at CRLF, LF or CR only.
-    httpx's line iterators end lines where `str.splitlines` does, at U+2028, U+0085 and other
-    characters that JSON carries unescaped (msgspec writes them raw), and so cut an event's
-    data in two."""
-
-    __slots__ = ("_cr", "_rest")
-
-    def __init__(self) -> None:
-        self._rest = ""
-        self._cr = False  # the last piece ended with CR: an LF first in the next ends nothing
-
-    def feed(self, text: str) -> list[str]:
-        if not text:
-            return []
-        if self._cr and text.startswith("\n"):
-            text = text[1:]
-        if "\r" in text:
-            self._cr = text.endswith("\r")
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        else:
-            self._cr = False
-        *lines, self._rest = (self._rest + text).split("\n")
-        return lines
-
-    def close(self) -> list[str]:
-        """The last line, if the stream ended without ending it."""
-        rest, self._rest = self._rest, ""
-        return [rest] if rest else []
-
-
-async def sse_lines(texts: AsyncIterator[str]) -> AsyncIterator[str]:
-    lines = SseLines()
-    async for text in texts:
-        for line in lines.feed(text):
-            yield line
-    for line in lines.close():
-        yield line
-
-
-def sse_lines_sync(texts: Iterable[str]) -> Iterator[str]:
-    lines = SseLines()
-    for text in texts:
-        yield from lines.feed(text)
-    yield from lines.close()
-
-
-class SseDecoder:
-    """Turns the lines of a `text/event-stream` body into events (the WHATWG parsing rules,
-    minus `id` and `retry`, which no model API uses)."""
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> ServerSentEvent | None:
-        if not line:
-            return self._dispatch()
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        return None
-
-    def _dispatch(self) -> ServerSentEvent | None:
-        event = ServerSentEvent(self._event or "message", "\n".join(self._data))
-        has_data = bool(self._data)
-        self._event, self._data = "", []
-        return event if has_data else None
 
 
 def broken_stream(call: Call, reason: str, status: int = 200) -> ProviderError:

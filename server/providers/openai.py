@@ -45,6 +45,7 @@ from server.providers import access
 from server.providers.base import ProviderContext, ProviderRequest
 from server.providers.http import (
     Call,
+    UpstreamApi,
     UpstreamError,
     broken_stream,
     excerpt,
@@ -65,6 +66,8 @@ STOP_REASONS = {
 }
 _json = msgspec.json.Encoder()
 
+CHAT_COMPLETIONS = UpstreamApi("openai", "/chat/completions", ("authorization", "Bearer "))
+
 
 class OpenAIProvider:
     name = "openai"
@@ -81,22 +84,8 @@ class OpenAIProvider:
                 yield event
 
     def call(self, request: ProviderRequest) -> Call:
-        target = self.target
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if target.key is not None:
-            headers["authorization"] = f"Bearer {target.key}"
         model = request.model or DEFAULT_MODEL
-        url = f"{target.root}/chat/completions"
-        key_env = target.key_env or access.AGENT_KEY_HINT
-        return Call(
-            provider="openai",
-            url=url,
-            model=model,
-            key_env=key_env,
-            body=body(request, model),
-            headers=headers,
-            secret=target.key,
-        )
+        return CHAT_COMPLETIONS.call(self.target, model, body(request, model))
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:
