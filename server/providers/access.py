@@ -23,13 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
-import msgspec
 
 from server.errors import AgentUnusable
-from server.providers.base import Access, ProviderContext
+from server.providers.base import AGENT_KEY_HINT, Access, ProviderContext, Target
 from server.providers.http import HttpOptions, is_http_url
-
-AGENT_KEY_HINT = "options.api_key_env (a variable the operator allows with --agent-key-env)"
 
 
 @dataclass(frozen=True)
@@ -49,19 +46,6 @@ ANTHROPIC = Endpoint(
 OPENAI = Endpoint("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL", True)
 ENDPOINTS = {endpoint.provider: endpoint for endpoint in (ANTHROPIC, OPENAI)}
 SERVER_KEYS = frozenset(endpoint.key_env for endpoint in ENDPOINTS.values())
-
-
-class Target(msgspec.Struct, frozen=True):
-    """Where one agent's calls go, and the key they carry (never shown: see http.Call)."""
-
-    root: str  # the API root, without a trailing slash
-    key_env: str | None  # the variable the key comes from; None when no key may be sent
-    key: str | None
-
-    @property
-    def key_hint(self) -> str:
-        """Where the key is set, as messages name it."""
-        return self.key_env or AGENT_KEY_HINT
 
 
 def parse_base_urls(entries: list[str]) -> dict[str, list[str]]:

@@ -69,3 +69,20 @@ class ProviderContext(msgspec.Struct, frozen=True):
     settings: ProviderSettings
     env: Mapping[str, str]
     access: Access = Access()
+
+
+# Where an agent's own key variable is set, as messages name it.
+AGENT_KEY_HINT = "options.api_key_env (a variable the operator allows with --agent-key-env)"
+
+
+class Target(msgspec.Struct, frozen=True):
+    """Where one agent's calls go, and the key they carry (never shown: see http.Call)."""
+
+    root: str  # the API root, without a trailing slash
+    key_env: str | None  # the variable the key comes from; None when no key may be sent
+    key: str | None
+
+    @property
+    def key_hint(self) -> str:
+        """Where the key is set, as messages name it."""
+        return self.key_env or AGENT_KEY_HINT

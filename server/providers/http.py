@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -29,11 +29,8 @@ import msgspec
 
 from server.errors import InvalidRequest, ProviderError
 from server.events import StepEvent
-from server.providers.base import ProviderContext, ProviderSettings
+from server.providers.base import ProviderContext, ProviderSettings, Target
 from server.providers.sse import SseEvent, sse_events
-
-if TYPE_CHECKING:
-    from server.providers.access import Target  # made by access, which builds on this module
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
