@@ -121,7 +121,8 @@ class Gate:
         want = needed(method, path)
         if RANK[record.scope] < RANK[want]:
             return Forbidden(
-                f"key {record.id} has scope {record.scope}; {method} {path} needs a key of scope {want}"
+                f"key {record.id} has scope {record.scope}; {method} {path} needs a key of "
+                f"scope {want}"
             )
         scope.setdefault("state", {})["key"] = record
         return None
