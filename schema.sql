@@ -208,3 +208,17 @@ ALTER TABLE agents ADD COLUMN max_run_seconds REAL CHECK (max_run_seconds > 0);
 -- Seconds the server has driven the run, time paused for client tools left out: a resumed
 -- run goes on with what is left of its deadline.
 ALTER TABLE runs ADD COLUMN run_seconds REAL NOT NULL DEFAULT 0;
+
+-- step 7: API keys
+-- A key is shown once, when it is made; only its SHA-256 is kept. A key is 32 random bytes,
+-- so its hash can be neither reversed nor guessed, and finding a key by its hash needs no salt
+-- or slow hash. A revoked key keeps its row (lists show it revoked) and finds nothing.
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    scope        TEXT NOT NULL CHECK (scope IN ('read', 'write', 'admin')),
+    hash         TEXT NOT NULL UNIQUE,
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at   TEXT
+);

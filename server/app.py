@@ -20,7 +20,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from server import providers
-from server.api import agents, forks, messages, oneshot, runs, search, sessions, sse, transfer
+from server.api import agents, forks, keys, messages, oneshot, runs, search, sessions, sse, transfer
+from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
 from server.api.request import json_response
 from server.config import Settings
@@ -189,6 +190,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             log.info("default agent: provider %s, model %s", agent.provider, agent.model or "-")
             await runner.recover()
             app.state.store, app.state.runner = store, runner
+            app.state.keys = KeyCache(store.keys, required=settings.auth == "required")
             sweeper = Sweeper(store, runner, settings.sweep_interval_s)
             sweeper.start()
             yield
@@ -209,6 +211,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         *forks.routes,
         *runs.routes,
         *oneshot.routes,
+        *keys.routes,
     ]
     middleware: list[Middleware] = []
     if settings.cors_origins:
@@ -222,6 +225,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
                 expose_headers=["Location", "Retry-After", "Session-Id", "Sessiond-Run-Id"],
             )
         )
+    middleware.append(Middleware(Gate))  # inside CORS: a page may read a 401
     app = _App(
         routes=by_path(routes),
         middleware=middleware,

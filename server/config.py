@@ -7,7 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # agent may name in options.api_key_env.
     provider_base_urls: list[str] = []
     agent_key_env: list[str] = []
+    # API keys (api/auth.py): "auto" turns auth on as soon as one key exists; "required"
+    # refuses to start without one. With auth off, a host other than loopback needs
+    # `insecure`: whoever reaches the port could then do anything.
+    auth: Literal["auto", "required"] = "auto"
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         access.parse_base_urls(self.provider_base_urls)  # a ValueError names the bad entry

@@ -229,6 +229,20 @@ class Run(msgspec.Struct):
 T = TypeVar("T")
 
 
+KeyScope = Literal["read", "write", "admin"]
+
+
+class ApiKey(msgspec.Struct):
+    """An API key as lists show it: never the key itself, which is shown once when made."""
+
+    id: str
+    name: str
+    scope: KeyScope  # read: GET routes; write: every route but /keys; admin: all
+    created_at: str
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+
+
 class Page(msgspec.Struct, Generic[T]):
     """Every list: `{"data": [...], "next_cursor": "<opaque>" | null}`."""
 

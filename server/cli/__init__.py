@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from server.cli import chat
 from server.cli.commands import build_parser
+from server.cli.keys import keys
 from server.cli.serve import serve
 from server.cli.sessions import sessions
 
@@ -19,4 +20,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return chat.main(args.url, args.session, args.agent, args.work_dir)
     if args.command == "sessions":
         return sessions(args)
+    if args.command == "keys":
+        return keys(args)
     return 2

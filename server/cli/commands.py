@@ -20,6 +20,10 @@ COMMANDS = {
     "sessions rm": "delete sessions (a running run is cancelled first)",
     "sessions export": "export one session (json, jsonl, markdown) or a zip bundle of many",
     "sessions import": "import a json export or a zip bundle",
+    "keys": "create, list and revoke API keys (on the database, with or without a server)",
+    "keys create": "make a new key and print it, this once",
+    "keys list": "list keys: id, name, scope, created, last used, revoked (never the key)",
+    "keys revoke": "revoke a key: refused within a second, no restart needed",
 }
 
 
@@ -142,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_argument(
+        "--auth",
+        choices=("auto", "required"),
+        help=setting_help(
+            "auth",
+            "auto: API keys are needed once one exists; required: refuse to start without one",
+        ),
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_const",
+        const=True,
+        help=setting_help(
+            "insecure", "allow a non-loopback --host with auth off (anyone reaching it is trusted)"
+        ),
+    )
+    serve.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",
@@ -239,7 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_url_argument(talk)
     manage = commands.add_parser("sessions", help=COMMANDS["sessions"])
     add_session_commands(manage)
+    add_key_commands(commands.add_parser("keys", help=COMMANDS["keys"]))
     return parser
+
+
+def add_key_commands(parent: argparse.ArgumentParser) -> None:
+    commands = parent.add_subparsers(dest="action", required=True)
+    create = commands.add_parser("create", help=COMMANDS["keys create"])
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument(
+        "--scope",
+        choices=("read", "write", "admin"),
+        default="write",
+        help="read: GET routes only; write: every route but /keys; admin: all (default write)",
+    )
+    listing = commands.add_parser("list", help=COMMANDS["keys list"])
+    listing.add_argument("--json", action="store_true", help="print JSON lines")
+    revoke = commands.add_parser("revoke", help=COMMANDS["keys revoke"])
+    revoke.add_argument("id", help="the key's id (from keys list)")
+    for parser in (create, listing, revoke):
+        parser.add_argument("--db", help=setting_help("db", "SQLite file"))
+        parser.add_argument("--config", help="settings file (default ./sessiond.toml if present)")
 
 
 def add_session_commands(parent: argparse.ArgumentParser) -> None:

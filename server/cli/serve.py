@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import logging
 import socket
 import sys
@@ -19,6 +20,7 @@ from server import config
 from server.app import create_app
 from server.cli import connections
 from server.config import Settings
+from server.store import SqliteStore
 from server.store.lock import DatabaseInUse, DatabaseLock
 
 log = logging.getLogger("sessiond")
@@ -102,6 +104,38 @@ def quiet_logging_overhead() -> None:
     logging.logMultiprocessing = False
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+async def exposure(settings: Settings) -> str | None:
+    """Why the server must not start as configured (None: it may): auth required and no key,
+    or auth off on an address other hosts reach, unless the operator said --insecure."""
+    store = SqliteStore(settings.db)
+    await store.open()
+    try:
+        active = await store.keys.active()
+    finally:
+        await store.close()
+    make = f"sessiond keys create --name NAME --scope admin --db {settings.db}"
+    if active == 0 and settings.auth == "required":
+        return f"--auth required, but the database has no API key; make one with: {make}"
+    if active == 0 and not is_loopback(settings.host):
+        if not settings.insecure:
+            return (
+                f"refusing to listen on {settings.host} with auth off: anyone who reaches it "
+                f"could run agents and read every session; make an API key ({make}) or pass "
+                "--insecure"
+            )
+        log.warning("auth is off and %s is reachable from other hosts (--insecure)", settings.host)
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
@@ -119,6 +153,11 @@ def serve(args: argparse.Namespace) -> int:
     except DatabaseInUse as exc:
         print(f"sessiond: {exc}", file=sys.stderr)
         return 1
+    refusal = asyncio.run(exposure(settings))
+    if refusal is not None:
+        print(f"sessiond: {refusal}", file=sys.stderr)
+        lock.release()
+        return 2
     app = create_app(settings, db_lock=lock)
     tune_gc()
     cfg = uvicorn_config(app, settings)

@@ -15,6 +15,7 @@ from server.store.contract import (
     EventBatch,
     EventStore,
     Finish,
+    KeyStore,
     MessageStore,
     NewRun,
     Restorable,
@@ -31,6 +32,7 @@ from server.store.contract import (
     TransferStore,
 )
 from server.store.events import Events
+from server.store.keys import Keys
 from server.store.messages import Messages
 from server.store.runs import Runs
 from server.store.search import Search
@@ -43,6 +45,7 @@ __all__ = [
     "Begun",
     "EventBatch",
     "Finish",
+    "KeyStore",
     "NewRun",
     "Restorable",
     "SearchResult",
@@ -61,6 +64,7 @@ class SqliteStore:
 
     def __init__(self, path: str, *, event_flush_s: float = 0.2) -> None:
         self.db = Database(path, event_flush_s=event_flush_s)
+        self.keys: KeyStore = Keys(self.db)
         self.agents: AgentStore = Agents(self.db)
         self.sessions: SessionStore = Sessions(self.db)
         self.messages: MessageStore = Messages(self.db)

@@ -24,6 +24,7 @@ import msgspec
 from server.events import EventRow
 from server.models import (
     Agent,
+    ApiKey,
     ContentBlock,
     ErrorInfo,
     Message,
@@ -239,7 +240,19 @@ class TransferStore(Protocol):
         ...
 
 
+class KeyStore(Protocol):
+    async def create(self, key: ApiKey, digest: str) -> ApiKey: ...  # digest: of the key
+    async def page(self, limit: int, cursor: str | None) -> Page[ApiKey]: ...  # oldest first
+    async def by_digest(self, digest: str) -> ApiKey | None: ...  # None: unknown or revoked
+    async def active(self) -> int: ...  # keys not revoked
+    async def revoke(self, key_id: str, now: str) -> ApiKey: ...  # NotFound
+    def used(self, key_id: str, now: str) -> None:
+        """Note a key's last use, with the next commit (no await)."""
+        ...
+
+
 class Store(Protocol):
+    keys: KeyStore
     agents: AgentStore
     sessions: SessionStore
     messages: MessageStore
