@@ -19,6 +19,7 @@ import httpx
 from server.app import create_app
 from server.cli.serve import Server, uvicorn_config
 from server.config import Settings
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -28,16 +29,14 @@ def free_port() -> int:
         return port
 
 
-def wait_healthy(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_healthy(url: str) -> None:
+    def healthy() -> bool:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server at {url} did not become healthy")
+            return False
+
+    wait_until(healthy, f"the server at {url} to become healthy")
 
 
 class ThreadServer:

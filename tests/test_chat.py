@@ -9,7 +9,6 @@ import re
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 from server.cli.chat import Renderer, SseEvent, clip
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer
+from tests.waiting import POLL_S, TIMEOUT_S, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = " ".join(f"word{i}" for i in range(40))
@@ -45,22 +45,22 @@ class Terminal:
         os.close(slave)
         self.output = ""
 
-    def read_until(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.search(pattern, self.output)
-            if found:
-                return found
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {pattern!r} in {self.output!r}"
-            ready, _, _ = select.select([self.master], [], [], remaining)
-            if ready:
+    def read_until(self, pattern: str, timeout: float = TIMEOUT_S) -> re.Match[str]:
+        def found() -> re.Match[str] | None:
+            if ready := re.search(pattern, self.output):
+                return ready
+            if select.select([self.master], [], [], POLL_S)[0]:  # wakes as soon as output comes
                 try:
                     chunk = os.read(self.master, 4096)
                 except OSError:  # the child closed the terminal
                     chunk = b""
                 assert chunk, f"the terminal closed before {pattern!r}: {self.output!r}"
                 self.output += chunk.decode(errors="replace").replace("\r\n", "\n")
+            return re.search(pattern, self.output)
+
+        shown = f"{pattern!r} in the terminal's output"
+        match: re.Match[str] = wait_until(found, lambda: f"{shown}: {self.output!r}", timeout, 0)
+        return match
 
     def type(self, text: str) -> None:
         os.write(self.master, text.encode())

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import scripted_agent
 from tests.live import ProcessServer, ThreadServer
 from tests.sse import Event, collect, events, typed
+from tests.waiting import wait_until
 
 TOOL_SCRIPT = [
     {"text": "Looking around now.", "tool_calls": [{"name": "list_files", "input": {}}]},
@@ -134,14 +135,13 @@ def test_cancel_on_disconnect_opt_in(live: ThreadServer, tmp_path: Path) -> None
     assert run["status"] == "cancelled"
 
 
-def wait_run(url: str, sid: str, ready: Any, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_run(url: str, sid: str, ready: Any) -> dict[str, Any]:
+    def latest() -> dict[str, Any] | None:
         runs = httpx.get(f"{url}/sessions/{sid}/runs").json()["data"]
-        if runs and ready(runs[0]):
-            return dict(runs[0])
-        time.sleep(0.05)
-    raise AssertionError(f"run did not get ready: {runs}")
+        return dict(runs[0]) if runs and ready(runs[0]) else None
+
+    found: dict[str, Any] = wait_until(latest, f"the run of {sid} to get ready")
+    return found
 
 
 def test_two_watchers_see_the_whole_run(live: ThreadServer, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from server.cli import connections
 from tests.conftest import make_settings, scripted_agent
 from tests.live import ProcessServer, ThreadServer
 from tests.spec import Spec
+from tests.waiting import wait_until
 
 SPEC = Spec()
 DEADLINE = 30.0  # generous: what is waited for happens after about a second
@@ -68,13 +69,7 @@ def parse(raw: bytes) -> tuple[int, dict[str, str], Any]:
 
 
 def wait_for(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
+    return wait_until(check, what, DEADLINE)
 
 
 # -- slow clients --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import app_client, make_settings, scripted_agent
+from tests.waiting import until
 
 TOOL_TURN = [
     {
@@ -46,7 +47,7 @@ async def all_runs(http: Any, sid: str) -> list[dict[str, Any]]:
 
 def test_session_totals_are_the_sum_over_its_runs(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("a")
-    slow = " ".join(f"w{i}" for i in range(200))
+    slow = " ".join(f"w{i}" for i in range(2000))  # 20 s of words: cancelled long before
 
     async def go() -> None:
         async with app_client(make_settings(tmp_path)) as http:
@@ -67,8 +68,13 @@ def test_session_totals_are_the_sum_over_its_runs(tmp_path: Path) -> None:
             started = await http.post(
                 f"/sessions/{sid}/runs", json={"message": "slow", "agent_id": paced}
             )
-            await asyncio.sleep(0.2)
             run_id = started.json()["run_id"]
+
+            async def streaming() -> bool:  # some output to count before the cancel
+                stored = await http.app.state.store.events.read(run_id, 0, 100)
+                return any(row[2] == "text_delta" for row in stored)
+
+            await until(streaming, "the paced run's first words")
             cancelled = await http.post(f"/sessions/{sid}/runs/{run_id}/cancel")
             assert cancelled.json()["status"] == "cancelled"
             again = await http.post(f"/sessions/{sid}/message", json={"message": "again"})

@@ -14,6 +14,7 @@ from typing import Any
 from server.ids import now
 from server.runs.sweeper import Sweeper
 from tests.conftest import AppClient, app_client, make_settings, scripted_agent
+from tests.waiting import until
 
 
 def run(coro: Any) -> Any:
@@ -165,7 +166,7 @@ def test_activity_keeps_a_session_alive(tmp_path: Path) -> None:
             sid = await session_with_agent(http, [{"text": "ok"}], ttl_seconds=1)
             created = (await http.get(f"/sessions/{sid}")).json()
             # the message comes a millisecond later at least, so it moves expires_at on
-            await until(lambda: now() > created["updated_at"])
+            await until(lambda: now() > created["updated_at"], "a later timestamp", poll=0.001)
             sent = await http.post(f"/sessions/{sid}/message", json={"message": "still here"})
             assert sent.status_code == 200
             touched = (await http.get(f"/sessions/{sid}")).json()
@@ -187,19 +188,13 @@ def test_the_app_sweeps_at_its_interval(tmp_path: Path) -> None:
     async def go() -> None:
         async with app_client(make_settings(tmp_path, sweep_interval_s=0.05)) as http:
             sid = await session_with_agent(http, [{"text": "ok"}], ttl_seconds=1)
-            deadline = time.monotonic() + WAIT_S
-            while (await http.get(f"/sessions/{sid}")).status_code == 200:
-                assert time.monotonic() < deadline, "the session did not expire"
-                await asyncio.sleep(0.05)
+
+            async def expired() -> bool:
+                return (await http.get(f"/sessions/{sid}")).status_code == 404
+
+            await until(expired, "the session to expire", WAIT_S)
 
     run(go())
-
-
-async def until(condition: Any) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.001)
 
 
 def test_deleting_a_running_session_cancels_its_run(tmp_path: Path) -> None:

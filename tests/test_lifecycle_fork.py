@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import app_client, make_settings, scripted_agent
+from tests.waiting import until
 
 TOOL_TURN = [
     {"text": "Looking.", "tool_calls": [{"name": "list_files", "input": {}}]},
@@ -139,7 +140,7 @@ def test_fork_errors(tmp_path: Path) -> None:
 
 
 def test_forking_a_running_session_copies_completed_steps(tmp_path: Path) -> None:
-    long = " ".join(f"w{i}" for i in range(60))
+    long = " ".join(f"w{i}" for i in range(250))  # 5 s of words: still running at the fork
     script = [TOOL_TURN[0], {"text": long}]
 
     async def go() -> None:
@@ -147,18 +148,22 @@ def test_forking_a_running_session_copies_completed_steps(tmp_path: Path) -> Non
             sid = await new_session(http, tmp_path, script, token_delay_ms=20)
             started = await http.post(f"/sessions/{sid}/runs", json={"message": "ls"})
             run_id = started.json()["run_id"]
-            deadline = time.monotonic() + 30
-            while len(await history(http, sid)) < 3:  # user, tool call, tool result
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
+
+            async def steps_done() -> bool:  # user, tool call, tool result
+                return len(await history(http, sid)) >= 3
+
+            await until(steps_done, "the tool step to be stored")
             fork = (await http.post(f"/sessions/{sid}/fork", json={})).json()
             assert (await http.get(f"/sessions/{sid}/runs/{run_id}")).json()["status"] == "running"
             copied = await history(http, fork["id"])
             assert [m["role"] for m in copied] == ["user", "assistant", "user"]
             assert copied[2]["content"][0]["type"] == "tool_result"
-            while (await http.get(f"/sessions/{sid}/runs/{run_id}")).json()["status"] == "running":
-                assert time.monotonic() < deadline + 30, "the run did not end"
-                await asyncio.sleep(0.05)
+
+            async def ended() -> bool:
+                run = (await http.get(f"/sessions/{sid}/runs/{run_id}")).json()
+                return bool(run["status"] != "running")
+
+            await until(ended, "the run to end")
             assert len(await history(http, sid)) == 4
             assert len(await history(http, fork["id"])) == 3
 

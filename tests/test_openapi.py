@@ -23,6 +23,7 @@ from server.api import agents, messages, sessions
 from server.app import create_app
 from server.config import Settings
 from server.errors import ApiError
+from tests.conftest import AppClient
 from tests.spec import Frame, Spec, load_spec, operations
 
 S = "/sessions/{session_id}"
@@ -150,15 +151,13 @@ def test_request_schemas_carry_the_code_constraints(struct: type, name: str) -> 
 
 # -- real responses ------------------------------------------------------------------------
 @asynccontextmanager
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(tmp_path: Path) -> AsyncIterator[AppClient]:
     settings = Settings(
         db=str(tmp_path / "t.db"), allow_roots=[str(tmp_path)], ping_s=0.05, event_flush_ms=5
     )
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sessiond") as http:
-            yield http
+    async with app.router.lifespan_context(app), AppClient(app) as http:
+        yield http
 
 
 def scripted(name: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -443,10 +442,18 @@ def test_session_channel_matches_the_spec(tmp_path: Path) -> None:
         async with client(tmp_path) as http:
             agent = (await http.post("/agents", json=scripted("a", {"text": "hi"}))).json()
             sid = (await http.post("/sessions", json={"agent_id": agent["id"]})).json()["id"]
+            hub, attached = http.app.state.runner.hub, asyncio.Event()
+            watch = hub.watch
+
+            def watching_now(session_id: str) -> Any:
+                attached.set()
+                return watch(session_id)
+
+            hub.watch = watching_now
             watching = asyncio.create_task(http.get(f"/sessions/{sid}/events"))
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(attached.wait(), 30)  # the channel is open before the run
             sent = (await http.post(f"/sessions/{sid}/message", json={"message": "x"})).json()
-            await asyncio.sleep(0.1)
+            # `done` is out when the message returns: the channel's end comes after it
             assert (await http.delete(f"/sessions/{sid}")).status_code == 204  # ends the channel
             frames = spec.check(await asyncio.wait_for(watching, 5), S + "/events")
             numbered = [f for f in frames if f.event != "ping"]

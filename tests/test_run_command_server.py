@@ -3,7 +3,6 @@ and nothing it started outlives a cancel, a timeout or a SIGKILL of the server."
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from tests.conftest import require_system, scripted_agent
 from tests.live import ProcessServer
 from tests.test_tools_command import marker, running
+from tests.waiting import wait_until
 
 SECRET = "sk-test-secret-0f9e"
 
@@ -51,13 +51,6 @@ def session(server: ProcessServer, command: str, **input: Any) -> str:
     return str(created.json()["id"])
 
 
-def wait_for(condition: Any, what: str, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.02)
-
-
 def sleeping(mark: str) -> bool:
     return any(_argv0(pid) == "sleep" for pid in running(mark))
 
@@ -91,14 +84,14 @@ def test_nothing_the_command_started_outlives_its_run(server: ProcessServer, end
     assert started.status_code == 202, started.text
     run = f"{server.url}/sessions/{sid}/runs/{started.json()['run_id']}"
     if ending != "timeout":
-        wait_for(lambda: sleeping(mark), "the command's background sleep to start")
+        wait_until(lambda: sleeping(mark), "the command's background sleep to start")
     if ending == "server killed":
         server.kill()
     elif ending == "cancel":
         assert httpx.post(f"{run}/cancel").status_code == 200
-    wait_for(lambda: not running(mark), "every process of the command to end")
+    wait_until(lambda: not running(mark), "every process of the command to end")
     if ending == "timeout":
-        wait_for(lambda: httpx.get(run).json()["status"] == "completed", "the run to end")
+        wait_until(lambda: httpx.get(run).json()["status"] == "completed", "the run to end")
         [call] = httpx.get(run).json()["tool_calls"]
         assert call["is_error"]
         assert (server.workdir / "work" / "started").exists()  # it had started its sleep

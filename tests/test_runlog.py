@@ -17,6 +17,7 @@ from server.runs.runlog import TAIL, TRIM_EVERY, WINDOW, RunLog
 from server.runs.signals import Quiet
 from server.runs.table import LiveRuns
 from server.store import EventBatch, SqliteStore
+from tests.waiting import until
 
 
 class Batches:
@@ -166,13 +167,17 @@ def test_followers_read_dropped_rows_from_the_database_without_gap_or_duplicate(
             async def slow_reader() -> None:
                 async for rows in followers.follow("r", 0, 5):
                     seen.extend(r[1] for r in rows)
-                    await asyncio.sleep(0.02)  # falls behind while the run goes on
+                    # falls behind: away until its next row is only in the database
+                    await until(lambda: log.base > seen[-1] or log.finished, "rows dropped")
 
             reader = asyncio.create_task(slow_reader())
-            for i in range(400):
-                log.emit(delta(1000 + i))
-                if i % 50 == 0:
-                    await asyncio.sleep(0.015)
+            for _ in range(8):  # the run goes on past the reader, eight times
+                await until(lambda: seen and seen[-1] >= log.base, "the reader past the stored")
+                for _ in range(50):
+                    log.emit(delta(len(seen)))
+                await store.db.flush()
+                for _ in range(TRIM_EVERY):  # a trim looks at what the flush committed
+                    log.emit(delta(len(seen)))
             await store.db.flush()
             log.finish()
             await asyncio.wait_for(reader, 10)

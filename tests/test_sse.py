@@ -11,6 +11,7 @@ import pytest
 
 from server.api.sse import EventStream, Framed, SendTimeout, run_frames
 from server.events import EventRow
+from tests.waiting import until
 
 Message = dict[str, Any]
 
@@ -108,7 +109,7 @@ def test_a_client_that_leaves_ends_the_stream_after_its_handler() -> None:
 
         stream = EventStream(Framed(source(), run_frames, 3000), 30, on_disconnect)
         task = asyncio.create_task(serve(stream, client))
-        await asyncio.sleep(0.01)
+        await until(lambda: len(client.sent) >= 3, "the first batch to be sent")  # start, retry
         client.gone.set()
         await asyncio.wait_for(task, 2)  # returns normally: a client leaving is no error
         assert called == [False] and source.closed
@@ -133,7 +134,7 @@ def test_a_stream_cancelled_by_the_server_stays_cancelled() -> None:
         source = Batches([], then_wait=True)
         client = Client()
         task = asyncio.create_task(serve(EventStream(Framed(source(), run_frames, 1), 30), client))
-        await asyncio.sleep(0.01)
+        await until(lambda: source.started, "the stream to start")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
