@@ -23,6 +23,7 @@ from server import providers
 from server.api import agents, forks, keys, messages, oneshot, runs, search, sessions, sse, transfer
 from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
+from server.api.limits import KeyLimits
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
@@ -238,5 +239,6 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         },
     )
     app.state.settings = settings
+    app.state.limits = KeyLimits(settings.rate_runs_per_min, settings.max_streams_per_key)
     app.state.draining = False  # set on SIGTERM: new requests are refused while runs finish
     return app

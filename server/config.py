@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # `insecure`: whoever reaches the port could then do anything.
     auth: Literal["auto", "required"] = "auto"
     insecure: bool = False
+    # Per API key (api/limits.py): runs started in any minute, streams open at once.
+    rate_runs_per_min: Annotated[int, msgspec.Meta(ge=1)] = 120
+    max_streams_per_key: Annotated[int, msgspec.Meta(ge=1)] = 100
 
     def __post_init__(self) -> None:
         access.parse_base_urls(self.provider_base_urls)  # a ValueError names the bad entry

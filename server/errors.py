@@ -94,8 +94,14 @@ class AgentUnusable(Unprocessable):
 
 
 class RateLimited(ApiError):
+    """Past a key's limit (runs a minute, open streams). `Retry-After` says when to try again."""
+
     status = 429
     type = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class InternalError(ApiError):

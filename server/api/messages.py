@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api import sse
+from server.api.limits import key_of, limits
 from server.api.request import decode_body, json_response, query_choice, runner
 from server.errors import ApiError, InvalidRequest, status_for
 from server.models import (
@@ -129,6 +130,7 @@ def result_of(
 
 async def start(request: Request) -> RunHandle:
     body = await decode_body(request, body_decoder)
+    limits(request).start_run(key_of(request))
     key = request.headers.get("idempotency-key") or None
     if key is not None and len(key) > 255:
         raise InvalidRequest("Idempotency-Key must be at most 255 characters")
@@ -164,6 +166,7 @@ async def post_message(request: Request) -> Response:
 
 
 async def stream_message(request: Request) -> Response:
+    limits(request).check_stream(key_of(request))  # before a run starts that none could read
     started = await start(request)
     await refuse_unusable(started)
     return stream_run(request, started)

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from server.api import sse
 from server.api.forks import ForkBody, fork
+from server.api.limits import key_of, limits
 from server.api.messages import MessageBody, finished_result, refuse_unusable, to_request
 from server.api.request import decode_body, json_response, runner, store
 from server.api.sessions import check_work_dir
@@ -130,6 +131,9 @@ async def ephemeral(request: Request, body: RunBody, run: RunRequest) -> RunHand
 
 async def run_once(request: Request) -> Response:
     body = await decode_body(request, body_decoder)
+    if body.stream:
+        limits(request).check_stream(key_of(request))
+    limits(request).start_run(key_of(request))
     run = to_request(MessageBody(body.prompt, body.agent_id))
     start = ephemeral if body.no_persistence else persisted
     active = await start(request, body, run)

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import events
+from server.api.limits import key_of, limits
 from server.events import EventRow
 from server.runs.signals import Ticker
 
@@ -103,7 +104,10 @@ def stream(
     body: Framed,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> EventStream:
-    return EventStream(body, request.app.state.settings.sse_send_timeout_s, on_disconnect)
+    closed = limits(request).open_stream(key_of(request))
+    response = EventStream(body, request.app.state.settings.sse_send_timeout_s, on_disconnect)
+    response.closed = closed
+    return response
 
 
 class SendTimeout(TimeoutError):
@@ -122,19 +126,24 @@ class EventStream(Response):
         self.framed = body
         self.send_timeout = send_timeout
         self.on_disconnect = on_disconnect
+        self.closed: Callable[[], None] | None = None  # told when the stream ends
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-        if scope["method"] == "HEAD":  # headers only: the stream would never end
-            await send(start)
-            await send(END)
-            return
-        async with contextlib.aclosing(self.framed) as body:
-            connection = _Connection(self, send, scope.get(SEND_KEY, send))
-            await asyncio.create_task(connection.serve(start, body, receive))
+        try:
+            if scope["method"] == "HEAD":  # headers only: the stream would never end
+                await send(start)
+                await send(END)
+                return
+            async with contextlib.aclosing(self.framed) as body:
+                connection = _Connection(self, send, scope.get(SEND_KEY, send))
+                await asyncio.create_task(connection.serve(start, body, receive))
+        finally:
+            if self.closed is not None:
+                self.closed()
 
 
 class _Connection:

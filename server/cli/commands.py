@@ -162,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_argument(
+        "--rate-runs-per-min",
+        type=int,
+        dest="rate_runs_per_min",
+        help=setting_help("rate_runs_per_min", "runs one API key may start in any minute"),
+    )
+    serve.add_argument(
+        "--max-streams-per-key",
+        type=int,
+        dest="max_streams_per_key",
+        help=setting_help("max_streams_per_key", "event streams one API key may hold open"),
+    )
+    serve.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",
