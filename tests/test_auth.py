@@ -173,7 +173,7 @@ def test_a_cached_key_is_refused_once_its_lookup_is_stale(tmp_path: Path) -> Non
             assert (await cache.find(made.key)) is None
             assert await cache.find("sk-sd-never-made") is None
             clock[0] += FRESH_S
-            assert not await cache.enabled()  # no key left: auth is off again
+            assert await cache.enabled()  # every key revoked: auth stays on
             assert await KeyCache(store.keys, required=True).enabled()
         finally:
             await store.close()
@@ -240,3 +240,32 @@ def test_serving_other_hosts_needs_auth_or_insecure(tmp_path: Path) -> None:
     cli("keys", "create", "--name", "k", "--db", settings.db)
     assert asyncio.run(exposure(settings)) is None  # with a key, auth is on
     assert asyncio.run(exposure(make_settings(tmp_path, auth="required"))) is None
+
+
+def test_a_flood_of_made_up_keys_costs_one_lookup_each_interval(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = SqliteStore(str(tmp_path / "u.db"))
+        await store.open()
+        try:
+            lookups: list[str] = []
+            real = store.keys.by_digest
+
+            async def counted(digest: str) -> object:
+                lookups.append(digest)
+                return await real(digest)
+
+            store.keys.by_digest = counted  # type: ignore[method-assign]
+            clock = [0.0]
+            cache = KeyCache(store.keys, required=True, clock=lambda: clock[0])
+            for _ in range(100):
+                assert await cache.find("sk-sd-made-up") is None
+            assert len(lookups) == 1
+            clock[0] += FRESH_S
+            assert await cache.find("sk-sd-made-up") is None
+            assert len(lookups) == 2
+            made = await issue(store.keys, "k", "read")  # a key never tried: found at once
+            assert await cache.find(made.key) is not None
+        finally:
+            await store.close()
+
+    asyncio.run(go())

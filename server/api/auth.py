@@ -1,12 +1,14 @@
-"""Who may call. Auth is on as soon as one API key exists (or always, with `--auth required`):
-then every request but `GET /healthz` and CORS preflights carries a key, as
+"""Who may call. Auth is on as soon as an API key has been made (or always, with `--auth
+required`), and stays on when every key is revoked: revoking the last key must not open the
+server to anyone. Then every request but `GET /healthz` and CORS preflights carries a key, as
 `Authorization: Bearer <key>` or `x-api-key: <key>` (what Anthropic's SDKs send). A read key
 may use GET routes only; a write key every route but /keys; an admin key all.
 
 Keys are looked up by the SHA-256 of what the request carries and kept for at most
-`FRESH_S`: a request costs a hash and a dict lookup, a revoked key is refused within that
-time, and a key made meanwhile (by `sessiond keys create`, from another process) works at its
-first use, since a key not in memory is always looked up.
+`FRESH_S`: a request costs a hash and a dict lookup, and a revoked key is refused within that
+time. A key not found is remembered as unknown for as long, so that a flood of made-up keys
+costs no database reads; a key made meanwhile (by `sessiond keys create`, from another
+process) has never been tried, so it works at its first use.
 """
 
 from __future__ import annotations
@@ -56,16 +58,17 @@ class KeyCache:
         self.required = required
         self.clock = clock
         self._found: OrderedDict[str, tuple[ApiKey, float, float]] = OrderedDict()
-        self._active = 0
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # digest → when looked up
+        self._made = 0
         self._counted = -FRESH_S  # when the keys were last counted
 
     async def enabled(self) -> bool:
         if self.required:
             return True
         if self.clock() - self._counted >= FRESH_S:
-            self._active = await self.keys.active()
+            self._made = await self.keys.made()
             self._counted = self.clock()
-        return self._active > 0
+        return self._made > 0
 
     async def find(self, key: str) -> ApiKey | None:
         """The key's record; None if it is unknown or revoked."""
@@ -75,10 +78,18 @@ class KeyCache:
         if kept is not None and at - kept[1] < FRESH_S:
             self._found.move_to_end(hashed)
             return kept[0]
+        missed = self._unknown.get(hashed)
+        if missed is not None and at - missed < FRESH_S:
+            return None
         record = await self.keys.by_digest(hashed)
         if record is None:
             self._found.pop(hashed, None)
+            self._unknown[hashed] = at
+            self._unknown.move_to_end(hashed)
+            if len(self._unknown) > MAX_KEPT:
+                self._unknown.popitem(last=False)
             return None
+        self._unknown.pop(hashed, None)
         used = kept[2] if kept is not None else -USED_EVERY_S
         if at - used >= USED_EVERY_S:
             self.keys.used(record.id, now())

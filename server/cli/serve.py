@@ -119,13 +119,13 @@ async def exposure(settings: Settings) -> str | None:
     store = SqliteStore(settings.db)
     await store.open()
     try:
-        active = await store.keys.active()
+        made = await store.keys.made()
     finally:
         await store.close()
     make = f"sessiond keys create --name NAME --scope admin --db {settings.db}"
-    if active == 0 and settings.auth == "required":
+    if made == 0 and settings.auth == "required":
         return f"--auth required, but the database has no API key; make one with: {make}"
-    if active == 0 and not is_loopback(settings.host):
+    if made == 0 and not is_loopback(settings.host):
         if not settings.insecure:
             return (
                 f"refusing to listen on {settings.host} with auth off: anyone who reaches it "

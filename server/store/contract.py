@@ -244,7 +244,7 @@ class KeyStore(Protocol):
     async def create(self, key: ApiKey, digest: str) -> ApiKey: ...  # digest: of the key
     async def page(self, limit: int, cursor: str | None) -> Page[ApiKey]: ...  # oldest first
     async def by_digest(self, digest: str) -> ApiKey | None: ...  # None: unknown or revoked
-    async def active(self) -> int: ...  # keys not revoked
+    async def made(self) -> int: ...  # keys ever made, revoked ones too
     async def revoke(self, key_id: str, now: str) -> ApiKey: ...  # NotFound
     def used(self, key_id: str, now: str) -> None:
         """Note a key's last use, with the next commit (no await)."""

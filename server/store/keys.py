@@ -55,8 +55,8 @@ class Keys:
         )
         return _key(row) if row is not None else None
 
-    async def active(self) -> int:
-        row = await self.db.fetchone("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+    async def made(self) -> int:
+        row = await self.db.fetchone("SELECT count(*) FROM api_keys")
         return int(row[0])
 
     async def revoke(self, key_id: str, now: str) -> ApiKey:
