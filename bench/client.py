@@ -292,11 +292,16 @@ async def connect(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
 
 
 async def call(
-    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 30.0,
+    headers: str = "",
 ) -> Response:
-    """One request on a connection of its own."""
+    """One request on a connection of its own (`headers`: lines of "Name: value" and CRLF)."""
     conn = await connect(port)
     try:
-        return await asyncio.wait_for(conn.request(method, path, body), timeout)
+        return await asyncio.wait_for(conn.request(method, path, body, headers), timeout)
     finally:
         conn.close()

@@ -95,11 +95,12 @@ class Api:
     """The few sessiond calls the scenarios make to set up (one connection per call, or one
     per worker when creating many sessions)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, headers: str = "") -> None:
         self.port = port
+        self.headers = headers  # an API key's, once auth is on
 
     async def post(self, path: str, body: bytes, expect: int = 201) -> bytes:
-        response = await client.call(self.port, "POST", path, body)
+        response = await client.call(self.port, "POST", path, body, headers=self.headers)
         if response.status != expect:
             raise RuntimeError(f"POST {path}: HTTP {response.status}: {response.body[:300]!r}")
         return response.body
@@ -119,7 +120,8 @@ class Api:
                 while next_index < count:
                     index = next_index
                     next_index += 1
-                    response = await asyncio.wait_for(conn.request("POST", "/sessions", body), 30)
+                    sent = conn.request("POST", "/sessions", body, self.headers)
+                    response = await asyncio.wait_for(sent, 30)
                     if response.status != 201:
                         raise RuntimeError(
                             f"POST /sessions: HTTP {response.status}: {response.body!r}"
@@ -133,6 +135,16 @@ class Api:
 
     async def turn(self, session_id: str, message: bytes = JSON_BODY) -> bytes:
         return await self.post(f"/sessions/{session_id}/message", message, expect=200)
+
+    async def with_auth(self, db: Path) -> Api:
+        """Turn auth on for the running server (an admin key made on its database) and wait
+        until it asks for keys; the answer is this Api with the key."""
+        key = await procs.make_key(db)
+        for _ in range(600):  # the server counts keys once a second
+            if (await client.call(self.port, "GET", "/sessions")).status == 401:
+                return Api(self.port, f"Authorization: Bearer {key}\r\n")
+            await asyncio.sleep(0.05)
+        raise RuntimeError("auth did not turn on within 30 s of making a key")
 
 
 def _id(body: bytes) -> str:

@@ -128,12 +128,8 @@ class Child:
 def sessiond(cwd: Path, extra_env: dict[str, str] | None = None) -> Child:
     """`sessiond serve …`; BENCH_SESSIOND may name another command to run in its place (a
     build to compare, or a wrapper that patches the server for an experiment)."""
-    exe = BIN / "sessiond"
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "server"]
-    if os.environ.get("BENCH_SESSIOND"):
-        command = shlex.split(os.environ["BENCH_SESSIOND"])
     argv = [
-        *command,
+        *sessiond_command(),
         "serve",
         "--host",
         "127.0.0.1",
@@ -144,7 +140,30 @@ def sessiond(cwd: Path, extra_env: dict[str, str] | None = None) -> Child:
         "--shutdown-grace",
         "2",
     ]
-    return Child("sessiond", argv, cwd, clean_env(extra_env))
+    # A key's runs a minute are the operator's to set: one key drives every client here, and
+    # the bench measures the server (counting them included), not that limit.
+    env = {"SESSIOND_RATE_RUNS_PER_MIN": "1000000000", **(extra_env or {})}
+    return Child("sessiond", argv, cwd, clean_env(env))
+
+
+def sessiond_command() -> list[str]:
+    exe = BIN / "sessiond"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "server"]
+    if os.environ.get("BENCH_SESSIOND"):
+        command = shlex.split(os.environ["BENCH_SESSIOND"])
+    return command
+
+
+async def make_key(db: Path) -> str:
+    """A new admin key on the database (`sessiond keys create`), as an operator makes one."""
+    argv = [*sessiond_command(), "keys", "create", "--name", "bench", "--scope", "admin"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, "--db", str(db), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"sessiond keys create exited with {proc.returncode}")
+    return out.decode().strip()
 
 
 def baseline(cwd: Path) -> Child:

@@ -5,7 +5,9 @@ by `curl -sN` from POST /sessions/{id}/message/stream, against the bare baseline
 the same pre-encoded frames one per chunk from memory. events/s = every event received
 (20,006: the deltas plus message_start … done) / curl's `time_total` (request sent to body
 ended), median of three runs after one warm-up each; sessiond persists the run and its event
-log meanwhile. Without a curl binary the reader is httpx.
+log meanwhile. Without a curl binary the reader is httpx. Then an admin key made on the
+database turns auth on, and the same runs with the key give events/s with auth on, against
+the same server's with it off.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ class Read:
         self.completed = b"event: done" in data and b'"status":"completed"' in data
 
 
-async def curl(url: str, out: Path) -> Read:
+async def curl(url: str, out: Path, headers: str = "") -> Read:
     argv = ["curl", "-sN", "-X", "POST", "-H", "Content-Type: application/json"]
+    for line in filter(None, headers.split("\r\n")):
+        argv += ["-H", line]
     argv += ["-d", JSON_BODY.decode(), "-o", str(out), "-w", "%{http_code} %{time_total}", url]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     try:
@@ -48,21 +52,22 @@ async def curl(url: str, out: Path) -> Read:
     return Read(int(status), float(seconds), out.read_bytes())
 
 
-async def httpx_read(url: str, out: Path) -> Read:
+async def httpx_read(url: str, out: Path, headers: str = "") -> Read:
+    sent = dict(line.split(": ", 1) for line in filter(None, headers.split("\r\n")))
     async with httpx.AsyncClient(timeout=60) as http:
         started = time.perf_counter()
         chunks: list[bytes] = []
-        async with http.stream("POST", url, content=JSON_BODY) as response:
+        async with http.stream("POST", url, content=JSON_BODY, headers=sent) as response:
             async for chunk in response.aiter_raw():
                 chunks.append(chunk)
         return Read(response.status_code, time.perf_counter() - started, b"".join(chunks))
 
 
-async def reads(urls: list[str], folder: Path) -> list[Read]:
+async def reads(urls: list[str], folder: Path, headers: str = "") -> list[Read]:
     reader = curl if shutil.which("curl") else httpx_read
     done = []
     for i, url in enumerate(urls):
-        read = await reader(url, folder / f"stream-{i}.sse")
+        read = await reader(url, folder / f"stream-{i}.sse", headers)
         if read.status != 200 or not read.completed:
             raise RuntimeError(f"{url}: HTTP {read.status}, {read.events} events, no done")
         done.append(read)
@@ -81,6 +86,11 @@ async def run(ctx: Context, result: Result) -> None:
     ours = await reads([f"{base_url}/sessions/{s}/message/stream" for s in sessions], ctx.root)
     cpu = server.cpu_s() - cpu
     result.details["sessiond_rss_kb_after"] = server.rss_kb()
+    keyed = await api.with_auth(ctx.db)
+    keyed_urls = [
+        f"{base_url}/sessions/{s}/message/stream" for s in await keyed.sessions(agent, reps + 1)
+    ]
+    with_key = await reads(keyed_urls, ctx.root, keyed.headers)
     await ctx.stop(server)
 
     baseline = await ctx.baseline()
@@ -110,6 +120,19 @@ async def run(ctx: Context, result: Result) -> None:
             share,
             "≥ 1.0x baseline",
             share is not None and share >= 1.0,
+        )
+    )
+    keyed_rate = median([r.events / r.seconds for r in with_key])
+    keyed_share = ratio(keyed_rate, rate)
+    result.add(
+        Figure(
+            "events/s, auth on (vs off)",
+            keyed_rate,
+            "ev/s",
+            rate,
+            keyed_share,
+            "≥ 0.95x auth off",
+            keyed_share is not None and keyed_share >= 0.95,
         )
     )
     result.add(

@@ -6,6 +6,10 @@ counts the answers that came back 200 with a completed run. The baseline is the 
 against the bare app's POST /turn (decode a JSON body, answer a JSON object) for 5 s: the
 framework's ceiling on this machine. Each session's history grows as the run goes on, so the
 throughput of each 5 s window is reported too.
+
+Then an admin key is made on the server's database (`sessiond keys create`, as an operator
+would), which turns auth on, and 32 fresh sessions do the same for as long again with the
+key on every request: turns/s with auth on, against the same server's with it off.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ class Load:
         self.errors: list[str] = []
 
 
-async def worker(port: int, path: str, body: bytes, until: float, load: Load) -> None:
+async def worker(
+    port: int, path: str, body: bytes, until: float, load: Load, headers: str = ""
+) -> None:
     conn = await client.connect(port)
     try:
         for _ in range(MAX_TURNS):
@@ -40,7 +46,7 @@ async def worker(port: int, path: str, body: bytes, until: float, load: Load) ->
             if started >= until:
                 break
             try:
-                response = await asyncio.wait_for(conn.request("POST", path, body), 30)
+                response = await asyncio.wait_for(conn.request("POST", path, body, headers), 30)
             except (OSError, client.HttpError, TimeoutError) as exc:
                 load.errors.append(f"{type(exc).__name__}: {exc}")
                 conn.close()
@@ -56,11 +62,13 @@ async def worker(port: int, path: str, body: bytes, until: float, load: Load) ->
         conn.close()
 
 
-async def drive(port: int, paths: list[str], body: bytes, seconds: float) -> tuple[Load, float]:
+async def drive(
+    port: int, paths: list[str], body: bytes, seconds: float, headers: str = ""
+) -> tuple[Load, float]:
     load = Load()
     started = time.perf_counter()
     until = started + seconds
-    await asyncio.gather(*(worker(port, p, body, until, load) for p in paths))
+    await asyncio.gather(*(worker(port, p, body, until, load, headers) for p in paths))
     return load, time.perf_counter() - started
 
 
@@ -87,6 +95,12 @@ async def run(ctx: Context, result: Result) -> None:
     cpu = server.cpu_s() - cpu
     result.details["turns_per_s_by_window"] = windows(ours, started, elapsed)
     result.details["sessiond_rss_kb_after"] = server.rss_kb()
+    keyed = await api.with_auth(ctx.db)  # the same server, asking for a key from now on
+    keyed_paths = [f"/sessions/{s}/message" for s in await keyed.sessions(agent, CLIENTS)]
+    await drive(server.port, keyed_paths, JSON_BODY, 0.2, keyed.headers)
+    with_key, keyed_elapsed = await drive(
+        server.port, keyed_paths, JSON_BODY, seconds, keyed.headers
+    )
     await ctx.stop(server)
 
     baseline = await ctx.baseline()
@@ -114,3 +128,17 @@ async def run(ctx: Context, result: Result) -> None:
         Figure("server CPU per turn", per_turn, "ms", base_per_turn, ratio(per_turn, base_per_turn))
     )
     result.add(Figure("errors", len(ours.errors), "", target="0", ok=not ours.errors))
+    keyed_rate = len(with_key.latencies) / keyed_elapsed
+    share = ratio(keyed_rate, rate)
+    result.add(
+        Figure(
+            "turns/s, auth on (vs off)",
+            keyed_rate,
+            "/s",
+            rate,
+            share,
+            "≥ 0.95x auth off",
+            share is not None and share >= 0.95 and not with_key.errors,
+        )
+    )
+    result.details["auth_on_errors_sample"] = with_key.errors[:5]
