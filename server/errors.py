@@ -93,15 +93,19 @@ class AgentUnusable(Unprocessable):
     type = "agent_unusable"
 
 
-class RateLimited(ApiError):
-    """Past a key's limit (runs a minute, open streams). `Retry-After` says when to try again."""
-
-    status = 429
-    type = "rate_limited"
+class RetryLater(ApiError):
+    """Not now, but later: the answer's `Retry-After` says when, in seconds."""
 
     def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
         super().__init__(message, **extra)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class RateLimited(RetryLater):
+    """Past a key's limit (runs a minute, open streams)."""
+
+    status = 429
+    type = "rate_limited"
 
 
 class InternalError(ApiError):
@@ -139,15 +143,11 @@ class RunLimit(ApiError):
     type = "run_limit"
 
 
-class Unavailable(ApiError):
-    """Not now: shutting down, too many connections. `Retry-After` says when to try again."""
+class Unavailable(RetryLater):
+    """Not now: shutting down, too many connections."""
 
     status = 503
     type = "unavailable"
-
-    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
-        super().__init__(message, **extra)
-        self.headers["Retry-After"] = str(retry_after)
 
 
 class ShuttingDown(Unavailable):

@@ -103,9 +103,7 @@ class Followers:
     ) -> AsyncIterator[list[EventRow]]:
         while True:
             page = await self.store.events.read(run_id, after, REPLAY_PAGE)
-            rows = page
-            if upto is not None:
-                rows = [row for row in rows if row[1] <= upto]
+            rows = page if upto is None else [row for row in page if row[1] <= upto]
             if not rows:
                 return
             yield rows
