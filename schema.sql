@@ -222,3 +222,89 @@ CREATE TABLE api_keys (
     last_used_at TEXT,
     revoked_at   TEXT
 );
+
+-- step 8: tenants, and the server's secrets
+-- Every agent and session belongs to a tenant, the tenant of the API key that made it; runs,
+-- messages and events belong to their session's. Without auth everything is in `default`,
+-- and so is every row made before this step. Names are unique within a tenant, so agents and
+-- sessions are made again with UNIQUE (tenant, name) in place of UNIQUE (name); the migration
+-- runs with foreign keys off (so that dropping the old tables deletes nothing) and checks
+-- them before it commits.
+ALTER TABLE api_keys ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+
+CREATE TABLE agents_next (
+    id              TEXT PRIMARY KEY,
+    tenant          TEXT NOT NULL DEFAULT 'default',
+    name            TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    model           TEXT,
+    system          TEXT,
+    tools           TEXT NOT NULL DEFAULT '[]',
+    max_steps       INTEGER NOT NULL DEFAULT 16 CHECK (max_steps >= 1),
+    max_tokens      INTEGER,
+    temperature     REAL,
+    options         TEXT NOT NULL DEFAULT '{}',
+    auto            INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    max_run_seconds REAL CHECK (max_run_seconds > 0),
+    UNIQUE (tenant, name)
+);
+INSERT INTO agents_next (id, name, provider, model, system, tools, max_steps, max_tokens,
+    temperature, options, auto, created_at, updated_at, max_run_seconds)
+SELECT id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options,
+    auto, created_at, updated_at, max_run_seconds FROM agents;
+DROP TABLE agents;
+ALTER TABLE agents_next RENAME TO agents;
+CREATE INDEX agents_by_tenant ON agents (tenant, created_at, id);
+
+CREATE TABLE sessions_next (
+    id                     TEXT PRIMARY KEY,
+    tenant                 TEXT NOT NULL DEFAULT 'default',
+    name                   TEXT,
+    agent_id               TEXT NOT NULL REFERENCES agents (id),
+    work_dir               TEXT,
+    title                  TEXT,
+    tags                   TEXT NOT NULL DEFAULT '[]',
+    metadata               TEXT NOT NULL DEFAULT '{}',
+    status                 TEXT NOT NULL DEFAULT 'idle'
+                           CHECK (status IN ('idle', 'running', 'requires_action', 'failed')),
+    last_seq               INTEGER NOT NULL DEFAULT 0,
+    message_count          INTEGER NOT NULL DEFAULT 0,
+    turn_count             INTEGER NOT NULL DEFAULT 0,
+    input_tokens           INTEGER NOT NULL DEFAULT 0,
+    output_tokens          INTEGER NOT NULL DEFAULT 0,
+    parent_id              TEXT,
+    forked_from_message_id TEXT,
+    ttl_seconds            INTEGER,
+    expires_at             TEXT,
+    archived_at            TEXT,
+    created_at             TEXT NOT NULL,
+    updated_at             TEXT NOT NULL,
+    UNIQUE (tenant, name)
+);
+INSERT INTO sessions_next (id, name, agent_id, work_dir, title, tags, metadata, status,
+    last_seq, message_count, turn_count, input_tokens, output_tokens, parent_id,
+    forked_from_message_id, ttl_seconds, expires_at, archived_at, created_at, updated_at)
+SELECT id, name, agent_id, work_dir, title, tags, metadata, status, last_seq, message_count,
+    turn_count, input_tokens, output_tokens, parent_id, forked_from_message_id, ttl_seconds,
+    expires_at, archived_at, created_at, updated_at FROM sessions;
+DROP TABLE sessions;
+ALTER TABLE sessions_next RENAME TO sessions;
+CREATE INDEX sessions_by_updated ON sessions (tenant, updated_at DESC, id DESC);
+CREATE INDEX sessions_by_created ON sessions (tenant, created_at DESC, id DESC);
+CREATE INDEX sessions_by_agent ON sessions (agent_id);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
+
+-- An idempotency key is the client's, unique within its tenant: the column holds
+-- `<tenant>:<key>` (tenant names hold no `:`).
+UPDATE runs SET idempotency_key = 'default:' || idempotency_key
+WHERE idempotency_key IS NOT NULL;
+
+-- Secrets the server makes for itself, by name. `value` is sealed with a key kept outside
+-- the database (see store/secrets.py): a copy of the database file alone does not hold them.
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);

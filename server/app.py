@@ -20,7 +20,19 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from server import providers
-from server.api import agents, forks, keys, messages, oneshot, runs, search, sessions, sse, transfer
+from server.api import (
+    agents,
+    forks,
+    keys,
+    messages,
+    oneshot,
+    runs,
+    search,
+    sessions,
+    sse,
+    tokens,
+    transfer,
+)
 from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
 from server.api.limits import KeyLimits
@@ -192,6 +204,8 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             await runner.recover()
             app.state.store, app.state.runner = store, runner
             app.state.keys = KeyCache(store.keys, required=settings.auth == "required")
+            secret = await tokens.load_secret(store.secrets, tokens.sealing_key(settings.db))
+            app.state.tokens = tokens.StreamTokens(secret, settings.stream_token_ttl)
             sweeper = Sweeper(store, runner, settings.sweep_interval_s)
             sweeper.start()
             yield

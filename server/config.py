@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Per API key (api/limits.py): runs started in any minute, streams open at once.
     rate_runs_per_min: Annotated[int, msgspec.Meta(ge=1)] = 120
     max_streams_per_key: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # Seconds a stream token (api/tokens.py: events_url for EventSource) stays good.
+    stream_token_ttl: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] = 3600.0
 
     def __post_init__(self) -> None:
         access.parse_base_urls(self.provider_base_urls)  # a ValueError names the bad entry

@@ -103,3 +103,8 @@ def now() -> str:
     stamp = f"{text}.{rest:03d}Z"
     _stamp = (ms, stamp)
     return stamp
+
+
+def stamp_of(seconds: int) -> str:
+    """A unix time in seconds as `now()` writes times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))

@@ -232,6 +232,10 @@ T = TypeVar("T")
 KeyScope = Literal["read", "write", "admin"]
 
 
+DEFAULT_TENANT = "default"  # of everything made without auth, and before tenants were
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class ApiKey(msgspec.Struct):
     """An API key as lists show it: never the key itself, which is shown once when made."""
 
@@ -241,6 +245,7 @@ class ApiKey(msgspec.Struct):
     created_at: str
     last_used_at: str | None = None
     revoked_at: str | None = None
+    tenant: str = DEFAULT_TENANT  # it sees only what keys of its tenant made
 
 
 class Page(msgspec.Struct, Generic[T]):

@@ -166,7 +166,7 @@ def test_a_cached_key_is_refused_once_its_lookup_is_stale(tmp_path: Path) -> Non
             made = await issue(store.keys, "k", "write")
             assert await cache.enabled()
             assert (await cache.find(made.key)) is not None
-            await store.keys.revoke(made.id, "2026-12-03T00:00:00.000Z")
+            await store.keys.revoke(made.id, "2026-12-03T00:00:00.000Z", None)
             clock[0] += FRESH_S * 0.9
             assert (await cache.find(made.key)) is not None  # still trusted, within the bound
             clock[0] += FRESH_S * 0.2

@@ -33,7 +33,7 @@ def with_store(tmp_path: Path, body: Callable[[SqliteStore], Awaitable[None]]) -
                     "VALUES ('default', 'default', 'echo', 'n', 'n')"
                 )
             )
-            await store.sessions.create(record("s1"))
+            await store.sessions.create(record("s1"), "default")
             await body(store)
         finally:
             await store.close()
@@ -49,7 +49,7 @@ async def add(store: SqliteStore, role: Any, blocks: list[Any]) -> tuple[Message
 
 
 async def count(store: SqliteStore) -> int:
-    return (await store.sessions.get("s1")).message_count
+    return (await store.sessions.get("s1", None)).message_count
 
 
 def test_kept_history_grows_and_matches_a_fresh_one(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def conn(tmp_path: Path) -> Any:
 
 
 def new_session(conn: sqlite3.Connection, sid: str) -> None:
-    session_ops.insert(conn, msgspec.structs.replace(SESSION, id=sid, name=sid))
+    session_ops.insert(conn, msgspec.structs.replace(SESSION, id=sid, name=sid), "default")
 
 
 def start(conn: sqlite3.Connection, sid: str, rid: str, **extra: Any) -> Any:

@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.request import decode_body, json_response, page_params, runner, store
-from server.errors import InvalidRequest
+from server.api.request import decode_body, json_response, page_params, runner, store, tenant_of
+from server.errors import Forbidden, InvalidRequest
 from server.ids import new_ulid, now
-from server.models import Agent, Page, ToolRef
+from server.models import DEFAULT_TENANT, Agent, Page, ToolRef
 from server.runs.agentspec import check, unusable_reason
+from server.store import DEFAULT_AGENT_ID
 
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 MaxSteps = Annotated[int, Meta(ge=1, le=1000)]
@@ -88,36 +89,42 @@ async def create_agent(request: Request) -> Response:
         updated_at=stamp,
         max_run_seconds=body.max_run_seconds,
     )
-    created = await store(request).agents.create(checked(request, agent))
+    created = await store(request).agents.create(checked(request, agent), tenant_of(request))
     return json_response(view(request, created), 201)
 
 
 async def list_agents(request: Request) -> Response:
     limit, cursor = page_params(request)
-    page = await store(request).agents.page(limit, cursor)
+    page = await store(request).agents.page(tenant_of(request), limit, cursor)
     return json_response(Page([view(request, a) for a in page.data], page.next_cursor))
 
 
 async def get_agent(request: Request) -> Response:
-    agent = await store(request).agents.get(request.path_params["agent_id"])
+    agent = await store(request).agents.get(request.path_params["agent_id"], tenant_of(request))
     return json_response(view(request, agent))
 
 
 async def update_agent(request: Request) -> Response:
     body = await decode_body(request, update_decoder)
     agents = store(request).agents
-    agent = await agents.get(request.path_params["agent_id"])
+    tenant = tenant_of(request)
+    agent = await agents.get(request.path_params["agent_id"], tenant)
+    if agent.id == DEFAULT_AGENT_ID and tenant != DEFAULT_TENANT:
+        raise Forbidden(
+            "the built-in default agent is shared by every tenant: only keys of the default "
+            "tenant may change it; create an agent of your own instead"
+        )
     changes = {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}
     if changes.get("tools", UNSET) is None:
         changes["tools"] = []
     if "max_steps" in changes and changes["max_steps"] is None:
         raise InvalidRequest("max_steps cannot be null", field="max_steps")
     updated = msgspec.structs.replace(agent, **changes, updated_at=now())
-    return json_response(view(request, await agents.replace(checked(request, updated))))
+    return json_response(view(request, await agents.replace(checked(request, updated), tenant)))
 
 
 async def delete_agent(request: Request) -> Response:
-    await store(request).agents.delete(request.path_params["agent_id"])
+    await store(request).agents.delete(request.path_params["agent_id"], tenant_of(request))
     return Response(status_code=204)
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api.guard import render
 from server.api.keys import digest
+from server.api.tokens import StreamTokens, carried_token
 from server.errors import ApiError, Forbidden, Unauthorized
 from server.ids import now
 from server.models import ApiKey, KeyScope
@@ -120,6 +121,9 @@ class Gate:
 
     async def _refusal(self, scope: Scope, cache: KeyCache) -> ApiError | None:
         key = carried(Headers(scope=scope))
+        token = carried_token(scope["query_string"]) if key is None else None
+        if token is not None:
+            return _streaming(scope, token)
         if key is None:
             return _unauthorized(
                 "this server needs an API key: send it as Authorization: Bearer <key> "
@@ -137,6 +141,21 @@ class Gate:
             )
         scope.setdefault("state", {})["key"] = record
         return None
+
+
+def _streaming(scope: Scope, token: str) -> ApiError | None:
+    """A stream token (api/tokens.py) in place of a key: on its own stream only. The
+    request then acts as a read key of the token's tenant, counted as the key that asked."""
+    tokens: StreamTokens | None = getattr(scope["app"].state, "tokens", None)
+    claims = tokens.check(token, scope["path"]) if tokens is not None else None
+    if claims is None or scope["method"] not in ("GET", "HEAD"):
+        return _unauthorized(
+            "the stream token is not valid here: it has expired, was altered, or was made "
+            "for another stream; ask GET /sessions/{id}/events_url for a new one"
+        )
+    key = ApiKey(claims.key_id, "stream token", "read", "", tenant=claims.tenant)
+    scope.setdefault("state", {})["key"] = key
+    return None
 
 
 def _unauthorized(message: str) -> Unauthorized:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.request import decode_body, json_response, store
+from server.api.request import decode_body, json_response, session_of, store, tenant_of
 from server.api.sessions import SessionName, Title, check_name
 from server.models import SessionRecord, new_session_record
 from server.store import Store
@@ -29,9 +29,10 @@ fork_decoder = msgspec.json.Decoder(ForkBody)
 
 
 async def fork(
-    st: Store, source: SessionRecord, body: ForkBody, work_dir: str | None = None
+    st: Store, tenant: str, source: SessionRecord, body: ForkBody, work_dir: str | None = None
 ) -> SessionRecord:
-    """Fork `source` (into `work_dir` when given, else the source's own)."""
+    """Fork `source` (into `work_dir` when given, else the source's own); the fork is the
+    tenant's, as the source is."""
     record = new_session_record(
         source.agent_id,
         work_dir or source.work_dir,
@@ -42,15 +43,14 @@ async def fork(
         ttl_seconds=source.ttl_seconds,
         parent_id=source.id,
     )
-    await st.sessions.fork(source.id, body.at_message_id, record)
-    return await st.sessions.get(record.id)
+    await st.sessions.fork(source.id, body.at_message_id, record, tenant)
+    return await st.sessions.get(record.id, None)
 
 
 async def fork_session(request: Request) -> Response:
-    st = store(request)
-    source = await st.sessions.get(request.path_params["session_id"])
+    source = await session_of(request)
     body = await _body(request)
-    return json_response(await fork(st, source, body), 201)
+    return json_response(await fork(store(request), tenant_of(request), source, body), 201)
 
 
 async def _body(request: Request) -> ForkBody:

@@ -11,7 +11,8 @@ from starlette.routing import Route
 
 from server.api import sse
 from server.api.limits import key_of, limits
-from server.api.request import decode_body, json_response, query_choice, runner
+from server.api.request import decode_body, json_response, query_choice, runner, tenant_of
+from server.api.tokens import events_url
 from server.errors import ApiError, InvalidRequest, status_for
 from server.models import (
     ClientTool,
@@ -134,7 +135,9 @@ async def start(request: Request) -> RunHandle:
     key = request.headers.get("idempotency-key") or None
     if key is not None and len(key) > 255:
         raise InvalidRequest("Idempotency-Key must be at most 255 characters")
-    return await runner(request).submit(request.path_params["session_id"], to_request(body), key)
+    return await runner(request).submit(
+        tenant_of(request), request.path_params["session_id"], to_request(body), key
+    )
 
 
 async def finished_result(started: RunHandle) -> MessageResult:
@@ -188,7 +191,7 @@ async def start_run(request: Request) -> Response:
     started = await start(request)
     await refuse_unusable(started)
     sid = started.session_id
-    url = f"/sessions/{sid}/runs/{started.id}/events"
+    url, _ = events_url(request, sid, started.id)
     position = started.queue_position()
     status = started.status()
     body = RunStarted(started.id, sid, status, position, url)
@@ -201,7 +204,10 @@ async def tool_results(request: Request) -> Response:
     body = await decode_body(request, results_decoder)
     wait = query_choice(request, "wait", ("true", "false"), "false") == "true"
     resumed = await runner(request).resume(
-        request.path_params["session_id"], request.path_params["run_id"], body.results
+        tenant_of(request),
+        request.path_params["session_id"],
+        request.path_params["run_id"],
+        body.results,
     )
     if wait:
         result = await finished_result(resumed)

@@ -24,7 +24,7 @@ from server.api import sse
 from server.api.forks import ForkBody, fork
 from server.api.limits import key_of, limits
 from server.api.messages import MessageBody, finished_result, refuse_unusable, to_request
-from server.api.request import decode_body, json_response, runner, store
+from server.api.request import decode_body, json_response, runner, session_of, store, tenant_of
 from server.api.sessions import check_work_dir
 from server.errors import InvalidRequest, NotFound
 from server.models import ContentBlock, SessionRecord, new_session_record
@@ -70,8 +70,8 @@ def mode_of(body: RunBody) -> str:
     return "resume" if body.resume else "fork"
 
 
-async def latest(st: Store, work_dir: str | None) -> SessionRecord:
-    page = await st.sessions.page(SessionFilter(work_dir=work_dir), 1, None)
+async def latest(st: Store, tenant: str, work_dir: str | None) -> SessionRecord:
+    page = await st.sessions.page(tenant, SessionFilter(work_dir=work_dir), 1, None)
     if not page.data:
         where = f" in work_dir {work_dir}" if work_dir else ""
         raise NotFound(f"there is no session to continue{where}")
@@ -82,10 +82,10 @@ async def source_of(request: Request, body: RunBody, mode: str) -> SessionRecord
     """The session whose history the run continues (None for a new session)."""
     st = store(request)
     if mode == "continue":
-        return await latest(st, check_work_dir(request, body.work_dir))
+        return await latest(st, tenant_of(request), check_work_dir(request, body.work_dir))
     if body.session_id is None:
         return None
-    record = await st.sessions.get(body.session_id)
+    record = await session_of(request, body.session_id)
     moved = body.work_dir is not None and check_work_dir(request, body.work_dir) != record.work_dir
     if mode == "resume" and moved:
         raise InvalidRequest(
@@ -97,31 +97,34 @@ async def source_of(request: Request, body: RunBody, mode: str) -> SessionRecord
 
 async def persisted(request: Request, body: RunBody, run: RunRequest) -> RunHandle:
     st = store(request)
+    tenant = tenant_of(request)
     mode = mode_of(body)
     source = await source_of(request, body, mode)
     if source is None:
-        await st.agents.get(body.agent_id or DEFAULT_AGENT_ID)
+        await st.agents.get(body.agent_id or DEFAULT_AGENT_ID, tenant)
         work_dir = check_work_dir(request, body.work_dir)
         source = await st.sessions.create(
-            new_session_record(body.agent_id or DEFAULT_AGENT_ID, work_dir)
+            new_session_record(body.agent_id or DEFAULT_AGENT_ID, work_dir), tenant
         )
         run = msgspec.structs.replace(run, agent_id=None)
     elif mode == "fork":
-        source = await fork(st, source, ForkBody(), check_work_dir(request, body.work_dir))
-    return await runner(request).submit(source.id, run)  # no idempotency key: a new run
+        work_dir = check_work_dir(request, body.work_dir)
+        source = await fork(st, tenant, source, ForkBody(), work_dir)
+    return await runner(request).submit(tenant, source.id, run)  # no idempotency key: new run
 
 
 async def ephemeral(request: Request, body: RunBody, run: RunRequest) -> RunHandle:
     st = store(request)
+    tenant = tenant_of(request)
     mode = mode_of(body)
     source = await source_of(request, body, mode)
     tools = runner(request).settings.tools
     if source is None:
-        agent = offered(await st.agents.get(body.agent_id or DEFAULT_AGENT_ID), tools)
+        agent = offered(await st.agents.get(body.agent_id or DEFAULT_AGENT_ID, tenant), tools)
         return await runner(request).run_ephemeral(
             agent, check_work_dir(request, body.work_dir), [], run
         )
-    agent = offered(await st.agents.get(body.agent_id or source.agent_id), tools)
+    agent = offered(await st.agents.get(body.agent_id or source.agent_id, tenant), tools)
     work_dir = source.work_dir
     if mode == "fork" and body.work_dir is not None:
         work_dir = check_work_dir(request, body.work_dir)

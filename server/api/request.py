@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import InvalidRequest, PayloadTooLarge
+from server.models import DEFAULT_TENANT, ApiKey, SessionRecord
 from server.runs.runner import Runner
 from server.store import Store
 from server.store.pages import DEFAULT_LIMIT, MAX_LIMIT
@@ -142,3 +143,17 @@ def store(request: Request) -> Store:
 def runner(request: Request) -> Runner:
     result: Runner = request.app.state.runner
     return result
+
+
+def tenant_of(request: Request) -> str:
+    """The tenant the request acts for: its key's (api/auth.py left the key in the request's
+    state), or without auth the one tenant there is."""
+    key: ApiKey | None = request.scope.get("state", {}).get("key")
+    return DEFAULT_TENANT if key is None else key.tenant
+
+
+async def session_of(request: Request, key: str | None = None) -> SessionRecord:
+    """The session the path (or `key`) names, by id or name, among the request's tenant's:
+    another tenant's is not found, exactly as one that does not exist."""
+    found = key if key is not None else request.path_params["session_id"]
+    return await store(request).sessions.get(found, tenant_of(request))

@@ -9,8 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api import sse
-from server.api.request import json_response, page_params, parse_count, runner, store
+from server.api.request import json_response, page_params, parse_count, runner, session_of, store
+from server.api.tokens import events_url
 from server.errors import InvalidRequest, NotFound
+from server.ids import stamp_of
 from server.models import FINISHED_STATUSES, Run
 
 
@@ -29,7 +31,7 @@ def run_position(request: Request) -> int:
 
 async def _run(request: Request) -> Run:
     st = store(request)
-    record = await st.sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     stored = await st.runs.get(request.path_params["run_id"], record.id)
     position = runner(request).queue_position(stored.run.id)
     return msgspec.structs.replace(stored.run, queue_position=position)
@@ -37,7 +39,7 @@ async def _run(request: Request) -> Run:
 
 async def list_runs(request: Request) -> Response:
     st = store(request)
-    record = await st.sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     limit, cursor = page_params(request)
     return json_response(await st.runs.page(record.id, limit, cursor))
 
@@ -66,7 +68,7 @@ async def cancel_run(request: Request) -> Response:
 
 async def session_events(request: Request) -> Response:
     st = store(request)
-    record = await st.sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     resume = last_event_id(request)
     position: tuple[str, int] | None = None
     if resume:
@@ -87,7 +89,25 @@ async def session_events(request: Request) -> Response:
     return sse.stream(request, sse.framed(request, batches, sse.session_frames))
 
 
+class EventsUrl(msgspec.Struct):
+    events_url: str
+    expires_at: str | None  # None: auth is off, the URL needs no token
+
+
+async def get_events_url(request: Request) -> Response:
+    """A URL a browser's EventSource can open: the session's channel, or with `?run_id=` one
+    run's events (a new token for a stream whose token has expired)."""
+    record = await session_of(request)
+    run_id = request.query_params.get("run_id") or ""
+    if run_id:
+        await store(request).runs.get(run_id, record.id)
+    url, expires = events_url(request, record.id, run_id)
+    stamp = None if expires is None else stamp_of(expires)
+    return json_response(EventsUrl(url, stamp), 200, {"Cache-Control": "no-store"})
+
+
 routes = [
+    Route("/sessions/{session_id}/events_url", get_events_url, methods=["GET"]),
     Route("/sessions/{session_id}/runs", list_runs, methods=["GET"]),
     Route("/sessions/{session_id}/runs/{run_id}", get_run, methods=["GET"]),
     Route("/sessions/{session_id}/runs/{run_id}/events", run_events, methods=["GET"]),

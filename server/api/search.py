@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.request import json_response, page_params, store
+from server.api.request import json_response, page_params, store, tenant_of
 from server.errors import InvalidRequest
 
 MAX_QUERY = 1000
@@ -23,7 +23,7 @@ async def search_sessions(request: Request) -> Response:
     if len(q) > MAX_QUERY:
         raise InvalidRequest(f"q must be at most {MAX_QUERY} characters", field="q")
     limit, cursor = page_params(request)
-    return json_response(await store(request).search.page(q, limit, cursor))
+    return json_response(await store(request).search.page(tenant_of(request), q, limit, cursor))
 
 
 routes = [

@@ -21,7 +21,9 @@ from server.api.request import (
     query_choice,
     query_int,
     runner,
+    session_of,
     store,
+    tenant_of,
 )
 from server.errors import Conflict, InvalidRequest
 from server.ids import is_ulid, now
@@ -102,11 +104,12 @@ def check_name(name: str | None) -> str | None:
 async def create_session(request: Request) -> Response:
     body = await decode_body(request, create_decoder)
     sessions = store(request).sessions
+    tenant = tenant_of(request)
     resume = body.name is not None and body.if_exists == "resume"
-    if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
+    if resume and (existing := await sessions.find_by_name(body.name or "", tenant)) is not None:
         return json_response(existing, 200)
     agent_id = body.agent_id or DEFAULT_AGENT_ID
-    await store(request).agents.get(agent_id)
+    await store(request).agents.get(agent_id, tenant)
     record = new_session_record(
         agent_id,
         check_work_dir(request, body.work_dir),
@@ -117,13 +120,13 @@ async def create_session(request: Request) -> Response:
         ttl_seconds=body.ttl_seconds,
     )
     try:
-        created = await sessions.create(record)
+        created = await sessions.create(record, tenant)
     except Conflict:
         # create-or-resume raced another request creating the same name: resume theirs
-        if resume and (existing := await sessions.find_by_name(body.name or "")) is not None:
+        if resume and (existing := await sessions.find_by_name(body.name or "", tenant)):
             return json_response(existing, 200)
         raise
-    runner(request).session_created(created)
+    runner(request).session_created(tenant, created)
     return json_response(created, 201)
 
 
@@ -137,21 +140,23 @@ async def list_sessions(request: Request) -> Response:
         name=request.query_params.get("name"),
         order=query_choice(request, "order", ("updated_at", "created_at"), "updated_at"),
     )
-    page: Page[SessionRecord] = await store(request).sessions.page(where, limit, cursor)
+    page: Page[SessionRecord] = await store(request).sessions.page(
+        tenant_of(request), where, limit, cursor
+    )
     return json_response(page)
 
 
 async def get_session(request: Request) -> Response:
-    return json_response(await store(request).sessions.get(request.path_params["session_id"]))
+    return json_response(await session_of(request))
 
 
 async def update_session(request: Request) -> Response:
     body = await decode_body(request, update_decoder)
     st = store(request)
-    record = await st.sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     changes = {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}
     if "agent_id" in changes:
-        await st.agents.get(changes["agent_id"])
+        await st.agents.get(changes["agent_id"], tenant_of(request))
     if "work_dir" in changes:
         changes["work_dir"] = check_work_dir(request, changes["work_dir"])
     if "name" in changes and changes["name"] != record.name:
@@ -163,7 +168,7 @@ async def update_session(request: Request) -> Response:
 
 async def delete_session(request: Request) -> Response:
     st = store(request)
-    record = await st.sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     await runner(request).stop_session(record.id)
     await st.sessions.delete(record.id)
     return Response(status_code=204)
@@ -171,24 +176,24 @@ async def delete_session(request: Request) -> Response:
 
 async def archive_session(request: Request) -> Response:
     sessions = store(request).sessions
-    record = await sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     if record.archived_at is None:
         stamp = now()
         await sessions.set_archived(record.id, stamp, stamp)
-    return json_response(await sessions.get(record.id))
+    return json_response(await sessions.get(record.id, None))
 
 
 async def unarchive_session(request: Request) -> Response:
     sessions = store(request).sessions
-    record = await sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     if record.archived_at is not None:
         await sessions.set_archived(record.id, None, now())
-    return json_response(await sessions.get(record.id))
+    return json_response(await sessions.get(record.id, None))
 
 
 async def list_messages(request: Request) -> Response:
     st = store(request)
-    record = await st.sessions.get(request.path_params["session_id"])
+    record = await session_of(request)
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     after = query_int(request, "after", 0, 0, 2**62)

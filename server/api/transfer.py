@@ -35,10 +35,11 @@ from server.api.request import (
     read_body,
     runner,
     store,
+    tenant_of,
 )
 from server.api.sessions import Tags, UpdateSession, check_name, check_work_dir
 from server.errors import InvalidRequest, NotFound
-from server.ids import now
+from server.ids import new_ulid, now
 from server.models import Agent, Message, Run, SessionRecord
 from server.runs import agentspec
 from server.store import SessionFilter, Store
@@ -94,24 +95,26 @@ message_decoder = msgspec.json.Decoder(Message)
 
 
 # -- export ---------------------------------------------------------------------------------
-async def exported(st: Store, key: str) -> SessionExport:
-    record = await st.sessions.get(key)
+async def exported(st: Store, tenant: str, key: str) -> SessionExport:
+    record = await st.sessions.get(key, tenant)
     messages = await st.messages.history(record.id)
     runs = await st.runs.of_session(record.id)  # after the messages: every run they name
     return SessionExport(transcript.VERSION, record, runs, messages)
 
 
-async def agents_of(st: Store, records: list[SessionRecord]) -> list[Agent]:
-    return [await st.agents.get(key) for key in dict.fromkeys(r.agent_id for r in records)]
+async def agents_of(st: Store, tenant: str, records: list[SessionRecord]) -> list[Agent]:
+    keys = dict.fromkeys(r.agent_id for r in records)
+    return [await st.agents.get(key, tenant) for key in keys]
 
 
 async def export_session(request: Request) -> Response:
     form = query_choice(request, "format", ("json", "jsonl", "markdown"), "json")
     with_agents = _query_bool(request, "with_agents")
     st = store(request)
-    doc = await exported(st, request.path_params["session_id"])
+    tenant = tenant_of(request)
+    doc = await exported(st, tenant, request.path_params["session_id"])
     if with_agents:
-        doc.agents = await agents_of(st, [doc.session])
+        doc.agents = await agents_of(st, tenant, [doc.session])
     extension = {"json": "json", "jsonl": "jsonl", "markdown": "md"}[form]
     headers = {"Content-Disposition": f'attachment; filename="{doc.session.id}.{extension}"'}
     if form == "jsonl":
@@ -124,9 +127,11 @@ async def export_session(request: Request) -> Response:
 async def export_bundle(request: Request) -> Response:
     body = await decode_body(request, export_decoder)
     st = store(request)
-    records = await _selected(st, body)
-    agents = await agents_of(st, records) if _query_bool(request, "with_agents") else None
-    exports = [await exported(st, record.id) for record in records]
+    tenant = tenant_of(request)
+    records = await _selected(st, tenant, body)
+    with_agents = _query_bool(request, "with_agents")
+    agents = await agents_of(st, tenant, records) if with_agents else None
+    exports = [await exported(st, tenant, record.id) for record in records]
     stamp = now()
     data = await asyncio.to_thread(bundle.pack, exports, stamp, agents)
     name = f"sessiond-export-{stamp[:19].replace(':', '')}.zip"
@@ -134,7 +139,7 @@ async def export_bundle(request: Request) -> Response:
     return Response(data, 200, headers, "application/zip")
 
 
-async def _selected(st: Store, body: ExportBody) -> list[SessionRecord]:
+async def _selected(st: Store, tenant: str, body: ExportBody) -> list[SessionRecord]:
     filtered = any(
         (body.status, body.tags, body.agent_id, body.work_dir is not None, body.name is not None)
     )
@@ -142,7 +147,7 @@ async def _selected(st: Store, body: ExportBody) -> list[SessionRecord]:
         if filtered:
             raise InvalidRequest("give ids or filters, not both", field="ids")
         unique = list(dict.fromkeys(body.ids))
-        return [await st.sessions.get(key) for key in unique]
+        return [await st.sessions.get(key, tenant) for key in unique]
     where = SessionFilter(
         status=body.status,
         tags=body.tags,
@@ -155,7 +160,7 @@ async def _selected(st: Store, body: ExportBody) -> list[SessionRecord]:
     found: list[SessionRecord] = []
     cursor: str | None = None
     while True:
-        page = await st.sessions.page(where, 1000, cursor)
+        page = await st.sessions.page(tenant, where, 1000, cursor)
         found += page.data
         if len(found) > MAX_EXPORT:
             raise InvalidRequest(
@@ -185,9 +190,11 @@ async def import_sessions(request: Request) -> Response:
         _check_fields(export.session)
     planned, repaired = restore.plan(exports, keep_ids, now())
     st = store(request)
+    tenant = tenant_of(request)
     planned, created = await _placed(request, st, planned, carried)
-    await st.transfer.restore([(e.session, e.messages, e.runs) for e in planned], created)
-    sessions = [await st.sessions.get(e.session.id) for e in planned]
+    items = [(e.session, e.messages, e.runs) for e in planned]
+    await st.transfer.restore(tenant, items, created)
+    sessions = [await st.sessions.get(e.session.id, None) for e in planned]
     messages = sum(len(e.messages) for e in planned)
     runs = sum(len(e.runs) for e in planned)
     return json_response(ImportResult(sessions, messages, runs, created, repaired), 201)
@@ -236,8 +243,9 @@ async def _placed(
     """Each session with the agent and work_dir it will have here, both checked; and the
     carried agents to create for them."""
     agent_id = request.query_params.get("agent_id") or None
+    tenant = tenant_of(request)
     if agent_id is not None:
-        await st.agents.get(agent_id)
+        await st.agents.get(agent_id, tenant)
     work_dir = request.query_params.get("work_dir") or None
     active = runner(request)
 
@@ -245,7 +253,7 @@ async def _placed(
         return agentspec.check(agent, active.provider_ctx, active.settings.tools)
 
     agents, created = (
-        await _agents_here(st, planned, carried, checked) if agent_id is None else ({}, [])
+        await _agents_here(st, tenant, planned, carried, checked) if agent_id is None else ({}, [])
     )
     placed = []
     for export in planned:
@@ -260,19 +268,21 @@ async def _placed(
 
 async def _agents_here(
     st: Store,
+    tenant: str,
     planned: list[SessionExport],
     carried: list[Agent],
     checked: Callable[[Agent], Agent],
 ) -> tuple[dict[str, str], list[Agent]]:
     """Each exported agent id → the id of the agent its sessions get here: the server's
     agent of that id, else the server's agent of the carried agent's name, else the carried
-    agent, to be created. An agent neither here nor carried is refused."""
+    agent, to be created (under a new id if another tenant's agent has its id). An agent
+    neither here nor carried is refused."""
     by_id = {agent.id: agent for agent in carried}
     here: dict[str, str] = {}
     created: list[Agent] = []
     for key in dict.fromkeys(e.session.agent_id for e in planned):
         try:
-            here[key] = (await st.agents.get(key)).id
+            here[key] = (await st.agents.get(key, tenant)).id
             continue
         except NotFound:
             agent = by_id.get(key)
@@ -283,13 +293,24 @@ async def _agents_here(
                 "give the sessions another agent",
                 field="agent_id",
             )
-        same_name = await st.agents.find_by_name(agent.name)
+        same_name = await st.agents.find_by_name(agent.name, tenant)
         if same_name is not None:
             here[key] = same_name.id
             continue
+        if await _taken(st, agent.id):
+            agent = msgspec.structs.replace(agent, id=new_ulid())
         created.append(_creatable(agent, checked))
         here[key] = agent.id
     return here, created
+
+
+async def _taken(st: Store, agent_id: str) -> bool:
+    """The id is another tenant's agent's (ids are unique across tenants)."""
+    try:
+        await st.agents.get(agent_id, None)
+    except NotFound:
+        return False
+    return True
 
 
 def _creatable(agent: Agent, checked: Callable[[Agent], Agent]) -> Agent:

@@ -22,7 +22,7 @@ COMMANDS = {
     "sessions import": "import a json export or a zip bundle",
     "keys": "create, list and revoke API keys (on the database, with or without a server)",
     "keys create": "make a new key and print it, this once",
-    "keys list": "list keys: id, name, scope, created, last used, revoked (never the key)",
+    "keys list": "list keys: id, name, tenant, scope, created, last used (never the key)",
     "keys revoke": "revoke a key: refused within a second, no restart needed",
 }
 
@@ -174,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=setting_help("max_streams_per_key", "event streams one API key may hold open"),
     )
     serve.add_argument(
+        "--stream-token-ttl",
+        type=float,
+        dest="stream_token_ttl",
+        help=setting_help(
+            "stream_token_ttl", "seconds an events_url's token (for EventSource) stays good"
+        ),
+    )
+    serve.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",
@@ -285,7 +293,14 @@ def add_key_commands(parent: argparse.ArgumentParser) -> None:
         default="write",
         help="read: GET routes only; write: every route but /keys; admin: all (default write)",
     )
+    create.add_argument(
+        "--tenant",
+        default="default",
+        help="the tenant whose data the key sees and makes (default: default, where "
+        "everything made without auth lives)",
+    )
     listing = commands.add_parser("list", help=COMMANDS["keys list"])
+    listing.add_argument("--tenant", help="only this tenant's keys")
     listing.add_argument("--json", action="store_true", help="print JSON lines")
     revoke = commands.add_parser("revoke", help=COMMANDS["keys revoke"])
     revoke.add_argument("id", help="the key's id (from keys list)")

@@ -46,10 +46,11 @@ async def _run(db: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def create(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    made = await issue(store.keys, args.name, args.scope)
+    made = await issue(store.keys, args.name, args.scope, args.tenant)
     out.write(f"{made.key}\n")
     sys.stderr.write(
-        f"key {made.id} ({made.scope}) made; it is shown this once and stored only as a hash\n"
+        f"key {made.id} ({made.scope}, tenant {made.tenant}) made; it is shown this once and "
+        "stored only as a hash\n"
     )
     return 0
 
@@ -58,7 +59,7 @@ async def list_keys(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     found: list[ApiKey] = []
     cursor: str | None = None
     while True:
-        page = await store.keys.page(1000, cursor)
+        page = await store.keys.page(args.tenant, 1000, cursor)
         found += page.data
         cursor = page.next_cursor
         if cursor is None:
@@ -68,19 +69,20 @@ async def list_keys(store: Store, args: argparse.Namespace, out: TextIO) -> int:
             out.write(json.dumps(msgspec.to_builtins(key)) + "\n")
         return 0
     out.write(
-        f"{'ID':<26}  {'NAME':<20}  {'SCOPE':<5}  {'CREATED':<24}  {'LAST USED':<24}  STATE\n"
+        f"{'ID':<26}  {'NAME':<20}  {'TENANT':<16}  {'SCOPE':<5}  {'CREATED':<24}  "
+        f"{'LAST USED':<24}  STATE\n"
     )
     for key in found:
         state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
         out.write(
-            f"{key.id:<26}  {key.name[:20]:<20}  {key.scope:<5}  {key.created_at:<24}  "
-            f"{key.last_used_at or '-':<24}  {state}\n"
+            f"{key.id:<26}  {key.name[:20]:<20}  {key.tenant[:16]:<16}  {key.scope:<5}  "
+            f"{key.created_at:<24}  {key.last_used_at or '-':<24}  {state}\n"
         )
     return 0
 
 
 async def revoke(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    key = await store.keys.revoke(args.id, now())
+    key = await store.keys.revoke(args.id, now(), None)
     out.write(f"key {key.id} revoked\n")
     return 0
 

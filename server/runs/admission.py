@@ -44,21 +44,29 @@ class Admission:
         self.keys: dict[str, str] = {}  # idempotency keys of runs being started
 
     async def submit(
-        self, session_key: str, request: RunRequest, idempotency_key: str | None = None
+        self,
+        tenant: str,
+        session_key: str,
+        request: RunRequest,
+        idempotency_key: str | None = None,
     ) -> ActiveRun | Run:
+        """`session_key` (an id or a name) is looked up among the tenant's sessions; an
+        idempotency key is the tenant's own (stored as `<tenant>:<key>`)."""
         self.table.check_open()
-        known = self.records.get(session_key)
+        scoped = f"{tenant}:{idempotency_key}" if idempotency_key else None
+        known = self.records.get((tenant, session_key))
         if known is not None and not known.archived_at and known.status != "requires_action":
             try:
-                return await self._submit(known, request, idempotency_key, expected=known)
+                return await self._submit(tenant, known, request, scoped, expected=known)
             except (Stale, ApiError):
-                self.records.forget(session_key)
-        record = await self.store.sessions.get(session_key)
-        self.records.keep(session_key, record)
-        return await self._submit(record, request, idempotency_key)
+                self.records.forget((tenant, session_key))
+        record = await self.store.sessions.get(session_key, tenant)
+        self.records.keep((tenant, session_key), record)
+        return await self._submit(tenant, record, request, scoped)
 
     async def _submit(
         self,
+        tenant: str,
         record: SessionRecord,
         request: RunRequest,
         idempotency_key: str | None,
@@ -70,7 +78,7 @@ class Admission:
             earlier = await self._earlier(idempotency_key, record.id, request)
             if earlier is not None:
                 return earlier
-        agent = await self.store.agents.get(request.agent_id or record.agent_id)
+        agent = await self.store.agents.get(request.agent_id or record.agent_id, tenant)
         agent = agentspec.offered(agent, self.tools)
         names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
         agentspec.check_tools(request.tools, names)
@@ -101,8 +109,8 @@ class Admission:
             raise Conflict("this Idempotency-Key was already used for another session")
         if first != request:
             raise Unprocessable(
-                f"Idempotency-Key {key!r} was already used with another request body; send a "
-                "new key for a new message",
+                f"Idempotency-Key {key.partition(':')[2]!r} was already used with another "
+                "request body; send a new key for a new message",
                 field="Idempotency-Key",
             )
         return found
@@ -181,27 +189,32 @@ class Admission:
 
 
 class Records:
-    """The session record last read for each key (an id or a name), least recently used
-    first out."""
+    """The session record last read for each key (a tenant, and an id or a name in it),
+    least recently used first out."""
 
     def __init__(self, max_records: int = 4096) -> None:
         self.max_records = max_records
-        self._kept: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, str], SessionRecord] = OrderedDict()
 
-    def get(self, key: str) -> SessionRecord | None:
+    def get(self, key: tuple[str, str]) -> SessionRecord | None:
         record = self._kept.get(key)
         if record is not None:
             self._kept.move_to_end(key)
         return record
 
-    def keep(self, key: str, record: SessionRecord) -> None:
+    def keep(self, key: tuple[str, str], record: SessionRecord) -> None:
         self._kept[key] = record
         self._kept.move_to_end(key)
         if len(self._kept) > self.max_records:
             self._kept.popitem(last=False)
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: tuple[str, str]) -> None:
         self._kept.pop(key, None)
+
+    def forget_session(self, session_id: str) -> None:
+        """Every key that led to the session (its id, its name)."""
+        for key in [k for k, record in self._kept.items() if record.id == session_id]:
+            del self._kept[key]
 
 
 def _request_of(content: list[ContentBlock], options: dict[str, Any]) -> RunRequest | None:

@@ -158,7 +158,7 @@ class Driver:
     async def _session(self, active: ActiveRun) -> Session:
         if active.scratch is not None:
             return active.scratch
-        record = active.record or await self.store.sessions.get(active.session_id)
+        record = active.record or await self.store.sessions.get(active.session_id, None)
         if active.begun is not None:
             count, latest = active.begun.message_count, active.begun.message
             history = await self.histories.load(record.id, count, latest)

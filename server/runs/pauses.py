@@ -76,11 +76,11 @@ class Pauses:
         return ordered, messages
 
     async def resume(
-        self, session_key: str, run_id: str, supplied: list[ToolResultBlock]
+        self, tenant: str, session_key: str, run_id: str, supplied: list[ToolResultBlock]
     ) -> ActiveRun:
         """A run paused for client tools gets their results and goes on from its next step."""
         self.table.check_open()
-        record = await self.store.sessions.get(session_key)
+        record = await self.store.sessions.get(session_key, tenant)
         paused = await self.store.runs.get(run_id, record.id)
         run = paused.run
         if run.status != "requires_action" or self.table.get(run.id) is not None:
@@ -92,7 +92,7 @@ class Pauses:
                 f"session {record.id} is busy with run {blocker.id}", run_id=blocker.id
             )
         request = msgspec.convert({**paused.options, "content": []}, RunRequest)
-        agent = await self.store.agents.get(run.agent_id)
+        agent = await self.store.agents.get(run.agent_id, None)
         agent = agentspec.offered(agent, self.tools)
         first_seq = await self.store.events.last_seq(run.id) + 1
         active = ActiveRun(

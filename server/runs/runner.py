@@ -62,10 +62,15 @@ class Runner:
 
     # -- starting runs ----------------------------------------------------------------------
     async def submit(
-        self, session_key: str, request: RunRequest, idempotency_key: str | None = None
+        self,
+        tenant: str,
+        session_key: str,
+        request: RunRequest,
+        idempotency_key: str | None = None,
     ) -> RunHandle:
-        """Start (or queue) a run. A repeated idempotency key returns the first run instead."""
-        started = await self.admission.submit(session_key, request, idempotency_key)
+        """Start (or queue) a run on the tenant's session. A repeated idempotency key returns
+        the first run instead."""
+        started = await self.admission.submit(tenant, session_key, request, idempotency_key)
         if isinstance(started, Run):
             return RunHandle(self, None, started)
         return RunHandle(self, started)
@@ -81,14 +86,14 @@ class Runner:
         return RunHandle(self, active)
 
     async def resume(
-        self, session_key: str, run_id: str, supplied: list[ToolResultBlock]
+        self, tenant: str, session_key: str, run_id: str, supplied: list[ToolResultBlock]
     ) -> RunHandle:
         """A run paused for client tools goes on with their results."""
-        return RunHandle(self, await self.pauses.resume(session_key, run_id, supplied))
+        return RunHandle(self, await self.pauses.resume(tenant, session_key, run_id, supplied))
 
-    def session_created(self, record: SessionRecord) -> None:
+    def session_created(self, tenant: str, record: SessionRecord) -> None:
         """A session just created: its first message needs not read the record back."""
-        self.admission.records.keep(record.id, record)
+        self.admission.records.keep((tenant, record.id), record)
 
     # -- what a handle and the routes ask ----------------------------------------------------
     def queue_position(self, run_id: str) -> int | None:
@@ -132,7 +137,7 @@ class Runner:
             await self.driver.cancel(active)
         self.hub.end_session(session_id)
         self.histories.forget(session_id)
-        self.admission.records.forget(session_id)
+        self.admission.records.forget_session(session_id)
 
     def begin_shutdown(self) -> None:
         """Start draining now (on SIGTERM), before the HTTP server closes its connections."""

@@ -22,6 +22,7 @@ from server.store.contract import (
     RunStore,
     SearchResult,
     SearchStore,
+    SecretStore,
     SessionFilter,
     SessionStore,
     Snippet,
@@ -36,6 +37,7 @@ from server.store.keys import Keys
 from server.store.messages import Messages
 from server.store.runs import Runs
 from server.store.search import Search
+from server.store.secrets import Secrets
 from server.store.sessions import Sessions
 from server.store.sqlite import Database
 from server.store.transfer import Transfer
@@ -49,6 +51,7 @@ __all__ = [
     "NewRun",
     "Restorable",
     "SearchResult",
+    "SecretStore",
     "SessionFilter",
     "Snippet",
     "SqliteStore",
@@ -65,6 +68,7 @@ class SqliteStore:
     def __init__(self, path: str, *, event_flush_s: float = 0.2) -> None:
         self.db = Database(path, event_flush_s=event_flush_s)
         self.keys: KeyStore = Keys(self.db)
+        self.secrets: SecretStore = Secrets(self.db)
         self.agents: AgentStore = Agents(self.db)
         self.sessions: SessionStore = Sessions(self.db)
         self.messages: MessageStore = Messages(self.db)

@@ -19,6 +19,7 @@ _COLUMNS = (
     "id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options, "
     "max_run_seconds, created_at, updated_at"
 )
+_SELECT = f"{_COLUMNS}, tenant"
 
 
 def _agent(row: Any) -> Agent:
@@ -55,11 +56,12 @@ def _values(agent: Agent) -> tuple[Any, ...]:
     )
 
 
-def insert(conn: sqlite3.Connection, agent: Agent) -> None:
+def insert(conn: sqlite3.Connection, agent: Agent, tenant: str) -> None:
     try:
         conn.execute(
-            f"INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at),
+            f"INSERT INTO agents ({_COLUMNS}, tenant) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at, tenant),
         )
     except sqlite3.IntegrityError as exc:
         raise _name_taken(agent) from exc
@@ -72,27 +74,30 @@ def _name_taken(agent: Agent) -> Conflict:
 class Agents:
     """Every run reads its agent, and agents change only through the methods below, so `get`
     answers from a cache that each of them clears once its write is settled. A read that
-    overlapped a write is not cached: `_changes` counts the writes."""
+    overlapped a write is not cached: `_changes` counts the writes. The cache keeps each
+    agent's tenant, so that it answers only its tenant (and everyone for the built-in)."""
 
     def __init__(self, db: Database, cache_size: int = 1024) -> None:
         self.db = db
         self.cache_size = cache_size
-        self._cache: dict[str, Agent] = {}
+        self._cache: dict[str, tuple[Agent, str]] = {}
         self._changes = 0
 
-    async def get(self, agent_id: str) -> Agent:
+    async def get(self, agent_id: str, tenant: str | None) -> Agent:
         cached = self._cache.get(agent_id)
-        if cached is not None:
-            return cached
-        changes = self._changes
-        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM agents WHERE id = ?", (agent_id,))
-        if row is None:
+        if cached is None:
+            changes = self._changes
+            row = await self.db.fetchone(f"SELECT {_SELECT} FROM agents WHERE id = ?", (agent_id,))
+            if row is None:
+                raise NotFound(f"agent {agent_id!r} not found")
+            cached = (_agent(row), row["tenant"])
+            if changes == self._changes:
+                if len(self._cache) >= self.cache_size:
+                    del self._cache[next(iter(self._cache))]
+                self._cache[agent_id] = cached
+        agent, owner = cached
+        if tenant is not None and owner != tenant and agent_id != DEFAULT_ID:
             raise NotFound(f"agent {agent_id!r} not found")
-        agent = _agent(row)
-        if changes == self._changes:
-            if len(self._cache) >= self.cache_size:
-                del self._cache[next(iter(self._cache))]
-            self._cache[agent_id] = agent
         return agent
 
     async def _write(self, agent_id: str, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -107,34 +112,39 @@ class Agents:
         written.add_done_callback(forget)
         return await written
 
-    async def find_by_name(self, name: str) -> Agent | None:
-        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM agents WHERE name = ?", (name,))
+    async def find_by_name(self, name: str, tenant: str) -> Agent | None:
+        """The tenant's own agent of that name first, else the built-in if it is so named."""
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM agents WHERE name = ? AND (tenant = ? OR id = ?) "
+            "ORDER BY id = ? LIMIT 1",
+            (name, tenant, DEFAULT_ID, DEFAULT_ID),
+        )
         return _agent(row) if row is not None else None
 
-    async def page(self, limit: int, cursor: str | None) -> Page[Agent]:
+    async def page(self, tenant: str, limit: int, cursor: str | None) -> Page[Agent]:
         after = decode_cursor(cursor, 2) if cursor else ["", ""]
         rows = await self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM agents WHERE (created_at, id) > (?, ?) "
-            "ORDER BY created_at, id LIMIT ?",
-            (str(after[0]), str(after[1]), limit + 1),
+            f"SELECT {_COLUMNS} FROM agents WHERE (tenant = ? OR id = ?) "
+            "AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
+            (tenant, DEFAULT_ID, str(after[0]), str(after[1]), limit + 1),
         )
         agents = [_agent(row) for row in rows[:limit]]
         more = len(rows) > limit
         last = agents[-1] if agents else None
         return Page(agents, encode_cursor(last.created_at, last.id) if more and last else None)
 
-    async def create(self, agent: Agent) -> Agent:
-        await self._write(agent.id, lambda conn: insert(conn, agent))
+    async def create(self, agent: Agent, tenant: str) -> Agent:
+        await self._write(agent.id, lambda conn: insert(conn, agent, tenant))
         return agent
 
-    async def replace(self, agent: Agent) -> Agent:
+    async def replace(self, agent: Agent, tenant: str) -> Agent:
         def op(conn: sqlite3.Connection) -> int:
             try:
                 cursor = conn.execute(
                     "UPDATE agents SET name = ?, provider = ?, model = ?, system = ?, tools = ?, "
                     "max_steps = ?, max_tokens = ?, temperature = ?, options = ?, "
-                    "max_run_seconds = ?, updated_at = ?, auto = 0 WHERE id = ?",
-                    (*_values(agent), agent.id),
+                    "max_run_seconds = ?, updated_at = ?, auto = 0 WHERE id = ? AND tenant = ?",
+                    (*_values(agent), agent.id, tenant),
                 )
             except sqlite3.IntegrityError as exc:
                 raise _name_taken(agent) from exc
@@ -144,11 +154,16 @@ class Agents:
             raise NotFound(f"agent {agent.id!r} not found")
         return agent
 
-    async def delete(self, agent_id: str) -> None:
+    async def delete(self, agent_id: str, tenant: str) -> None:
         if agent_id == DEFAULT_ID:
             raise Conflict("the built-in default agent cannot be deleted")
 
         def op(conn: sqlite3.Connection) -> int:
+            mine = conn.execute(
+                "SELECT 1 FROM agents WHERE id = ? AND tenant = ?", (agent_id, tenant)
+            ).fetchone()
+            if mine is None:
+                return 0
             used = conn.execute(
                 "SELECT COUNT(*) FROM sessions WHERE agent_id = ?", (agent_id,)
             ).fetchone()[0]
@@ -156,7 +171,9 @@ class Agents:
                 raise Conflict(
                     f"agent {agent_id!r} is used by {used} session(s); move or delete them first"
                 )
-            return conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,)).rowcount
+            return conn.execute(
+                "DELETE FROM agents WHERE id = ? AND tenant = ?", (agent_id, tenant)
+            ).rowcount
 
         if await self._write(agent_id, op) == 0:
             raise NotFound(f"agent {agent_id!r} not found")
@@ -177,4 +194,4 @@ class Agents:
             )
 
         await self._write(agent.id, op)
-        return await self.get(agent.id)
+        return await self.get(agent.id, None)

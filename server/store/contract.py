@@ -11,6 +11,12 @@ Two kinds of write:
 
 Every write of a moment of a run's life (start, begin, step, finish, resume, close) is one
 transaction: a crash leaves either all of it or none.
+
+Tenants: agents and sessions belong to one; runs, messages and events to their session's.
+Every method that finds an agent or a session by what a client sent, lists them or makes them
+takes the tenant it acts for, and another tenant's rows are to it as if they did not exist.
+`None` is for the server's own callers (the runner, the sweeper, recovery), which hold ids
+already checked: any tenant. The built-in agent is the default tenant's and visible to all.
 """
 
 from __future__ import annotations
@@ -141,26 +147,29 @@ class EventBatch:
 
 
 class AgentStore(Protocol):
-    async def get(self, agent_id: str) -> Agent: ...  # NotFound
-    async def find_by_name(self, name: str) -> Agent | None: ...
-    async def page(self, limit: int, cursor: str | None) -> Page[Agent]: ...
-    async def create(self, agent: Agent) -> Agent: ...  # Conflict on a taken name
-    async def replace(self, agent: Agent) -> Agent: ...
-    async def delete(self, agent_id: str) -> None: ...  # Conflict while sessions use it
+    async def get(self, agent_id: str, tenant: str | None) -> Agent: ...  # NotFound
+    async def find_by_name(self, name: str, tenant: str) -> Agent | None: ...
+    async def page(self, tenant: str, limit: int, cursor: str | None) -> Page[Agent]: ...
+    async def create(self, agent: Agent, tenant: str) -> Agent: ...  # Conflict: name taken
+    async def replace(self, agent: Agent, tenant: str) -> Agent: ...  # NotFound
+    async def delete(self, agent_id: str, tenant: str) -> None: ...  # Conflict while in use
     async def ensure_default(self, agent: Agent) -> Agent: ...
 
 
 class SessionStore(Protocol):
-    async def get(self, key: str) -> SessionRecord: ...  # by id or name; NotFound
-    async def find_by_name(self, name: str) -> SessionRecord | None: ...
-    async def create(self, rec: SessionRecord) -> SessionRecord: ...
+    # The methods that take a session's id and no tenant are for ids `get` has checked.
+    async def get(self, key: str, tenant: str | None) -> SessionRecord: ...  # id or name
+    async def find_by_name(self, name: str, tenant: str) -> SessionRecord | None: ...
+    async def create(self, rec: SessionRecord, tenant: str) -> SessionRecord: ...
     async def update(self, session_id: str, changes: dict[str, Any], now: str) -> SessionRecord: ...
     async def set_archived(self, session_id: str, archived_at: str | None, now: str) -> None: ...
-    async def fork(self, source_id: str, at_message_id: str | None, rec: SessionRecord) -> None: ...
+    async def fork(
+        self, source_id: str, at_message_id: str | None, rec: SessionRecord, tenant: str
+    ) -> None: ...
     async def delete(self, session_id: str) -> None: ...  # with its messages, runs, events
     async def delete_expired(self, session_id: str, now: str) -> bool: ...  # still expired, idle
     async def page(
-        self, where: SessionFilter, limit: int, cursor: str | None
+        self, tenant: str, where: SessionFilter, limit: int, cursor: str | None
     ) -> Page[SessionRecord]: ...
     async def expired(self, now: str, limit: int = 100) -> list[str]: ...
     async def idle_orphans(self) -> None: ...  # `running` with no running run: back to idle
@@ -230,11 +239,15 @@ class EventStore(Protocol):
 
 
 class SearchStore(Protocol):
-    async def page(self, q: str, limit: int, cursor: str | None) -> Page[SearchResult]: ...
+    async def page(
+        self, tenant: str, q: str, limit: int, cursor: str | None
+    ) -> Page[SearchResult]: ...
 
 
 class TransferStore(Protocol):
-    async def restore(self, items: list[Restorable], agents: list[Agent] | None = None) -> None:
+    async def restore(
+        self, tenant: str, items: list[Restorable], agents: list[Agent] | None = None
+    ) -> None:
         """Store imported sessions whole, and first the agents they need that are missing: all
         in one transaction."""
         ...
@@ -242,17 +255,27 @@ class TransferStore(Protocol):
 
 class KeyStore(Protocol):
     async def create(self, key: ApiKey, digest: str) -> ApiKey: ...  # digest: of the key
-    async def page(self, limit: int, cursor: str | None) -> Page[ApiKey]: ...  # oldest first
+    # tenant None: every tenant's (the CLI's view); a tenant sees its own keys only
+    async def page(self, tenant: str | None, limit: int, cursor: str | None) -> Page[ApiKey]: ...
     async def by_digest(self, digest: str) -> ApiKey | None: ...  # None: unknown or revoked
     async def made(self) -> int: ...  # keys ever made, revoked ones too
-    async def revoke(self, key_id: str, now: str) -> ApiKey: ...  # NotFound
+    async def revoke(self, key_id: str, now: str, tenant: str | None) -> ApiKey: ...  # NotFound
     def used(self, key_id: str, now: str) -> None:
         """Note a key's last use, with the next commit (no await)."""
         ...
 
 
+class SecretStore(Protocol):
+    """Secrets of the server's own, by name, sealed by the caller before they get here."""
+
+    async def get(self, name: str) -> str | None: ...
+    async def keep(self, name: str, value: str, now: str) -> str: ...  # the first one stays
+    async def replace(self, name: str, value: str, now: str) -> None: ...
+
+
 class Store(Protocol):
     keys: KeyStore
+    secrets: SecretStore
     agents: AgentStore
     sessions: SessionStore
     messages: MessageStore

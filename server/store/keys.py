@@ -10,7 +10,7 @@ from server.models import ApiKey, Page
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sqlite import Database
 
-_COLUMNS = "id, name, scope, created_at, last_used_at, revoked_at"
+_COLUMNS = "id, name, scope, created_at, last_used_at, revoked_at, tenant"
 
 
 def _key(row: Any) -> ApiKey:
@@ -22,6 +22,7 @@ def _key(row: Any) -> ApiKey:
         created_at=row[3],
         last_used_at=row[4],
         revoked_at=row[5],
+        tenant=row[6],
     )
 
 
@@ -32,18 +33,20 @@ class Keys:
     async def create(self, key: ApiKey, digest: str) -> ApiKey:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO api_keys (id, name, scope, hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                (key.id, key.name, key.scope, digest, key.created_at),
+                "INSERT INTO api_keys (id, name, scope, hash, created_at, tenant) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.name, key.scope, digest, key.created_at, key.tenant),
             )
 
         await self.db.write(op)
         return key
 
-    async def page(self, limit: int, cursor: str | None) -> Page[ApiKey]:
+    async def page(self, tenant: str | None, limit: int, cursor: str | None) -> Page[ApiKey]:
         after = str(decode_cursor(cursor, 1)[0]) if cursor else ""
         rows = await self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit + 1),
+            f"SELECT {_COLUMNS} FROM api_keys WHERE id > ? AND (? IS NULL OR tenant = ?) "
+            "ORDER BY id LIMIT ?",
+            (after, tenant, tenant, limit + 1),
         )
         keys = [_key(row) for row in rows[:limit]]
         more = len(rows) > limit and keys
@@ -59,12 +62,12 @@ class Keys:
         row = await self.db.fetchone("SELECT count(*) FROM api_keys")
         return int(row[0])
 
-    async def revoke(self, key_id: str, now: str) -> ApiKey:
+    async def revoke(self, key_id: str, now: str, tenant: str | None) -> ApiKey:
         def op(conn: sqlite3.Connection) -> Any:
             return conn.execute(
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? "
-                f"RETURNING {_COLUMNS}",
-                (now, key_id),
+                f"AND (? IS NULL OR tenant = ?) RETURNING {_COLUMNS}",
+                (now, key_id, tenant, tenant),
             ).fetchone()
 
         row = await self.db.write(op)

@@ -64,7 +64,7 @@ class Search:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def page(self, q: str, limit: int, cursor: str | None) -> Page[SearchResult]:
+    async def page(self, tenant: str, q: str, limit: int, cursor: str | None) -> Page[SearchResult]:
         query = match_query(q)
         after = _after(cursor)
         if not query:
@@ -73,11 +73,12 @@ class Search:
         sql = (
             "WITH best AS (SELECT session_id, min(rank) AS score FROM message_search "
             "WHERE message_search MATCH ? GROUP BY session_id) "
-            f"SELECT best.score, {columns} FROM best JOIN sessions s ON s.id = best.session_id"
+            f"SELECT best.score, {columns} FROM best JOIN sessions s ON s.id = best.session_id "
+            "WHERE s.tenant = ?"
         )
-        params: list[Any] = [query]
+        params: list[Any] = [query, tenant]
         if after is not None:
-            sql += " WHERE (best.score, s.id) > (?, ?)"
+            sql += " AND (best.score, s.id) > (?, ?)"
             params += list(after)
         rows = await self.db.fetchall(
             sql + " ORDER BY best.score, s.id LIMIT ?", (*params, limit + 1)

@@ -54,18 +54,18 @@ def record(row: Any) -> SessionRecord:
 
 
 def _integrity(exc: sqlite3.IntegrityError, name: str | None) -> Exception:
-    if "sessions.name" in str(exc):
+    if "sessions.tenant, sessions.name" in str(exc):
         return Conflict(f"a session named {name!r} already exists", field="name")
     if "FOREIGN KEY" in str(exc):
         return NotFound("agent not found", field="agent_id")
     return exc
 
 
-def insert(conn: sqlite3.Connection, rec: SessionRecord, last_seq: int = 0) -> None:
+def insert(conn: sqlite3.Connection, rec: SessionRecord, tenant: str, last_seq: int = 0) -> None:
     try:
         conn.execute(
-            f"INSERT INTO sessions ({COLUMNS}, last_seq) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO sessions ({COLUMNS}, last_seq, tenant) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.id,
                 rec.name,
@@ -87,6 +87,7 @@ def insert(conn: sqlite3.Connection, rec: SessionRecord, last_seq: int = 0) -> N
                 rec.created_at,
                 rec.updated_at,
                 last_seq,
+                tenant,
             ),
         )
     except sqlite3.IntegrityError as exc:
@@ -98,24 +99,29 @@ class Sessions:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def get(self, key: str) -> SessionRecord:
-        """By id or by unique name."""
-        row = await self.db.fetchone(
-            f"SELECT {COLUMNS} FROM sessions WHERE id = ? "
-            f"UNION ALL SELECT {COLUMNS} FROM sessions WHERE name = ? LIMIT 1",
-            (key, key),
-        )
+    async def get(self, key: str, tenant: str | None) -> SessionRecord:
+        """By id or by name (unique within the tenant). With no tenant: by id only."""
+        if tenant is None:
+            row = await self.db.fetchone(f"SELECT {COLUMNS} FROM sessions WHERE id = ?", (key,))
+        else:
+            row = await self.db.fetchone(
+                f"SELECT {COLUMNS} FROM sessions WHERE id = ? AND tenant = ? UNION ALL "
+                f"SELECT {COLUMNS} FROM sessions WHERE tenant = ? AND name = ? LIMIT 1",
+                (key, tenant, tenant, key),
+            )
         if row is None:
             raise NotFound(f"session {key!r} not found")
         return record(row)
 
-    async def find_by_name(self, name: str) -> SessionRecord | None:
-        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM sessions WHERE name = ?", (name,))
+    async def find_by_name(self, name: str, tenant: str) -> SessionRecord | None:
+        row = await self.db.fetchone(
+            f"SELECT {COLUMNS} FROM sessions WHERE tenant = ? AND name = ?", (tenant, name)
+        )
         return record(row) if row is not None else None
 
-    async def create(self, rec: SessionRecord) -> SessionRecord:
-        await self.db.write(lambda conn: insert(conn, rec))
-        return await self.get(rec.id)
+    async def create(self, rec: SessionRecord, tenant: str) -> SessionRecord:
+        await self.db.write(lambda conn: insert(conn, rec, tenant))
+        return await self.get(rec.id, None)
 
     async def update(self, session_id: str, changes: dict[str, Any], now: str) -> SessionRecord:
         unknown = set(changes) - EDITABLE
@@ -139,7 +145,7 @@ class Sessions:
 
         if await self.db.write(op) == 0:
             raise NotFound(f"session {session_id!r} not found")
-        return await self.get(session_id)
+        return await self.get(session_id, None)
 
     async def set_archived(self, session_id: str, archived_at: str | None, now: str) -> None:
         """Archiving or unarchiving is activity: it moves updated_at and so expires_at."""
@@ -152,10 +158,12 @@ class Sessions:
 
         await self.db.write(op)
 
-    async def fork(self, source_id: str, at_message_id: str | None, rec: SessionRecord) -> None:
+    async def fork(
+        self, source_id: str, at_message_id: str | None, rec: SessionRecord, tenant: str
+    ) -> None:
         """Create `rec` holding a copy of the source's history up to `at_message_id` (default:
         all of it). One transaction: the copy holds whole steps, as the runner stores them."""
-        await self.db.write(lambda conn: _fork(conn, source_id, at_message_id, rec))
+        await self.db.write(lambda conn: _fork(conn, source_id, at_message_id, rec, tenant))
 
     async def delete_expired(self, session_id: str, now: str) -> bool:
         """Delete the session if it is still expired and idle (a message may have come)."""
@@ -177,17 +185,17 @@ class Sessions:
             raise NotFound(f"session {session_id!r} not found")
 
     async def page(
-        self, where: SessionFilter, limit: int, cursor: str | None
+        self, tenant: str, where: SessionFilter, limit: int, cursor: str | None
     ) -> Page[SessionRecord]:
         order = where.order
         clauses, params = _filters(where)
+        clauses.insert(0, "tenant = ?")
+        params.insert(0, tenant)
         if cursor:
             key = decode_cursor(cursor, 2)
             clauses.append(f"({order}, id) < (?, ?)")
             params += [str(key[0]), str(key[1])]
-        sql = f"SELECT {COLUMNS} FROM sessions"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        sql = f"SELECT {COLUMNS} FROM sessions WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY {order} DESC, id DESC LIMIT ?"
         rows = await self.db.fetchall(sql, (*params, limit + 1))
         data = [record(row) for row in rows[:limit]]
@@ -233,7 +241,11 @@ def _filters(where: SessionFilter) -> tuple[list[str], list[Any]]:
 
 
 def _fork(
-    conn: sqlite3.Connection, source_id: str, at_message_id: str | None, rec: SessionRecord
+    conn: sqlite3.Connection,
+    source_id: str,
+    at_message_id: str | None,
+    rec: SessionRecord,
+    tenant: str,
 ) -> None:
     if at_message_id is not None:
         at = conn.execute(
@@ -256,7 +268,7 @@ def _fork(
         (source_id, upto),
     ).fetchall()
     copy = msgspec.structs.replace(rec, message_count=len(rows), forked_from_message_id=message_id)
-    insert(conn, copy, last_seq=upto)
+    insert(conn, copy, tenant, last_seq=upto)
     # the copies belong to no run of the fork: its runs, turns and usage start at zero
     copies = [(new_ulid(), rec.id, seq, role, content, at) for seq, role, content, at in rows]
     conn.executemany(

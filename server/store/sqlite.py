@@ -125,17 +125,27 @@ def _migrate(conn: sqlite3.Connection, steps: Sequence[tuple[int, str]]) -> int:
             f"the database is at schema step {current}, newer than this server's "
             f"{len(steps)}: upgrade sessiond"
         )
-    for number, sql in steps[current:]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _statements(sql):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("applied schema step %d", number)
+    # A step may make a table again (create the new one, copy, drop the old, rename): with
+    # foreign keys on, dropping a table deletes the rows that refer to it. They are off while
+    # the steps run, and checked before each commits.
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        for number, sql in steps[current:]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"schema step {number} breaks foreign keys: {broken[:5]}")
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("applied schema step %d", number)
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
     return len(steps)
 
 

@@ -19,14 +19,18 @@ class Transfer:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def restore(self, items: list[Restorable], agents: list[Agent] | None = None) -> None:
+    async def restore(
+        self, tenant: str, items: list[Restorable], agents: list[Agent] | None = None
+    ) -> None:
         """Store the sessions, and first the `agents` they need that this server lacks."""
-        await self.db.write(lambda conn: _restore(conn, items, agents or []))
+        await self.db.write(lambda conn: _restore(conn, tenant, items, agents or []))
 
 
-def _restore(conn: sqlite3.Connection, items: list[Restorable], agents: list[Agent]) -> None:
+def _restore(
+    conn: sqlite3.Connection, tenant: str, items: list[Restorable], agents: list[Agent]
+) -> None:
     for agent in agents:
-        agent_ops.insert(conn, agent)
+        agent_ops.insert(conn, agent, tenant)
     ids = [record.id for record, _, _ in items]
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
@@ -40,15 +44,19 @@ def _restore(conn: sqlite3.Connection, items: list[Restorable], agents: list[Age
             )
     try:
         for item in items:
-            _insert(conn, *item)
+            _insert(conn, tenant, *item)
     except sqlite3.IntegrityError as exc:
         raise Conflict(f"the import clashes with data already stored: {exc}") from exc
 
 
 def _insert(
-    conn: sqlite3.Connection, record: SessionRecord, messages: list[Message], runs: list[Run]
+    conn: sqlite3.Connection,
+    tenant: str,
+    record: SessionRecord,
+    messages: list[Message],
+    runs: list[Run],
 ) -> None:
-    sessions.insert(conn, record, last_seq=len(messages))
+    sessions.insert(conn, record, tenant, last_seq=len(messages))
     if record.status == "failed":
         conn.execute("UPDATE sessions SET status = 'failed' WHERE id = ?", (record.id,))
     conn.executemany(
