@@ -47,8 +47,13 @@ class Context:
     def db(self) -> Path:
         return self.root / "sessiond.db"
 
-    async def sessiond(self, env: dict[str, str] | None = None) -> procs.Child:
-        child = procs.sessiond(self.root, env)
+    async def sessiond(
+        self, env: dict[str, str] | None = None, root: Path | None = None
+    ) -> procs.Child:
+        """A `sessiond serve` child on the scenario's database, or on one in `root`."""
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        child = procs.sessiond(root or self.root, env)
         self.children.append(child)
         await child.start()
         if self.profile_dir is not None:
