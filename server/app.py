@@ -32,6 +32,7 @@ from server.api import (
     sse,
     tokens,
     transfer,
+    web,
 )
 from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
@@ -227,6 +228,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         *runs.routes,
         *oneshot.routes,
         *keys.routes,
+        *web.routes,
     ]
     middleware: list[Middleware] = []
     if settings.cors_origins:

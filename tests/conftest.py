@@ -54,14 +54,16 @@ def live(tmp_path: Path) -> Iterator[ThreadServer]:
         server.stop()
 
 
-def require_system(binary: str, package: str) -> str:
+def require_system(binary: str, package: str, strict_env: str = "SESSIOND_TEST_STRICT") -> str:
     """The path of a system program a test drives for real (`make test` installs it where it
-    can): without it the test skips, or fails where SESSIOND_TEST_STRICT=1 (CI) says so."""
+    can): without it the test skips, or fails where SESSIOND_TEST_STRICT=1 (CI) says so, or,
+    for the browser, SESSIOND_REQUIRE_BROWSER=1."""
     path = shutil.which(binary)
     if path is not None:
         return path
     message = f"{binary} is not installed (Debian package {package}; see tests/system-deps.sh)"
-    if os.environ.get("SESSIOND_TEST_STRICT") == "1":
+    strict = (os.environ.get(name) == "1" for name in ("SESSIOND_TEST_STRICT", strict_env))
+    if any(strict):
         pytest.fail(message)
     pytest.skip(message)
 
@@ -80,7 +82,7 @@ CHROMIUM_ARGS = [  # headless, and no background connections to hosts this machi
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """The system's Chromium, driven by Playwright (which cannot fetch browsers of its own)."""
-    path = require_system("chromium", "chromium")
+    path = require_system("chromium", "chromium", "SESSIOND_REQUIRE_BROWSER")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)

@@ -26,7 +26,8 @@ from tests.spec import Spec, load_spec, operations
 from tests.waiting import until, wait_until
 
 KEY = re.compile(r"^sk-sd-[A-Za-z0-9_-]{43}$")
-OPEN = {("/healthz", "get")}
+# no key needed: liveness, and the console's files (they hold nothing of any tenant)
+OPEN = {("/healthz", "get"), ("/", "get"), ("/console/{name}", "get")}
 READS = ("get", "head")
 
 
@@ -73,6 +74,9 @@ def test_every_operation_but_healthz_needs_a_key_once_one_exists(tmp_path: Path)
                     assert answer.json()["error"]["type"] == "unauthorized"
                     spec.check(answer, path)
             assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/")).status_code == 200
+            assert (await client.get("/console/app.js")).status_code == 200
+            assert (await client.get("/console/missing.js")).status_code == 404
 
     asyncio.run(go())
 

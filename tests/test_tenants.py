@@ -93,7 +93,11 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 def test_every_route_answers_another_tenants_ids_as_unknown(tmp_path: Path) -> None:
     spec = Spec()
-    keyed = sorted((path, method) for path, method in operations(load_spec()) if "{" in path)
+    keyed = sorted(
+        (path, method)
+        for path, method in operations(load_spec())
+        if "{" in path and not path.startswith("/console/")  # files, of no tenant
+    )
     assert len(keyed) >= 20  # the table covers the routes, not a sample
 
     async def go() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.api import web
 from server.api.guard import render
 from server.api.keys import digest
 from server.api.tokens import StreamTokens, carried_token
@@ -33,6 +34,10 @@ USED_EVERY_S = 60.0  # a key's last use is written at most this often
 MAX_KEPT = 10_000  # keys kept in memory, least recently used first out
 RANK: dict[KeyScope, int] = {"read": 0, "write": 1, "admin": 2}
 OPEN_PATHS = frozenset({"/healthz"})
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or web.is_open(path)
 
 
 def needed(method: str, path: str) -> KeyScope:
@@ -110,7 +115,7 @@ class Gate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if scope["type"] == "http" and not _open(scope["path"]):
             cache: KeyCache | None = getattr(scope["app"].state, "keys", None)
             if cache is not None and scope["method"] != "OPTIONS" and await cache.enabled():
                 refusal = await self._refusal(scope, cache)
