@@ -37,7 +37,7 @@ from server.api import (
 from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
 from server.api.limits import KeyLimits
-from server.api.observe import Observe
+from server.api.observe import NOTE, Observe
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
@@ -81,8 +81,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:
-    # Nobody is left to answer: one line, no traceback (the status is only for the access log).
-    log.info("client left during the request body of %s %s", request.method, request.url.path)
+    # Nobody is left to answer: the request's one log line says so, with no traceback (the
+    # status is only for that line).
+    request.scope[NOTE] = "client left during the request body"
     return Response(status_code=400)
 
 

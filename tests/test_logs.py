@@ -73,7 +73,7 @@ def exchange(tmp_path: Path, **settings: Any) -> tuple[str, list[dict[str, Any]]
 
 def test_a_line_per_request_and_per_run_with_their_fields(tmp_path: Path) -> None:
     _, logged, seen = exchange(tmp_path)
-    requests = [line for line in logged if line["message"] == "request"]
+    requests = [line for line in logged if line["logger"] == "sessiond.http"]
     runs = [line for line in logged if line["message"] == "run ended"]
     assert len(requests) == 2 and len(runs) == 2, logged
     assert seen["events"] > 10  # a stream of many events still logged one line
@@ -85,6 +85,7 @@ def test_a_line_per_request_and_per_run_with_their_fields(tmp_path: Path) -> Non
     made = seen["streamed"].headers["x-request-id"]
     assert streamed["request_id"] == made and made != "ops-1" and len(made) >= 16
     for line, route in ((blocking, "message"), (streamed, "message/stream")):
+        assert line["message"] == f"POST /sessions/{{session_id}}/{route} 200"
         assert line["method"] == "POST"
         assert line["route"] == f"/sessions/{{session_id}}/{route}"
         assert line["status"] == 200
@@ -116,10 +117,10 @@ def test_log_content_adds_the_message_and_tool_inputs_but_never_the_key(tmp_path
 
 
 def test_text_lines_carry_the_fields_as_pairs() -> None:
-    record = logging.LogRecord("sessiond.http", logging.INFO, "", 0, "request", (), None)
-    record.fields = {"route": "/healthz", "status": 200, "run_id": None}
+    record = logging.LogRecord("sessiond.http", logging.INFO, "", 0, "GET /healthz 200", (), None)
+    record.fields = {"request_id": "r1", "duration_ms": 0.5, "run_id": None}
     text = TextFormatter().format(record)
-    assert text.endswith("INFO sessiond.http: request route=/healthz status=200")
+    assert text.endswith("INFO sessiond.http: GET /healthz 200 request_id=r1 duration_ms=0.5")
 
 
 def test_json_unless_stdout_is_a_terminal() -> None:

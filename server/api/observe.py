@@ -21,6 +21,7 @@ from server.meter import Meter
 
 log = logging.getLogger("sessiond.http")
 REQUEST_ID = "sessiond.request_id"  # scope key of the request's id
+NOTE = "sessiond.note"  # scope key of a word on how the request went, for its log line
 UNMATCHED = "unmatched"  # the route label of a request no route took
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -90,7 +91,11 @@ class Observe:
             fields["session_id"] = session_id
         if run_id is not None:
             fields["run_id"] = run_id
-        log.info("request", extra={"fields": fields})
+        line = f"{scope['method']} {route} {status}"
+        note = scope.get(NOTE)
+        if note is not None:
+            line = f"{line}: {note}"
+        log.info(line, extra={"fields": fields})
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
