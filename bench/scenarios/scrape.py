@@ -74,7 +74,7 @@ async def one_read(url: str, ctx: Context) -> stream.Read:
 
 async def run(ctx: Context, result: Result) -> None:
     rounds = ctx.size(4, 1)
-    seconds = ctx.size(5.0, 1.0)
+    seconds = ctx.size(5.0, 0.5)
     words = ctx.size(100_000, 500)
     server = await ctx.sessiond()
     api = Api(server.port)
