@@ -3,11 +3,12 @@
 What a Prometheus scraper costs the server: the same server measured with `GET /metrics`
 read once a second and without it. Short blocking turns as in `turns` (32 clients, each on its
 own session and connection), and one-stream events/s as in `stream` but of a 100,000-delta
-reply, so that a read spans a scrape or two. The rounds alternate, without then with (four
-each of 5 s of turns, four stream reads each, after a warm-up), so that the machine's drift
-falls on both; each figure is the median with scraping over the median without, target
-≥ 0.97x. Every scrape is checked (200, and `sessiond_runs_total` in its body); their count and
-median time are in the details.
+reply, so that a read spans a scrape or two. The rounds come in pairs, one without and one
+with, in alternating order (without-with, then with-without: six pairs of 4 s of turns, six
+pairs of stream reads, after a warm-up), so that the machine's drift and any order effect fall
+on both; each figure is the median of the pairs' ratios (with over without), target ≥ 0.97x,
+the medians of each side beside it. Every scrape is checked (200, and `sessiond_runs_total`
+in its body); their count and median time are in the details.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from bench import client, workload
 from bench.harness import JSON_BODY, Api, Context
-from bench.report import Figure, Result, median, ratio
+from bench.report import Figure, Result, median
 from bench.scenarios import stream, turns
 
 NAME = "scrape"
@@ -28,6 +29,7 @@ TITLE = "turns/s and one-stream events/s with /metrics scraped once a second, ag
 BUDGET_S = 150.0
 INTERVAL_S = 1.0
 TARGET = 0.97
+ORDERS = ((False, True), (True, False))  # each pair's order: not scraped first, then scraped
 
 
 class Scrapes:
@@ -73,8 +75,8 @@ async def one_read(url: str, ctx: Context) -> stream.Read:
 
 
 async def run(ctx: Context, result: Result) -> None:
-    rounds = ctx.size(4, 1)
-    seconds = ctx.size(5.0, 0.5)
+    rounds = ctx.size(6, 1)
+    seconds = ctx.size(4.0, 0.5)
     words = ctx.size(100_000, 500)
     server = await ctx.sessiond()
     api = Api(server.port)
@@ -85,8 +87,8 @@ async def run(ctx: Context, result: Result) -> None:
     agent = await api.agent(workload.scripted_agent("scrape-turns", 2))
     paths = [f"/sessions/{s}/message" for s in await api.sessions(agent, turns.CLIENTS)]
     await turns.drive(server.port, paths, JSON_BODY, 0.5)  # warm-up
-    for _ in range(rounds):
-        for on in (False, True):
+    for i in range(rounds):
+        for on in ORDERS[i % 2]:
             async with scraped(server.port, scrapes, on):
                 load, elapsed = await turns.drive(server.port, paths, JSON_BODY, seconds)
             rates[on].append(len(load.latencies) / elapsed)
@@ -98,7 +100,7 @@ async def run(ctx: Context, result: Result) -> None:
     await one_read(urls[0], ctx)  # warm-up
     events: dict[bool, list[float]] = {False: [], True: []}
     for i in range(rounds):
-        for j, on in enumerate((False, True)):
+        for j, on in enumerate(ORDERS[i % 2]):
             url = urls[1 + 2 * i + j]
             async with scraped(server.port, scrapes, on):
                 read = await one_read(url, ctx)
@@ -114,7 +116,8 @@ async def run(ctx: Context, result: Result) -> None:
     }
     for metric, unit, values in (("turns/s", "/s", rates), ("events/s", "ev/s", events)):
         with_scrapes, without = median(values[True]), median(values[False])
-        share = ratio(with_scrapes, without)
+        pairs = [a / b for a, b in zip(values[True], values[False], strict=True) if b]
+        share = median(pairs)
         result.add(
             Figure(
                 f"{metric}, /metrics scraped 1/s (vs not)",
