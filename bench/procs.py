@@ -25,7 +25,10 @@ from bench import client
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 _TICKS = os.sysconf("SC_CLK_TCK")
-_PROBLEM = re.compile(r"ERROR|CRITICAL|Traceback|\" 5\d\d ")
+# text lines and JSON lines (`"level": "error"`, a request's `"status": 5xx`) alike
+_PROBLEM = re.compile(
+    r"ERROR|CRITICAL|Traceback|\" 5\d\d |\"level\": \"(?:error|critical)\"|\"status\": 5\d\d\b"
+)
 
 
 def free_port() -> int:

@@ -27,6 +27,7 @@ from server.api import (
     messages,
     oneshot,
     runs,
+    scrape,
     search,
     sessions,
     sse,
@@ -37,11 +38,13 @@ from server.api import (
 from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
 from server.api.limits import KeyLimits
+from server.api.observe import NOTE, Observe
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
 from server.ids import now
 from server.loop import LoopSettings
+from server.metrics import PrometheusMeter
 from server.models import Agent
 from server.providers.base import ProviderContext, ProviderSettings
 from server.runs.channel import Hub
@@ -79,8 +82,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:
-    # Nobody is left to answer: one line, no traceback (the status is only for the access log).
-    log.info("client left during the request body of %s %s", request.method, request.url.path)
+    # Nobody is left to answer: the request's one log line says so, with no traceback (the
+    # status is only for that line).
+    request.scope[NOTE] = "client left during the request body"
     return Response(status_code=400)
 
 
@@ -128,6 +132,7 @@ def runner_settings(settings: Settings) -> RunnerSettings:
         shutdown_grace_s=settings.shutdown_grace_s,
         run_max_s=settings.run_max_seconds,
         run_max_ceiling_s=settings.run_max_seconds_ceiling,
+        log_content=settings.log_content,
     )
 
 
@@ -158,9 +163,8 @@ class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # outside Starlette's own error middleware too: a stream's body chunks skip its wrapper
         origins = self.state.settings.cors_origins
-        return sse.KeepSend(
-            Guard(super().build_middleware_stack(), self.state, origins, BODY_TYPES)
-        )
+        guarded = Guard(super().build_middleware_stack(), self.state, origins, BODY_TYPES)
+        return sse.KeepSend(Observe(guarded, self.state.meter))
 
 
 def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> Starlette:
@@ -181,7 +185,8 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
 
     @asynccontextmanager
     async def _serving(app: Starlette) -> AsyncIterator[None]:
-        store = SqliteStore(settings.db, event_flush_s=settings.event_flush_ms / 1000)
+        meter = app.state.meter
+        store = SqliteStore(settings.db, event_flush_s=settings.event_flush_ms / 1000, meter=meter)
         await store.open()
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -198,7 +203,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         env = dict(os.environ)
         access = providers.access_of(settings.provider_base_urls, settings.agent_key_env)
         provider_ctx = ProviderContext(http, provider_settings, env, access)
-        runner = Runner(store, hub, provider_ctx, runner_settings(settings))
+        runner = Runner(store, hub, provider_ctx, runner_settings(settings), meter)
         try:
             agent = await store.agents.ensure_default(default_agent(env, settings.default_model))
             log.info("default agent: provider %s, model %s", agent.provider, agent.model or "-")
@@ -220,6 +225,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         # Starlette tries routes in order: the busiest first (their paths match no other's)
         *messages.routes,
         Route("/healthz", healthz, methods=["GET"]),
+        *scrape.routes,
         *agents.routes,
         *search.routes,  # before /sessions/{session_id}: "search" is not a session key
         *transfer.routes,
@@ -255,6 +261,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         },
     )
     app.state.settings = settings
+    app.state.meter = PrometheusMeter()  # one registry per app: apps in one process never share
     app.state.limits = KeyLimits(settings.rate_runs_per_min, settings.max_streams_per_key)
     app.state.draining = False  # set on SIGTERM: new requests are refused while runs finish
     return app

@@ -48,6 +48,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_step_output_bytes: Annotated[int, msgspec.Meta(gt=0)] = 8 * 1024 * 1024
     provider_idle_timeout_s: Positive = 90.0
     log_level: str = "info"
+    # Log lines as JSON objects, or as text (None: JSON unless stdout is a terminal). Message
+    # content and tool input are logged only with log_content; keys never are.
+    log_format: Literal["json", "text"] | None = None
+    log_content: bool = False
+    # GET /metrics without an API key, even with auth on (for a scraper on a trusted network).
+    metrics_public: bool = False
     # The built-in default agent's model (None: its provider's default, e.g. for a local
     # OpenAI-compatible server whose models are not OpenAI's)
     default_model: str | None = None
@@ -110,19 +116,38 @@ def from_file(path: Path) -> dict[str, Any]:
     return section
 
 
+Source = Literal["flag", "env", "file", "default"]
+
+
 def load(
     cli: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
     config_file: str | None = None,
 ) -> Settings:
     """Merge the sources; raises ValueError naming the bad setting."""
+    return explain(cli, env, config_file)[0]
+
+
+def explain(
+    cli: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> tuple[Settings, dict[str, Source]]:
+    """The settings, and where each came from (a flag, the environment, the file, or the
+    default); raises ValueError naming the bad setting."""
     env = os.environ if env is None else env
     path = Path(config_file or env.get("SESSIOND_CONFIG", "sessiond.toml"))
     merged: dict[str, Any] = {}
-    merged.update(from_file(path))
-    merged.update(from_env(env))
-    merged.update({k: v for k, v in cli.items() if v is not None})
+    sources: dict[str, Source] = dict.fromkeys(FIELDS, "default")
+    given: list[tuple[Source, Mapping[str, Any]]] = [
+        ("file", from_file(path)),
+        ("env", from_env(env)),
+        ("flag", {k: v for k, v in cli.items() if v is not None}),
+    ]
+    for source, values in given:
+        merged.update(values)
+        sources.update(dict.fromkeys((k for k in values if k in sources), source))
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        return msgspec.convert(merged, Settings, strict=False), sources
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid setting: {exc}") from exc

@@ -63,6 +63,7 @@ class StepOutcome(msgspec.Struct):
     stop_reason: str | None
     final: bool
     shown: list[ToolResult] = []  # the step's tool_result events, shown once it is stored
+    first_token_s: float | None = None  # from the request to its first content block
 
 
 MAX_STEP_OUTPUT_BYTES = 8 * 1024 * 1024
@@ -106,6 +107,11 @@ class Accumulator:
         self.bad_input: dict[str, str] = {}
         self.usage = Usage()
         self.stop_reason: str | None = None
+        self.asked = time.monotonic()  # when the step's request went out
+        self.first_at: float | None = None  # when its first content block began
+
+    def first_token_s(self) -> float | None:
+        return None if self.first_at is None else self.first_at - self.asked
 
     def add(self, event: StepEvent) -> None:
         if type(event) is TextDelta:  # nearly every event: no `match` needed
@@ -116,6 +122,8 @@ class Accumulator:
             case MessageStart(message=info):
                 self.usage = Usage(info.usage.input_tokens, info.usage.output_tokens)
             case ContentBlockStart(index=index, content_block=block):
+                if self.first_at is None:  # once per block, not per delta
+                    self.first_at = time.monotonic()
                 if type(block) is ToolUseBlock:
                     block = self._unique(event, block)
                     self._spend(BLOCK_FRAMING + len(block.id) + len(block.name))
@@ -213,6 +221,7 @@ async def run_loop(
             step=step,
             history_size=session.size,
         )
+        acc.asked = time.monotonic()
         stream = provider.stream(request)
         try:
             add = acc.add
@@ -274,6 +283,7 @@ def _outcome(
         stop_reason=stop_reason,
         final=final,
         shown=shown or [],
+        first_token_s=acc.first_token_s(),
     )
 
 

@@ -210,7 +210,7 @@ def test_a_client_leaving_mid_body_is_one_line(
     records = wait_for(told, "a log line")
     assert len(records) == 1, [r.getMessage() for r in records]
     assert records[0].exc_info is None and records[0].levelno < logging.ERROR
-    assert "POST /sessions" in records[0].getMessage()
+    assert records[0].getMessage() == "POST /sessions 400: client left during the request body"
 
 
 def test_the_start_is_logged(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from bench.scenarios import (
     many,
     provider,
     replay,
+    scrape,
     stream,
     turns,
     writes,
@@ -19,6 +20,6 @@ from bench.scenarios import (
 
 SCENARIOS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (stream, many, turns, history, writes, idle, replay, provider, console)
+    for module in (stream, many, turns, history, writes, idle, replay, provider, scrape, console)
 }
 SMOKE_BUDGET_S = 20.0

@@ -2,7 +2,8 @@
 required`), and stays on when every key is revoked: revoking the last key must not open the
 server to anyone. Then every request but `GET /healthz` and CORS preflights carries a key, as
 `Authorization: Bearer <key>` or `x-api-key: <key>` (what Anthropic's SDKs send). A read key
-may use GET routes only; a write key every route but /keys; an admin key all.
+may use GET routes only; a write key every route but /keys and /metrics; an admin key all
+(`/metrics` is open to anyone with `--metrics-public`).
 
 Keys are looked up by the SHA-256 of what the request carries and kept for at most
 `FRESH_S`: a request costs a hash and a dict lookup, and a revoked key is refused within that
@@ -36,12 +37,11 @@ RANK: dict[KeyScope, int] = {"read": 0, "write": 1, "admin": 2}
 OPEN_PATHS = frozenset({"/healthz"})
 
 
-def _open(path: str) -> bool:
-    return path in OPEN_PATHS or web.is_open(path)
+METRICS = "/metrics"
 
 
 def needed(method: str, path: str) -> KeyScope:
-    if path == "/keys" or path.startswith("/keys/"):
+    if path == "/keys" or path.startswith("/keys/") or path == METRICS:
         return "admin"
     return "read" if method in ("GET", "HEAD") else "write"
 
@@ -115,7 +115,7 @@ class Gate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not _open(scope["path"]):
+        if scope["type"] == "http" and not _open(scope):
             cache: KeyCache | None = getattr(scope["app"].state, "keys", None)
             if cache is not None and scope["method"] != "OPTIONS" and await cache.enabled():
                 refusal = await self._refusal(scope, cache)
@@ -146,6 +146,13 @@ class Gate:
             )
         scope.setdefault("state", {})["key"] = record
         return None
+
+
+def _open(scope: Scope) -> bool:
+    path = scope["path"]
+    if path == METRICS:
+        return bool(scope["app"].state.settings.metrics_public)
+    return path in OPEN_PATHS or web.is_open(path)
 
 
 def _streaming(scope: Scope, token: str) -> ApiError | None:

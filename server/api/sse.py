@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import events
 from server.api.limits import key_of, limits
 from server.events import EventRow
+from server.meter import Meter
 from server.runs.signals import Ticker
 
 log = logging.getLogger("sessiond.sse")
@@ -105,8 +106,16 @@ def stream(
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> EventStream:
     closed = limits(request).open_stream(key_of(request))
+    meter: Meter = request.app.state.meter
     response = EventStream(body, request.app.state.settings.sse_send_timeout_s, on_disconnect)
-    response.closed = closed
+    response.meter = meter
+    meter.stream(1)
+
+    def ended() -> None:
+        meter.stream(-1)
+        closed()
+
+    response.closed = ended
     return response
 
 
@@ -127,6 +136,7 @@ class EventStream(Response):
         self.send_timeout = send_timeout
         self.on_disconnect = on_disconnect
         self.closed: Callable[[], None] | None = None  # told when the stream ends
+        self.meter = Meter()  # counts the events sent, a write at a time
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
@@ -183,7 +193,10 @@ class _Connection:
             await self.send(start)
             self._send = self._send_body
             await self.send(_chunk(events.retry_frame(body.retry_ms)))
+            sent = self.response.meter.events_sent
             async for rows in body.batches:
+                if rows:
+                    sent(len(rows))
                 await self.send(_chunk(body.encode(rows) if rows else events.PING_FRAME))
             self._cause = "finished"  # from here on a disconnect is no longer the client leaving
             await self.send(END)

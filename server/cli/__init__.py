@@ -1,5 +1,6 @@
 """The `sessiond` command: `sessiond serve` runs the server; `sessiond chat` and `sessiond
-sessions …` talk to a running one over HTTP."""
+sessions …` talk to a running one over HTTP; `keys`, `config show`, `backup` and `doctor`
+work on the settings and the database directly."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from server.cli import chat
 from server.cli.commands import build_parser
 from server.cli.keys import keys
+from server.cli.ops import backup_command, config_show, doctor
 from server.cli.serve import serve
 from server.cli.sessions import sessions
 
@@ -22,4 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sessions(args)
     if args.command == "keys":
         return keys(args)
+    if args.command == "config":
+        return config_show(args)
+    if args.command == "backup":
+        return backup_command(args)
+    if args.command == "doctor":
+        return doctor(args)
     return 2

@@ -4,6 +4,7 @@ default and environment variable come from `Settings`, so the help cannot drift 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import msgspec
 
@@ -24,6 +25,11 @@ COMMANDS = {
     "keys create": "make a new key and print it, this once",
     "keys list": "list keys: id, name, tenant, scope, created, last used (never the key)",
     "keys revoke": "revoke a key: refused within a second, no restart needed",
+    "config": "the server's effective settings",
+    "config show": "print each setting, where it came from (flag, env, file, default), secrets "
+    "masked",
+    "backup": "copy the database consistently, even while a server writes to it",
+    "doctor": "check the database (schema, integrity, WAL, stuck runs, broken histories)",
 }
 
 
@@ -72,7 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help=COMMANDS["serve"])
+    add_serve_flags(commands.add_parser("serve", help=COMMANDS["serve"]))
+    talk = commands.add_parser("chat", help=COMMANDS["chat"])
+    talk.add_argument("--session", help="session name to create or resume (default: a new one)")
+    talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
+    talk.add_argument(
+        "--work-dir",
+        help="the folder a new session's tools work in (default: the current folder, when the "
+        "server allows it)",
+    )
+    add_url_argument(talk)
+    manage = commands.add_parser("sessions", help=COMMANDS["sessions"])
+    add_session_commands(manage)
+    add_key_commands(commands.add_parser("keys", help=COMMANDS["keys"]))
+    add_ops_commands(commands)
+    return parser
+
+
+def add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    """The flags of `sessiond serve`, which `sessiond config show` takes too."""
     serve.add_argument("--host", help=setting_help("host", "address to bind"))
     serve.add_argument("--port", type=int, help=setting_help("port", "port"))
     serve.add_argument("--db", help=setting_help("db", "SQLite file"))
@@ -268,19 +292,52 @@ def build_parser() -> argparse.ArgumentParser:
         dest="log_level",
         help=setting_help("log_level", "debug, info, warning, error"),
     )
-    talk = commands.add_parser("chat", help=COMMANDS["chat"])
-    talk.add_argument("--session", help="session name to create or resume (default: a new one)")
-    talk.add_argument("--agent", help="agent id (default: the session's, or the default agent)")
-    talk.add_argument(
-        "--work-dir",
-        help="the folder a new session's tools work in (default: the current folder, when the "
-        "server allows it)",
+    serve.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        dest="log_format",
+        help=setting_help(
+            "log_format",
+            "log lines as JSON objects or as text",
+            "json, or text when stdout is a terminal",
+        ),
     )
-    add_url_argument(talk)
-    manage = commands.add_parser("sessions", help=COMMANDS["sessions"])
-    add_session_commands(manage)
-    add_key_commands(commands.add_parser("keys", help=COMMANDS["keys"]))
-    return parser
+    serve.add_argument(
+        "--log-content",
+        action="store_const",
+        const=True,
+        dest="log_content",
+        help=setting_help(
+            "log_content", "log each run's user message and tool inputs too (never keys)"
+        ),
+    )
+    serve.add_argument(
+        "--metrics-public",
+        action="store_const",
+        const=True,
+        dest="metrics_public",
+        help=setting_help(
+            "metrics_public", "serve GET /metrics without an API key even with auth on"
+        ),
+    )
+
+
+def add_ops_commands(commands: Any) -> None:
+    config = commands.add_parser("config", help=COMMANDS["config"])
+    actions = config.add_subparsers(dest="action", required=True)
+    add_serve_flags(actions.add_parser("show", help=COMMANDS["config show"]))
+    backup = commands.add_parser("backup", help=COMMANDS["backup"])
+    backup.add_argument("path", help="the file to write (must not exist)")
+    doctor = commands.add_parser("doctor", help=COMMANDS["doctor"])
+    doctor.add_argument(
+        "--max-wal-bytes",
+        type=int,
+        default=64 * MIB,
+        help="a write-ahead log larger than this is a problem (default 64 MiB)",
+    )
+    for parser in (backup, doctor):
+        parser.add_argument("--db", help=setting_help("db", "SQLite file"))
+        parser.add_argument("--config", help="settings file (default ./sessiond.toml if present)")
 
 
 def add_key_commands(parent: argparse.ArgumentParser) -> None:

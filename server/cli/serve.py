@@ -18,7 +18,7 @@ import uvicorn
 
 from server import config
 from server.app import create_app
-from server.cli import connections
+from server.cli import connections, logs
 from server.config import Settings
 from server.store import SqliteStore
 from server.store.lock import DatabaseInUse, DatabaseLock
@@ -65,6 +65,10 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + 2,
         "loop": "auto",
         "http": connections.protocol_class(settings.request_timeout_s, cap),
+        # sessiond logs each request itself (api/observe.py), and uvicorn's own lines go
+        # through the root logger, in sessiond's format (cli/logs.py)
+        "access_log": False,
+        "log_config": None,
         **overrides,
     }
     return uvicorn.Config(app, **values)
@@ -143,10 +147,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sessiond: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(settings.log_format, settings.log_level)
     quiet_logging_overhead()
     try:  # before anything touches the database: a second server must change nothing
         lock = DatabaseLock(settings.db).acquire()

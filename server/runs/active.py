@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 import msgspec
@@ -60,6 +61,8 @@ class ActiveRun:
         self.record: SessionRecord | None = None
         self.begun: Begun | None = None
         self.run_seconds = 0.0  # driven so far: a resumed run's earlier parts
+        self.queued_at = time.monotonic()
+        self.tool_inputs: list[dict[str, Any]] = []  # only kept for --log-content
 
     @property
     def id(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from server.errors import ApiError, ProviderError
 from server.events import Done, Error, Event, EventRow, MessageStart, RequiresAction
 from server.ids import now
 from server.loop import LoopSettings, StepOutcome, run_loop
+from server.meter import Meter
 from server.models import Agent, ErrorInfo, Message, PendingToolCall
 from server.providers.base import ProviderContext
 from server.runs import ephemeral
@@ -43,6 +45,8 @@ class RunnerSettings(msgspec.Struct, frozen=True):
     shutdown_grace_s: float = 10.0
     run_max_s: float = 3600.0  # a run's deadline when its agent sets none
     run_max_ceiling_s: float = 86400.0  # … and the longest any agent gets
+    # The run's end is logged with its user message and tool inputs too (--log-content).
+    log_content: bool = False
 
     def deadline_s(self, agent: Agent) -> float:
         return min(agent.max_run_seconds or self.run_max_s, self.run_max_ceiling_s)
@@ -59,7 +63,9 @@ class Driver:
         histories: Histories,
         provider_ctx: ProviderContext,
         settings: RunnerSettings,
+        meter: Meter,
     ) -> None:
+        self.meter = meter
         self.store = store
         self.hub = hub
         self.table = table
@@ -130,6 +136,7 @@ class Driver:
             steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
             async with deadline:
                 async for outcome in steps:
+                    self._count(active, outcome)
                     if outcome.final and not outcome.pending and active.scratch is None:
                         final, stop_reason = outcome, outcome.stop_reason  # the loop ends here
                         continue
@@ -142,6 +149,7 @@ class Driver:
             error = ErrorInfo(status, stop_message(status))
         except ProviderError as exc:
             status, error = "failed", ErrorInfo("provider_error", exc.message)
+            self.meter.provider_failed(active.agent.provider)
         except ApiError as exc:
             status, error = "failed", ErrorInfo(exc.type, exc.message)
         except TimeoutError as exc:
@@ -154,6 +162,42 @@ class Driver:
             )
         active.run_seconds += clock() - began
         await self._finish(active, status, stop_reason, error, pending, final)
+
+    def _count(self, active: ActiveRun, outcome: StepOutcome) -> None:
+        usage, calls = outcome.usage, outcome.tool_calls
+        self.meter.step(
+            active.agent.provider,
+            outcome.first_token_s,
+            usage.input_tokens,
+            usage.output_tokens,
+            calls,
+        )
+        if self.settings.log_content and calls:
+            active.tool_inputs.extend({"tool": c.name, "input": c.input} for c in calls)
+
+    def _ended(self, active: ActiveRun, status: str, stop_reason: str | None) -> None:
+        """The run's one count and one log line."""
+        ran = time.monotonic() - active.queued_at
+        self.meter.run_ended(status, None if status == "requires_action" else ran)
+        usage, agent = active.run.usage, active.agent
+        fields: dict[str, object] = {
+            "session_id": active.session_id,
+            "run_id": active.id,
+            "provider": agent.provider,
+            "model": agent.model,
+            "status": status,
+            "stop_reason": stop_reason,
+            "steps": active.run.steps,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "duration_ms": round(ran * 1000, 1),
+        }
+        if active.run.error is not None:
+            fields["error_type"] = active.run.error.type
+        if self.settings.log_content:
+            fields["content"] = msgspec.to_builtins(active.request.content)
+            fields["tool_calls"] = active.tool_inputs
+        log.info("run ended", extra={"fields": fields})
 
     async def _session(self, active: ActiveRun) -> Session:
         if active.scratch is not None:
@@ -290,6 +334,7 @@ class Driver:
         active.log.finish()
         active.done.set()
         self.table.drop(active)
+        self._ended(active, status, stop_reason)
 
     async def _committed(self, written: asyncio.Future[T]) -> T:
         """Wait for a write even if the run is cancelled meanwhile, then let the cancel

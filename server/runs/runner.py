@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from server.events import EventRow
+from server.meter import Meter
 from server.models import Agent, Message, Run, SessionRecord, ToolResultBlock
 from server.providers.base import ProviderContext
 from server.runs import ephemeral
@@ -39,8 +40,14 @@ __all__ = ["Runner", "RunnerSettings"]
 
 class Runner:
     def __init__(
-        self, store: Store, hub: Hub, provider_ctx: ProviderContext, settings: RunnerSettings
+        self,
+        store: Store,
+        hub: Hub,
+        provider_ctx: ProviderContext,
+        settings: RunnerSettings,
+        meter: Meter | None = None,
     ) -> None:
+        self.meter = meter = meter or Meter()
         self.store = store
         self.hub = hub
         self.provider_ctx = provider_ctx
@@ -54,7 +61,9 @@ class Runner:
             histories=self.histories,
             provider_ctx=provider_ctx,
             settings=settings,
+            meter=meter,
         )
+        meter.watch_runs(self.table.count)
         self.followers = Followers(store, hub, self.table)
         self.pauses = Pauses(store, self.table, self.driver, settings.tools)
         self.admission = Admission(store, self.table, self.driver, self.pauses, settings.tools)

@@ -23,6 +23,10 @@ class LiveRuns:
         self.open = True
 
     # -- reading --------------------------------------------------------------------------
+    def count(self) -> int:
+        """Runs running or queued."""
+        return len(self._runs)
+
     def get(self, run_id: str) -> ActiveRun | None:
         return self._runs.get(run_id)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from server.meter import Meter
 from server.store.agents import Agents
 from server.store.contract import (
     DEFAULT_AGENT_ID,
@@ -65,8 +66,10 @@ __all__ = [
 class SqliteStore:
     """The store on one SQLite file: `db` is its writer and readers (sqlite.py)."""
 
-    def __init__(self, path: str, *, event_flush_s: float = 0.2) -> None:
-        self.db = Database(path, event_flush_s=event_flush_s)
+    def __init__(
+        self, path: str, *, event_flush_s: float = 0.2, meter: Meter | None = None
+    ) -> None:
+        self.db = Database(path, event_flush_s=event_flush_s, meter=meter)
         self.keys: KeyStore = Keys(self.db)
         self.secrets: SecretStore = Secrets(self.db)
         self.agents: AgentStore = Agents(self.db)

@@ -48,6 +48,7 @@ import aiosqlite
 
 from server.errors import ApiError, StoreError
 from server.events import EventRow
+from server.meter import Meter
 from server.store import eventlog
 from server.store.contract import EventBatch
 
@@ -171,8 +172,16 @@ class _Pending:
 
 
 class Database:
-    def __init__(self, path: str, *, event_flush_s: float = 0.2, readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        event_flush_s: float = 0.2,
+        readers: int = 2,
+        meter: Meter | None = None,
+    ) -> None:
         self.path = path
+        self.meter = meter or Meter()
         self.event_flush_s = event_flush_s
         self._reader_count = readers
         self._readers: list[aiosqlite.Connection] = []
@@ -331,6 +340,7 @@ class Database:
         conn = self._writer
         assert conn is not None
         results: list[Any] = []
+        began, changes = time.perf_counter(), conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             eventlog.write(conn, events)
@@ -339,6 +349,7 @@ class Database:
             _run_deferred(conn)
             conn.execute("COMMIT")
             self.commits += 1
+            self.meter.committed(time.perf_counter() - began, conn.total_changes - changes)
             batch.rows, batch.committed = [], True
         except sqlite3.Error as exc:
             conn.deferred = []

@@ -1,0 +1,74 @@
+"""The process's log lines: one JSON object per line (for a log collector), or text (for a
+person at a terminal). The format is `--log-format`, else JSON unless stdout is a terminal.
+
+A record's structured fields travel in `extra={"fields": {...}}` (the request line of
+api/observe.py, the run line of runs/driver.py): JSON puts them beside `time`, `level`,
+`logger` and `message`; text appends them as `key=value`. What goes into fields is chosen
+where the line is made, and never holds a key; message content and tool input only with
+`--log-content`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in fields_of(record).items():
+            line.setdefault(name, value)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = fields_of(record)
+        if not fields:
+            return text
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        return f"{text} {pairs}"
+
+
+def chosen(log_format: str | None, stdout: TextIO | None = None) -> str:
+    if log_format is not None:
+        return log_format
+    out = stdout or sys.stdout
+    return "text" if out.isatty() else "json"
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def setup(log_format: str | None, level: str) -> None:
+    """The root logger's one handler, on stderr, in the chosen format; uvicorn's loggers
+    propagate to it (`sessiond serve` gives uvicorn no logging config of its own)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(chosen(log_format)))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
