@@ -488,3 +488,33 @@ def test_a_busy_session_offers_queue_or_interrupt(served: ProcessServer, browser
     expect(page.get_by_test_id("run-usage")).to_have_count(2)
     expect(page.get_by_test_id("run-usage").first).to_contain_text("interrupted")
     console.check_log()
+
+
+def test_a_dropped_network_mid_reply_goes_on_without_a_gap(
+    served: ProcessServer, browser: Browser
+) -> None:
+    from tests.test_stream_tokens import CuttingProxy
+
+    agent = make_agent(served.url, [{"text": LONG_REPLY}], "cut", options={"token_delay_ms": 50})
+    sid = make_session(served.url, agent)
+    proxy = CuttingProxy(served.port)
+    try:
+        console = Console(browser, proxy.url)
+        page = console.open(f"#/sessions/{sid}")
+        console.by("message-input").fill("go")
+        console.by("send").click()
+        page.wait_for_function(
+            "(w) => document.querySelector('[data-testid=transcript]').textContent.includes(w)",
+            arg=WORDS[3],
+        )
+        partial = console.assistant_text()
+        proxy.cut()
+        expect(page.get_by_test_id("run-usage")).to_contain_text("completed")
+        assert console.assistant_text() == LONG_REPLY
+        assert LONG_REPLY.startswith(partial) and len(partial) < len(LONG_REPLY)
+        resumed = [h for h in proxy.heads if b"/events" in h and b"last-event-id" in h.lower()]
+        assert resumed, "the browser did not resume the stream with Last-Event-ID"
+        # the cut itself may log one failed request of the page's own (a poll in flight)
+        assert [e for e in console.errors if not e.startswith("Failed to load resource")] == []
+    finally:
+        proxy.close()
