@@ -279,13 +279,32 @@ async def create_response(request: Request) -> Response:
 def stream_response(
     request: Request, batches: AsyncIterator[list[EventRow]], translator: Translator
 ) -> Response:
-    framed = sse.framed(request, _until_done(batches, translator), translator.frames)
-    # `retry:` goes in the first event's block: the openai SDK takes a block of its own for
-    # an event without data, and fails on it
-    start = translator.start()
-    framed.opening = b"retry: %d\n%s" % (framed.retry_ms, start) if start else b""
+    opening = _Opening(translator, request.app.state.settings.sse_retry_ms)
+    framed = sse.framed(request, _until_done(batches, translator), opening.frames)
+    framed.opening = opening.start()
     framed.ping = PING
     return sse.stream(request, framed)
+
+
+class _Opening:
+    """The stream's frames, `retry:` put as the first line of the first event's block: the
+    openai SDK takes a block of its own for an event without data, and fails on it."""
+
+    def __init__(self, translator: Translator, retry_ms: int) -> None:
+        self.translator = translator
+        self.lead = b"retry: %d\n" % retry_ms
+
+    def _led(self, data: bytes) -> bytes:
+        if data and self.lead:
+            data, self.lead = self.lead + data, b""
+        return data
+
+    def start(self) -> bytes:
+        return self._led(self.translator.start())
+
+    def frames(self, rows: list[EventRow]) -> bytes:
+        data = self.translator.frames(rows)
+        return self._led(data) if self.lead else data
 
 
 async def _until_done(
