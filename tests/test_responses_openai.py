@@ -21,7 +21,7 @@ from tests.live import ThreadServer
 from tests.upstream import Reply, Upstream
 from tests.waiting import wait_until
 
-TEXT = "Hello there, this is a reply in several words."
+TEXT = 'Hello "there", a naïve reply 😀 with a back\\slash\nand a new line.'
 TOOL_SCRIPT = [
     {"text": "Let me look.", "tool_calls": [{"name": "list_files", "input": {"path": "."}}]},
     {"text": "I can see a.txt here."},

@@ -20,6 +20,7 @@ JSON string of the run's event goes into the Responses event as it is (bench res
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -150,16 +151,15 @@ def response_id(run_id: str, after: int) -> str:
     return run_id if after == 0 else f"{run_id}_{after}"
 
 
+_RESPONSE_ID = re.compile(r"([0-9A-Z]{26})(?:_([1-9][0-9]{0,17}))?")
+
+
 def parse_response_id(raw: str) -> tuple[str, int] | None:
     """(run id, after) from a response id; None if it cannot be one."""
-    run_id, _, after = raw.partition("_")
-    if len(run_id) != 26 or not run_id.isalnum():
+    found = _RESPONSE_ID.fullmatch(raw)
+    if found is None:
         return None
-    if not after:
-        return run_id, 0
-    if not after.isdigit() or len(after) > 18 or after.startswith("0"):
-        return None
-    return run_id, int(after)
+    return found.group(1), int(found.group(2) or 0)
 
 
 # How a run's end shows: its status, the Responses event that says it.
