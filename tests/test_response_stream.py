@@ -160,3 +160,23 @@ def test_response_ids() -> None:
     assert parse_response_id(RUN) == (RUN, 0)
     for bad in ("x", f"{RUN}_", f"{RUN}_01", f"{RUN}_-1", f"{RUN}_1x", "a" * 26 + "!"):
         assert parse_response_id(bad) is None, bad
+
+
+def test_interleaved_blocks_keep_their_own_text() -> None:
+    rows = rows_of(
+        MessageStart(StepInfo("m", None)),
+        ContentBlockStart(0, TextBlock("")),
+        ContentBlockStart(1, TextBlock("")),
+        TextDelta("a1 ", 0),
+        TextDelta("b1 ", 1),
+        TextDelta("a2", 0),
+        TextDelta("b2", 1),
+        ContentBlockStop(0),
+        ContentBlockStop(1),
+        Done(Usage(), 1, RUN, "end_turn", "completed"),
+    )
+    frames = parse(Translator(head()).frames(rows))
+    output = frames[-1]["response"]["output"]
+    assert [item["content"][0]["text"] for item in output] == ["a1 a2", "b1 b2"]
+    deltas = [(f["output_index"], f["delta"]) for f in frames if f["type"].endswith("text.delta")]
+    assert deltas == [(0, "a1 "), (1, "b1 "), (0, "a2"), (1, "b2")]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import datetime
 import re
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
@@ -176,6 +178,12 @@ _CODES = {"rate_limited": "rate_limit_exceeded"}
 _TEXT_PREFIX = len(b'{"type":"text_delta","text":')
 _JSON_PREFIX = len(b'{"type":"input_json_delta","partial_json":')
 _INDEX = b',"index":'
+_KIND = itemgetter(2)
+_TEXT_DELTA = (
+    b"id: %d\nevent: response.output_text.delta\ndata: "
+    b'{"type":"response.output_text.delta","item_id":"%s","output_index":%d,'
+    b'"content_index":0,"delta":%s,"logprobs":[],"sequence_number":%d}\n\n'
+)
 _encode = msgspec.json.Encoder().encode
 _decode_text = msgspec.json.Decoder(str).decode
 
@@ -208,7 +216,7 @@ class Translator:
         self.skip = skip
         self.number = 0  # the next sequence_number
         self.output: list[OutputItem] = []
-        self.open: dict[int, _Open] = {}  # by the step's block index
+        self.open: dict[bytes, _Open] = {}  # by the step's block index, as its JSON digits
         self.calls: set[str] = set()  # call ids this response made
         self.status = "in_progress"
         self.error: ResponseError | None = None
@@ -271,37 +279,48 @@ class Translator:
         )
 
     def frames(self, rows: list[EventRow]) -> bytes:
+        if self.finished:
+            return b""  # what follows a response's end is another response's
         out: list[bytes] = [] if self.started else [self.start()]
-        for _, seq, kind, data in rows:
-            if self.finished:
-                break
-            if kind == "text_delta":
-                cut = data.rindex(_INDEX)
-                piece = data[_TEXT_PREFIX:cut]
-                item = self.open[int(data[cut + 9 : -1])]
-                item.pieces.append(piece)
-                out.append(
-                    self._frame(
-                        b"response.output_text.delta",
-                        b'"item_id":"%s","output_index":%d,"content_index":0,"delta":%s,'
-                        b'"logprobs":[]' % (item.id, item.output_index, piece),
+        for kind, group in groupby(rows, _KIND):
+            if kind == "text_delta":  # the bulk of a reply: a run of them at a time
+                self._texts([row[3] for row in group], out)
+                continue
+            for _, seq, kind_, data in group:
+                if kind_ == "input_json_delta":
+                    cut = data.rindex(_INDEX)
+                    piece = data[_JSON_PREFIX:cut]
+                    item = self.open[data[cut + 9 : -1]]
+                    item.pieces.append(piece)
+                    where = b'"item_id":"%s","output_index":%d' % (item.id, item.output_index)
+                    delta = self._frame(
+                        b"response.function_call_arguments.delta", where + b',"delta":%s' % piece
                     )
-                )
-            elif kind == "input_json_delta":
-                cut = data.rindex(_INDEX)
-                piece = data[_JSON_PREFIX:cut]
-                item = self.open[int(data[cut + 9 : -1])]
-                item.pieces.append(piece)
-                out.append(
-                    self._frame(
-                        b"response.function_call_arguments.delta",
-                        b'"item_id":"%s","output_index":%d,"delta":%s'
-                        % (item.id, item.output_index, piece),
-                    )
-                )
-            else:
-                out.append(self._event(seq, events.decode(data)))
+                    out.append(delta)
+                else:
+                    out.append(self._event(seq, events.decode(data)))
+                if self.finished:
+                    return b"".join(out)
         return b"".join(out)
+
+    def _texts(self, datas: list[bytes], out: list[bytes]) -> None:
+        """Consecutive text deltas: spliced, with no decode and one format each."""
+        cuts = [data.rindex(_INDEX) for data in datas]
+        keys = {data[cut + 9 : -1] for data, cut in zip(datas, cuts, strict=True)}
+        if len(keys) > 1:  # two blocks' deltas interleaved: one at a time
+            for data in datas:
+                self._texts([data], out)
+            return
+        item = self.open[keys.pop()]
+        pieces = [data[_TEXT_PREFIX:cut] for data, cut in zip(datas, cuts, strict=True)]
+        item.pieces += pieces
+        n = self.number
+        self.number = n + len(pieces)
+        start = max(0, self.skip + 1 - n)
+        iid, index = item.id, item.output_index
+        out += [
+            _TEXT_DELTA % (k, iid, index, p, k) for k, p in enumerate(pieces[start:], n + start)
+        ]
 
     def _event(self, seq: int, event: events.Event) -> bytes:
         match event:
@@ -324,7 +343,7 @@ class Translator:
 
     def _open_text(self, seq: int, index: int) -> bytes:
         item = MessageItem(f"msg_{self.run_id}_{seq}", "in_progress", [])
-        opened = self.open[index] = _Open(item, len(self.output))
+        opened = self.open[b"%d" % index] = _Open(item, len(self.output))
         self.output.append(item)
         added = self._item(b"response.output_item.added", opened.output_index, item)
         item.content.append(OutputText(""))
@@ -337,7 +356,7 @@ class Translator:
 
     def _open_call(self, seq: int, index: int, block: ToolUseBlock) -> bytes:
         item = FunctionCallItem(f"fc_{self.run_id}_{seq}", block.id, block.name, "", "in_progress")
-        opened = self.open[index] = _Open(item, len(self.output))
+        opened = self.open[b"%d" % index] = _Open(item, len(self.output))
         if block.input:
             opened.pieces.append(_encode(_encode(block.input).decode()))
         self.output.append(item)
@@ -345,7 +364,7 @@ class Translator:
         return self._item(b"response.output_item.added", opened.output_index, item)
 
     def _close(self, index: int) -> bytes:
-        opened = self.open.pop(index, None)
+        opened = self.open.pop(b"%d" % index, None)
         if opened is None:
             return b""
         joined = opened.joined()

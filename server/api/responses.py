@@ -263,7 +263,8 @@ async def create_response(request: Request) -> Response:
     translator = Translator(started.head, started.after, started.base)
     if body.stream:
         ping_s = request.app.state.settings.ping_s
-        response = stream_response(request, handle.follow(started.after, ping_s), translator)
+        batches = handle.follow(started.after, ping_s)
+        response = stream_response(request, batches, translator, ends_by_itself=True)
         response.headers.update(headers)
         return response
     if body.background:
@@ -277,10 +278,19 @@ async def create_response(request: Request) -> Response:
 
 
 def stream_response(
-    request: Request, batches: AsyncIterator[list[EventRow]], translator: Translator
+    request: Request,
+    batches: AsyncIterator[list[EventRow]],
+    translator: Translator,
+    ends_by_itself: bool = False,
 ) -> Response:
+    """The response's events as a stream. A run's events go on after a response's end when
+    the response is the part of a run before its pause: `ends_by_itself` says that these
+    batches stop at the response's end anyway (a new run's, a resumed run's), and spares
+    every batch a generator in between (bench responses)."""
     opening = _Opening(translator, request.app.state.settings.sse_retry_ms)
-    framed = sse.framed(request, _until_done(batches, translator), opening.frames)
+    if not ends_by_itself:
+        batches = _until_done(batches, translator)
+    framed = sse.framed(request, batches, opening.frames)
     framed.opening = opening.start()
     framed.ping = PING
     return sse.stream(request, framed)
