@@ -7,6 +7,7 @@ event must parse as the SDK's own models, or the call raises.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -398,3 +399,23 @@ def openai_text(text: str) -> list[bytes]:
     from tests.test_provider_turns import openai_text as chat_stream
 
     return chat_stream(text)
+
+
+def test_the_readme_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)  # the default agent is then `echo`
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = re.search(r"<!-- openai-example -->\n```python\n(.*?)```", readme, re.S)
+    assert found is not None
+    server = ThreadServer(make_settings(tmp_path)).start()
+    try:
+        code = found.group(1).replace("http://127.0.0.1:2323", server.url)
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        server.stop()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('[echo] You said: "My name is Ada."')
+    assert lines[1] == "True" and lines[2].startswith('[echo] You said: "Say it again."')
+    assert lines[3:] == ["queued", "completed"]
