@@ -17,7 +17,9 @@ import openai
 import pytest
 
 from server.api.keys import issue
-from tests.conftest import make_settings, scripted_agent
+from server.models import TextBlock
+from server.runs.active import RunRequest
+from tests.conftest import app_client, make_settings, scripted_agent
 from tests.live import ThreadServer
 from tests.upstream import Reply, Upstream
 from tests.waiting import wait_until
@@ -419,3 +421,21 @@ def test_the_readme_example_runs(
     assert lines[0].startswith('[echo] You said: "My name is Ada."')
     assert lines[1] == "True" and lines[2].startswith('[echo] You said: "Say it again."')
     assert lines[3:] == ["queued", "completed"]
+
+
+def test_a_run_with_no_persistence_is_followed_even_once_it_has_ended(tmp_path: Path) -> None:
+    """A `store: false` stream opens its follower after the run has started; a quick run may
+    have ended by then, with no event log to replay: the handle reads it from memory."""
+
+    async def go() -> None:
+        async with app_client(make_settings(tmp_path)) as http:
+            runner, store = http.app.state.runner, http.app.state.store
+            agent = await store.agents.get("default", None)
+            handle = await runner.run_ephemeral(agent, None, [], RunRequest([TextBlock("hi")]))
+            await handle.outcome()
+            assert not runner.is_live(handle.id)
+            rows = [row async for batch in handle.follow(0, 1.0) for row in batch]
+            assert [row[1] for row in rows] == list(range(1, len(rows) + 1))
+            assert rows[0][2] == "message_start" and rows[-1][2] == "done"
+
+    asyncio.run(go())

@@ -226,7 +226,6 @@ async def _start(request: Request, body: ResponseBody, turn: Turn) -> Started:
         instructions=turn.instructions,
         metadata=metadata,
     )
-    limits(request).start_run(key_of(request))
     if not body.store:
         work_dir = session.work_dir if session else check_work_dir(request, body.work_dir)
         if history is None:
@@ -256,6 +255,8 @@ async def create_response(request: Request) -> Response:
         )
     if body.stream:
         limits(request).check_stream(key_of(request))
+    if not turn.results:  # counted before a fork or a session is made for it
+        limits(request).start_run(key_of(request))
     started = await (_answer if turn.results else _start)(request, body, turn)
     handle = started.handle
     await refuse_unusable(handle)
