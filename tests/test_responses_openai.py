@@ -261,6 +261,21 @@ def test_a_client_tool_round_trip(live: ThreadServer, sdk: openai.OpenAI) -> Non
         sdk.responses.create(model="asker", input=answer, previous_response_id=first.id)
 
 
+def test_client_tool_output_by_conversation(live: ThreadServer, sdk: openai.OpenAI) -> None:
+    agent(live.url, "asker2", CLIENT_SCRIPT)
+    first = sdk.responses.create(model="asker2", input="weather?", tools=[WEATHER])
+    assert first.conversation is not None
+    call = first.output[-1]
+    assert call.type == "function_call"
+    answer = [{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}]
+    second = sdk.responses.create(
+        model="asker2", input=answer, conversation=first.conversation.id, tools=[WEATHER]
+    )
+    assert second.output_text == "It is sunny in Paris." and second.id != first.id
+    with pytest.raises(openai.ConflictError):  # nothing waits for an answer any more
+        sdk.responses.create(model="asker2", input=answer, conversation=first.conversation.id)
+
+
 def test_a_stream_resumed_with_starting_after(live: ThreadServer, sdk: openai.OpenAI) -> None:
     agent(live.url, "resumer", [{"text": TEXT}])
     everything = list(sdk.responses.create(model="resumer", input="hi", stream=True))
