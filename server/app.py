@@ -26,6 +26,7 @@ from server.api import (
     keys,
     messages,
     oneshot,
+    responses,
     runs,
     scrape,
     search,
@@ -233,6 +234,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         *forks.routes,
         *runs.routes,
         *oneshot.routes,
+        *responses.routes,
         *keys.routes,
         *web.routes,
     ]

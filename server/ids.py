@@ -108,3 +108,11 @@ def now() -> str:
 def stamp_of(seconds: int) -> str:
     """A unix time in seconds as `now()` writes times."""
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
+
+
+def seconds_of(ulid: str) -> int:
+    """The unix time (whole seconds) at which a ULID was made, read from its time prefix."""
+    ms = 0
+    for char in ulid[:10]:
+        ms = ms * 32 + _CROCKFORD.index(char)
+    return ms // 1000

@@ -83,12 +83,15 @@ class Frame:
 
 
 def parse_sse(body: str) -> tuple[int, list[Frame]]:
-    """(retry ms, the event blocks) of a whole event-stream body, which must open with a
-    block holding only `retry:`."""
+    """(retry ms, the event blocks) of a whole event-stream body, which must open with
+    `retry:`: in a block of its own, or as the first line of the first event's block."""
     blocks = [b for b in body.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    blocks = [b for b in blocks if not b.startswith(":")]  # comments (pings) carry no event
     assert blocks, "empty event stream"
     first = blocks[0].split("\n")
-    assert len(first) == 1 and first[0].startswith("retry: "), f"no retry block: {blocks[0]!r}"
+    assert first[0].startswith("retry: "), f"no retry line first: {blocks[0]!r}"
+    if len(first) > 1:  # the first event's block opens with it (the Responses streams)
+        blocks = [blocks[0], "\n".join(first[1:]), *blocks[1:]]
     frames = []
     for block in blocks[1:]:
         fields: dict[str, str] = {}

@@ -19,7 +19,7 @@ from openapi_spec_validator import validate as validate_openapi
 from starlette.routing import Route
 
 from server import models, providers, tools
-from server.api import agents, messages, sessions
+from server.api import agents, messages, response_input, sessions
 from server.app import create_app
 from server.config import Settings
 from server.errors import ApiError
@@ -127,6 +127,7 @@ def facets(schema: Any, lookup: Callable[[str], Any], seen: frozenset[str] = fro
         (messages.ToolResultsBody, "ToolResultsBody"),
         (models.ToolResultBlock, "ToolResultInput"),
         (models.ClientTool, "ClientTool"),
+        (response_input.ResponseBody, "ResponseCreate"),
     ],
 )
 def test_request_schemas_carry_the_code_constraints(struct: type, name: str) -> None:
@@ -460,5 +461,77 @@ def test_session_channel_matches_the_spec(tmp_path: Path) -> None:
             assert [f.id for f in numbered][:2] == [f"{sent['run_id']}:1", f"{sent['run_id']}:2"]
             assert all(f.data["run_id"] == sent["run_id"] for f in numbered)
             assert numbered[-1].event == "done"
+
+    asyncio.run(go())
+
+
+V1 = "/v1/responses"
+ONE = V1 + "/{response_id}"
+
+
+def test_responses_match_the_spec(tmp_path: Path) -> None:
+    spec = Spec()
+
+    async def go() -> None:
+        async with client(tmp_path) as http:
+            (tmp_path / "a.txt").write_text("x")
+            tool_step: dict[str, Any] = {"text": "look", "tool_calls": [{"name": "list_files"}]}
+            looker = scripted("r", tool_step, {"text": "done"}, tools=["list_files"])
+            assert (await http.post("/agents", json=looker)).status_code == 201
+            body = {"model": "r", "input": "hi", "work_dir": str(tmp_path), "metadata": {"a": "b"}}
+            made = await http.post(V1, json=body)
+            assert made.status_code == 200, made.text
+            spec.check(made, V1)
+            rid = made.json()["id"]
+            types = [item["type"] for item in made.json()["output"]]
+            assert types == ["message", "function_call", "function_call_output", "message"]
+            spec.check(await http.get(f"{V1}/{rid}"), ONE)
+            streamed = await http.post(V1, json={**body, "stream": True, "work_dir": None})
+            frames = spec.check(streamed, V1)
+            assert [f.id for f in frames] == [str(i) for i in range(len(frames))]
+            assert frames[-1].event == "response.completed"
+            replay = await http.get(f"{V1}/{rid}", params={"stream": "true", "starting_after": 3})
+            assert spec.check(replay, ONE)[0].id == "4"
+            spec.check(await http.post(f"{V1}/{rid}/cancel"), ONE + "/cancel")
+
+            ask: dict[str, Any] = {"text": "ask", "tool_calls": [{"name": "ask", "input": {}}]}
+            asker = scripted("c", ask, {"text": "thanks"})
+            assert (await http.post("/agents", json=asker)).status_code == 201
+            tool = {"type": "function", "name": "ask", "parameters": {"type": "object"}}
+            paused = await http.post(V1, json={"model": "c", "input": "hi", "tools": [tool]})
+            spec.check(paused, V1)
+            call = paused.json()["output"][-1]
+            answer = {"type": "function_call_output", "call_id": call["call_id"], "output": "a"}
+            body = {"model": "c", "input": [answer], "previous_response_id": paused.json()["id"]}
+            resumed = await http.post(V1, json={**body, "stream": True})
+            frames = spec.check(resumed, V1)
+            assert frames[-1].data["response"]["id"].startswith(paused.json()["id"] + "_")
+
+            slow = scripted("s", {"text": "w " * 500}, options={"token_delay_ms": 20})
+            assert (await http.post("/agents", json=slow)).status_code == 201
+            queued = await http.post(V1, json={"model": "s", "input": "go", "background": True})
+            spec.check(queued, V1)
+            assert queued.json()["status"] == "queued"
+            cancelled = await http.post(f"{V1}/{queued.json()['id']}/cancel")
+            spec.check(cancelled, ONE + "/cancel")
+            assert cancelled.json()["status"] == "cancelled"
+            frames = spec.check(await http.get(f"{V1}/{queued.json()['id']}?stream=true"), ONE)
+            assert frames[-1].event == "response.failed"
+
+            for method, url, kwargs, path, status in [
+                ("GET", f"{V1}/nope", {}, ONE, 404),
+                ("POST", V1, {"json": {"model": "r"}}, V1, 400),
+                ("POST", V1, {"json": {"model": "nope", "input": "x"}}, V1, 404),
+                (
+                    "GET",
+                    f"{V1}/{rid}",
+                    {"params": {"stream": "true", "starting_after": "x"}},
+                    ONE,
+                    400,
+                ),
+            ]:
+                response = await http.request(method, url, **kwargs)
+                assert response.status_code == status, response.text
+                spec.check(response, path)
 
     asyncio.run(go())

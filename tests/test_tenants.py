@@ -82,6 +82,7 @@ async def populate(a: Tenant) -> dict[str, str]:
         "agent_id": agent["id"],
         "session_id": session["id"],
         "run_id": turn["run_id"],
+        "response_id": turn["run_id"],  # a run is a response of /v1/responses
         "message_id": messages["data"][0]["id"],
         "key_id": key["id"],
     }

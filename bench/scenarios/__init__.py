@@ -12,6 +12,7 @@ from bench.scenarios import (
     many,
     provider,
     replay,
+    responses,
     scrape,
     stream,
     turns,
@@ -20,6 +21,18 @@ from bench.scenarios import (
 
 SCENARIOS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (stream, many, turns, history, writes, idle, replay, provider, scrape, console)
+    for module in (
+        stream,
+        responses,
+        many,
+        turns,
+        history,
+        writes,
+        idle,
+        replay,
+        provider,
+        scrape,
+        console,
+    )
 }
 SMOKE_BUDGET_S = 20.0

@@ -74,7 +74,7 @@ class Framed:
     """A stream's batches and how to frame them, `retry:` first; the response iterates the
     batches itself (a generator in between cost a frame resumed per event)."""
 
-    __slots__ = ("batches", "encode", "retry_ms")
+    __slots__ = ("batches", "encode", "opening", "ping", "retry_ms")
 
     def __init__(
         self,
@@ -85,6 +85,9 @@ class Framed:
         self.batches = batches
         self.encode = encode
         self.retry_ms = retry_ms
+        # what the stream opens with, if not `retry:` in a block of its own
+        self.opening: bytes | None = None
+        self.ping = events.PING_FRAME  # sent when a stream has been quiet
 
     async def aclose(self) -> None:
         aclose = getattr(self.batches, "aclose", None)
@@ -192,12 +195,18 @@ class _Connection:
         try:
             await self.send(start)
             self._send = self._send_body
-            await self.send(_chunk(events.retry_frame(body.retry_ms)))
+            opening = body.opening
+            if opening is None:
+                opening = events.retry_frame(body.retry_ms)
+            if opening:
+                await self.send(_chunk(opening))
             sent = self.response.meter.events_sent
             async for rows in body.batches:
                 if rows:
                     sent(len(rows))
-                await self.send(_chunk(body.encode(rows) if rows else events.PING_FRAME))
+                data = body.encode(rows) if rows else body.ping
+                if data:  # (an empty chunk would end a chunked body)
+                    await self.send(_chunk(data))
             self._cause = "finished"  # from here on a disconnect is no longer the client leaving
             await self.send(END)
         except asyncio.CancelledError:

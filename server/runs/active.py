@@ -26,6 +26,16 @@ class RunRequest(msgspec.Struct):
     if_busy: IfBusy = "reject"
     cancel_on_disconnect: bool = False
     tools: list[ClientTool] = []
+    instructions: str | None = None  # added to the agent's system prompt for this run only
+    metadata: dict[str, str] = {}  # the client's, kept with the run
+
+
+def instructed(agent: Agent, request: RunRequest) -> Agent:
+    """The agent as this run uses it: its system prompt with the run's instructions after."""
+    if not request.instructions:
+        return agent
+    system = f"{agent.system}\n\n{request.instructions}" if agent.system else request.instructions
+    return msgspec.structs.replace(agent, system=system)
 
 
 class ActiveRun:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from server.events import EventRow
+from server.runs.active import ActiveRun
 from server.runs.channel import Hub
 from server.runs.runlog import RunLog
 from server.runs.signals import Quiet
@@ -21,10 +22,14 @@ class Followers:
         self.hub = hub
         self.table = table
 
-    async def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[EventRow]]:
+    async def follow(
+        self, run_id: str, after: int, ping_s: float, known: ActiveRun | None = None
+    ) -> AsyncIterator[list[EventRow]]:
         """The run's events after `after`: replayed from the log, then live until `done`.
-        Yields [] when quiet for `ping_s` seconds."""
-        active = self.table.get(run_id)
+        Yields [] when quiet for `ping_s` seconds. `known`: the run as its starter holds it,
+        read from memory even once it has left the table (a run with no persistence has no
+        log to replay: a reader that comes to it late still gets its events)."""
+        active = self.table.get(run_id) or known
         if active is None:
             async for rows in self._replay(run_id, after, None):
                 yield rows

@@ -32,7 +32,9 @@ class Owner(Protocol):
     def queue_position(self, run_id: str) -> int | None: ...
     def is_live(self, run_id: str) -> bool: ...
     def starts_unusable(self, active: ActiveRun) -> bool: ...
-    def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[EventRow]]: ...
+    def follow(
+        self, run_id: str, after: int, ping_s: float, known: ActiveRun | None = None
+    ) -> AsyncIterator[list[EventRow]]: ...
     async def cancel(self, active: ActiveRun, status: str = "cancelled") -> None: ...
 
 
@@ -92,7 +94,8 @@ class RunHandle:
         return Outcome(run, messages, held)
 
     def follow(self, after: int, ping_s: float) -> AsyncIterator[list[EventRow]]:
-        return self._owner.follow(self.id, after, ping_s)
+        known = self._active if self._active is not None and self._active.scratch else None
+        return self._owner.follow(self.id, after, ping_s, known)
 
     async def cancel(self) -> None:
         if self._active is not None:

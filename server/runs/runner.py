@@ -118,8 +118,10 @@ class Runner:
     def starts_unusable(self, active: ActiveRun) -> bool:
         return unusable_reason(active.agent, self.provider_ctx) is not None
 
-    def follow(self, run_id: str, after: int, ping_s: float) -> AsyncIterator[list[EventRow]]:
-        return self.followers.follow(run_id, after, ping_s)
+    def follow(
+        self, run_id: str, after: int, ping_s: float, known: ActiveRun | None = None
+    ) -> AsyncIterator[list[EventRow]]:
+        return self.followers.follow(run_id, after, ping_s, known)
 
     def watch(
         self, session_id: str, position: tuple[str, int] | None, ping_s: float
