@@ -25,6 +25,10 @@ class RunRequest(msgspec.Struct):
     if_busy: IfBusy = "reject"
     cancel_on_disconnect: bool = False
     tools: list[ClientTool] = []
+    # for this run only: a system prompt added after the agent's, a cap on a step's tokens
+    system: str | None = None
+    max_tokens: int | None = None
+    metadata: dict[str, Any] = {}  # the client's, kept with the run's options
 
 
 class ActiveRun:
