@@ -15,6 +15,7 @@ from anthropic.types import Message
 
 from tests.conftest import make_settings, scripted_agent
 from tests.live import ThreadServer
+from tests.spec import Spec
 from tests.test_provider_turns import KEY, anthropic_text, operator_endpoint
 from tests.upstream import Reply, Upstream
 
@@ -307,10 +308,40 @@ def test_errors_raise_the_sdk_exceptions(server: Live) -> None:
         sdk.messages.create(model="nobody", max_tokens=5, messages=user("hi"))
     with pytest.raises(anthropic.BadRequestError):
         sdk.messages.create(model="flaky", max_tokens=5, messages=[])
-    with pytest.raises(anthropic.APIStatusError) as caught:
-        with sdk.messages.stream(model="flaky", max_tokens=5, messages=user("hi")) as s:
-            s.get_final_message()
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        sdk.messages.stream(model="flaky", max_tokens=5, messages=user("hi")) as s,
+    ):
+        s.get_final_message()
     assert "too busy" in str(caught.value)
     with pytest.raises(anthropic.APIStatusError) as blocking:
         sdk.messages.create(model="flaky", max_tokens=5, messages=user("hi"))
     assert blocking.value.status_code == 502
+
+
+def test_answers_match_the_spec(server: Live, tmp_path: Path) -> None:
+    spec = Spec()
+    aid = agent(server, "looker", LOOK, tools=["list_files"])
+    session(server, aid, "spec", tmp_path)
+    url, path = f"{server.url}/v1/messages", "/v1/messages"
+    headers = {SESSION: "spec"}
+    body = {"model": "looker", "max_tokens": 50, "messages": user("what is here?")}
+    with httpx.Client(timeout=30) as http:
+        spec.check(http.post(url, json=body, headers=headers), path)
+        streamed = http.post(url, json={**body, "stream": True}, headers=headers)
+        frames = spec.check(streamed, path)
+        assert frames[0].event == "message_start" and frames[-1].event == "message_stop"
+        assert {"server_tool_use", "tool_result"} <= {
+            f.data["content_block"]["type"] for f in frames if f.event == "content_block_start"
+        }
+        other = {
+            **body,
+            "messages": [*user("no"), {"role": "assistant", "content": "x"}, *user("y")],
+        }
+        conflict = http.post(url, json=other, headers=headers)
+        assert conflict.status_code == 409
+        spec.check(conflict, path)
+        spec.check(http.post(url, json={**body, "model": "nobody"}), path)
+        spec.check(http.post(url, json={"model": "looker"}), path)
+        count = http.post(f"{url}/count_tokens", json={"model": "looker", "messages": user("x")})
+        spec.check(count, "/v1/messages/count_tokens")
