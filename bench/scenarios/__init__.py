@@ -5,9 +5,30 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.scenarios import history, idle, many, provider, replay, stream, turns, writes
+from bench.scenarios import (
+    history,
+    idle,
+    many,
+    messages,
+    provider,
+    replay,
+    stream,
+    turns,
+    writes,
+)
 
 SCENARIOS: dict[str, ModuleType] = {
-    module.NAME: module for module in (stream, many, turns, history, writes, idle, replay, provider)
+    module.NAME: module
+    for module in (
+        stream,
+        many,
+        turns,
+        history,
+        writes,
+        idle,
+        replay,
+        provider,
+        messages,
+    )
 }
 SMOKE_BUDGET_S = 20.0

@@ -121,6 +121,7 @@ _encode = msgspec.json.Encoder().encode
 _TEXT_HEAD = len(b'{"type":"text_delta","text":')
 _JSON_HEAD = len(b'{"type":"input_json_delta","partial_json":')
 _INDEX = b',"index":'
+_INDEX_LEN = len(_INDEX)
 _TEXT_FRAME = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
     b'"delta":{"type":"text_delta","text":%s}}\n\n'
@@ -187,30 +188,44 @@ class Translator:
         self.held: list[Held] = []  # the step's events after a call waiting for its result
 
     def __call__(self, rows: list[EventRow]) -> bytes:
+        if self.failed:
+            return b""
         out: list[bytes] = []
+        live = self.live
         for _, _, kind, data in rows:
-            if self.failed:
+            if kind == "text_delta":  # most events: inline (bench messages)
+                cut = data.rindex(_INDEX)
+                index = live.get(int(data[cut + _INDEX_LEN : -1]))
+                if index is not None:
+                    out.append(_TEXT_FRAME % (index, data[_TEXT_HEAD:cut]))
+                    continue
+            if not self._other(kind, data, out):
                 break
-            if kind == "text_delta" or kind == "input_json_delta":
-                self._delta(kind, data, out)
-            elif kind == "content_block_start":
-                self._block_start(data, out)
-            elif kind == "content_block_stop":
-                self._block_stop(data, out)
-            elif kind == "message_start":
-                self._message_start(data, out)
-            elif kind == "tool_result":
-                self._tool_result(data, out)
-            elif kind == "error":
-                out.append(b"event: error\ndata: %s\n\n" % data)
-                self.failed = True
-            elif kind == "done":
-                self._done(data, out)
         return b"".join(out)
+
+    def _other(self, kind: str, data: bytes, out: list[bytes]) -> bool:
+        """Any event but a text delta of a block that is out; False: the stream is over."""
+        if kind == "text_delta" or kind == "input_json_delta":
+            self._delta(kind, data, out)
+        elif kind == "content_block_start":
+            self._block_start(data, out)
+        elif kind == "content_block_stop":
+            self._block_stop(data, out)
+        elif kind == "message_start":
+            self._message_start(data, out)
+        elif kind == "tool_result":
+            self._tool_result(data, out)
+        elif kind == "error":
+            out.append(b"event: error\ndata: %s\n\n" % data)
+            self.failed = True
+            return False
+        elif kind == "done":
+            self._done(data, out)
+        return True
 
     def _delta(self, kind: str, data: bytes, out: list[bytes]) -> None:
         cut = data.rindex(_INDEX)
-        native = int(data[cut + len(_INDEX) : -1])
+        native = int(data[cut + _INDEX_LEN : -1])
         index = self.live.get(native)
         if index is None:
             self.held.append((kind, native, data))
@@ -220,7 +235,7 @@ class Translator:
             out.append(_JSON_FRAME % (index, data[_JSON_HEAD:cut]))
 
     def _message_start(self, data: bytes, out: list[bytes]) -> None:
-        self.live = {}  # each step numbers its blocks from 0
+        self.live.clear()  # each step numbers its blocks from 0
         if self.started:
             return
         event = events.decode(data)
