@@ -208,6 +208,25 @@ def test_a_two_turn_conversation_sees_the_first(
                 )
                 assert third.content[0].text == "Three."  # type: ignore[union-attr]
                 assert len(upstream.requests[2].body["messages"]) == 5
+                # the anthropic provider's upstream counts tokens
+                upstream.enqueue(Reply(200, [b'{"input_tokens": 321}']))
+                counted = await sdk.messages.count_tokens(
+                    model="real",
+                    system="Be brief.",
+                    messages=user("fourth?"),
+                    extra_headers=headers,
+                )
+                assert counted.input_tokens == 321 and counted.to_dict()["estimated"] is False
+                asked = upstream.requests[3]
+                assert (
+                    asked.path == "/v1/messages/count_tokens" and asked.headers["x-api-key"] == KEY
+                )
+                assert asked.body["system"] == "Be brief."
+                assert "stream" not in asked.body and "max_tokens" not in asked.body
+                assert len(asked.body["messages"]) == 7  # the stored history and the new turn
+                upstream.enqueue(Reply(500, [b'{"error": {"type": "api_error", "message": "x"}}']))
+                guessed = await sdk.messages.count_tokens(model="real", messages=user("fifth?"))
+                assert guessed.to_dict()["estimated"] is True and guessed.input_tokens > 0
                 await sdk.close()
             finally:
                 live.stop()

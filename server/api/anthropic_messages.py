@@ -37,6 +37,7 @@ from server.models import (
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
+    Turn,
     new_messages,
     new_session_record,
 )
@@ -328,15 +329,20 @@ async def create_message(request: Request) -> Response:
 
 
 async def count_tokens(request: Request) -> Response:
-    """An estimate (a token for each four bytes of the JSON sent, the agent's system prompt
-    and, with the header, the stored history included): none of sessiond's providers counts."""
+    """The agent's provider's count where it has one; else an estimate, a token for every
+    four bytes of the JSON of what the run would send (the stored history included)."""
     body = await decode_body(request, count_decoder)
     agent = await agent_of(request, body.model)
-    parts: list[Any] = [agent.system, system_of(body.system), body.messages, body.tools]
+    system = system_of(body.system)
     record = await existing_session(request)
-    if record is not None:
-        parts.append(await store(request).messages.history(record.id))
-    size = len(msgspec.json.encode(parts))
+    stored = await store(request).messages.history(record.id) if record is not None else []
+    turns = [Turn(m.role, m.content) for m in stored]
+    turns += [Turn(role, content) for role, content in stored_form(body.messages)]
+    client = client_tools_of(body.tools)
+    counted = await runner(request).count_tokens(agent, system, turns, client)
+    if counted is not None:
+        return json_response(TokenCount(counted, estimated=False))
+    size = len(msgspec.json.encode([agent.system, system, turns, client]))
     return json_response(TokenCount(math.ceil(size / 4), estimated=True))
 
 
