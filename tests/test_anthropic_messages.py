@@ -4,6 +4,10 @@ pointed at a real server on loopback: the SDK's own parsers read every answer an
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -364,3 +368,18 @@ def test_answers_match_the_spec(server: Live, tmp_path: Path) -> None:
         spec.check(http.post(url, json={"model": "looker"}), path)
         count = http.post(f"{url}/count_tokens", json={"model": "looker", "messages": user("x")})
         spec.check(count, "/v1/messages/count_tokens")
+
+
+def test_the_readme_example_runs(server: Live) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = re.search(r"<!-- anthropic-example -->\n```python\n(.*?)```", readme, re.S)
+    assert found, "README.md has no anthropic example"
+    env = {**os.environ, "SESSIOND_URL": server.url}
+    ran = subprocess.run(
+        [sys.executable, "-c", found.group(1)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith('[echo] You said: "Hello!"')
+    assert lines[1].startswith('[echo] You said: "And what did I say first?"')
+    assert "input_tokens" in lines[2] and "estimated=True" in lines[3]
