@@ -130,6 +130,7 @@ _JSON_FRAME = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
     b'"delta":{"type":"input_json_delta","partial_json":%s}}\n\n'
 )
+_TEXT_TAIL = b"}}\n\n"
 _STOP_FRAME = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
 _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
@@ -186,21 +187,27 @@ class Translator:
         self.waiting: list[str] = []  # server calls out, whose results are not yet
         self.results: dict[str, ToolResult] = {}  # results whose call is not yet first
         self.held: list[Held] = []  # the step's events after a call waiting for its result
+        # the text block out now: how its deltas end (its index in the step), and how their
+        # frames begin (its index in the message)
+        self.text_suffix = b"\x00"
+        self.text_head = b""
 
     def __call__(self, rows: list[EventRow]) -> bytes:
         if self.failed:
             return b""
         out: list[bytes] = []
-        live = self.live
+        add = out.append
+        # most events are text deltas of the text block out: framed here (bench messages)
+        suffix, head, cut = self.text_suffix, self.text_head, -len(self.text_suffix)
         for _, _, kind, data in rows:
-            if kind == "text_delta":  # most events: inline (bench messages)
-                cut = data.rindex(_INDEX)
-                index = live.get(int(data[cut + _INDEX_LEN : -1]))
-                if index is not None:
-                    out.append(_TEXT_FRAME % (index, data[_TEXT_HEAD:cut]))
-                    continue
-            if not self._other(kind, data, out):
+            if kind == "text_delta" and data.endswith(suffix):
+                add(head)
+                add(data[_TEXT_HEAD:cut])
+                add(_TEXT_TAIL)
+            elif not self._other(kind, data, out):
                 break
+            else:
+                suffix, head, cut = self.text_suffix, self.text_head, -len(self.text_suffix)
         return b"".join(out)
 
     def _other(self, kind: str, data: bytes, out: list[bytes]) -> bool:
@@ -236,6 +243,7 @@ class Translator:
 
     def _message_start(self, data: bytes, out: list[bytes]) -> None:
         self.live.clear()  # each step numbers its blocks from 0
+        self.text_suffix = b"\x00"
         if self.started:
             return
         event = events.decode(data)
@@ -276,6 +284,8 @@ class Translator:
             self.waiting.append(block.id)
         else:
             shown = OutText("")
+            self.text_suffix = b"%s%d}" % (_INDEX, event.index)
+            self.text_head = _TEXT_FRAME.split(b"%s")[0] % index
         out.append(_frame(b"content_block_start", _BlockStartOut(index, shown)))
 
     def _block_stop(self, data: bytes, out: list[bytes]) -> None:
