@@ -4,9 +4,10 @@ One run whose reply is 20,000 text deltas (a scripted text of 20,000 words, zero
 by `curl -sN` twice over in the same server: from POST /v1/messages with `stream: true` (each
 call a new session; the run's events translated into Anthropic's `content_block_delta` and
 friends) and from POST /sessions/{id}/message/stream (the run's own events). events/s =
-events received / curl's `time_total`, median of three runs of each after one warm-up each,
-the two kinds alternated so that both see the same machine. Without a curl binary the reader
-is httpx.
+events received / curl's `time_total`, median of seven runs of each after one warm-up each,
+the two kinds alternated so that both see the same machine; and the server's CPU time an
+event for each kind (less noisy on a shared machine). Without a curl binary the reader is
+httpx.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ async def read(url: str, ctx: Context, i: int, body: bytes, end: bytes) -> Read:
 
 async def run(ctx: Context, result: Result) -> None:
     n = ctx.size(20_000, 500)
-    reps = ctx.size(3, 1)
+    reps = ctx.size(7, 1)
     server = await ctx.sessiond()
     api = Api(server.port)
     agent = await api.agent(workload.scripted_agent("messages", n))
@@ -53,14 +54,19 @@ async def run(ctx: Context, result: Result) -> None:
     native_body = b'{"message":"go"}'
     ours: list[Read] = []
     theirs: list[Read] = []
+    cpu = {"messages": 0.0, "native": 0.0}
     for i, sid in enumerate(sessions):
         url = f"{base_url}/v1/messages"
+        before = server.cpu_s()
         translated = await read(url, ctx, 2 * i, body, b"event: message_stop")
+        between = server.cpu_s()
         native_url = f"{base_url}/sessions/{sid}/message/stream"
         native = await read(native_url, ctx, 2 * i + 1, native_body, b"event: done")
         if i:  # the first of each is the warm-up
             ours.append(translated)
             theirs.append(native)
+            cpu["messages"] += between - before
+            cpu["native"] += server.cpu_s() - between
     await ctx.stop(server)
 
     rate = median([r.events / r.seconds for r in ours])
@@ -82,5 +88,16 @@ async def run(ctx: Context, result: Result) -> None:
             share,
             "≥ 0.8x native",
             share is not None and share >= 0.8,
+        )
+    )
+    per_event = cpu["messages"] / sum(r.events for r in ours) * 1e6
+    native_per_event = cpu["native"] / sum(r.events for r in theirs) * 1e6
+    result.add(
+        Figure(
+            "server CPU per event",
+            per_event,
+            "µs",
+            native_per_event,
+            ratio(per_event, native_per_event),
         )
     )
