@@ -26,7 +26,7 @@ from server.api.messages import RUN_ID_HEADER, finished_result, refuse_unusable
 from server.api.request import decode_body, json_response, runner, store, tenant_of
 from server.api.sessions import check_name
 from server.errors import ApiError, Conflict, InvalidRequest, NotFound
-from server.ids import now
+from server.ids import is_ulid, now
 from server.models import (
     Agent,
     ClientTool,
@@ -209,6 +209,8 @@ async def existing_session(request: Request) -> SessionRecord | None:
     try:
         return await store(request).sessions.get(key, tenant_of(request))
     except NotFound:
+        if is_ulid(key):
+            raise
         check_name(key)
         return None
 

@@ -105,13 +105,13 @@ def reply_of(run: Run, messages: list[Message], held: list[ToolResultBlock], mod
                     )
     usage = OutUsage(run.usage.input_tokens, run.usage.output_tokens)
     return Reply(
-        run.id,
-        "assistant",
-        model,
-        content,
-        stop_reason_of(run.status, run.stop_reason),
-        None,
-        usage,
+        id=run.id,
+        role="assistant",
+        model=model,
+        content=content,
+        stop_reason=stop_reason_of(run.status, run.stop_reason),
+        stop_sequence=None,
+        usage=usage,
     )
 
 
@@ -253,13 +253,13 @@ class Translator:
     def _open(self, usage: Usage, out: list[bytes]) -> None:
         self.started = True
         message = StartMessage(
-            self.message_id,
-            "assistant",
-            self.model,
-            [],
-            None,
-            None,
-            OutUsage(usage.input_tokens, usage.output_tokens),
+            id=self.message_id,
+            role="assistant",
+            model=self.model,
+            content=[],
+            stop_reason=None,
+            stop_sequence=None,
+            usage=OutUsage(usage.input_tokens, usage.output_tokens),
         )
         out.append(_frame(b"message_start", _MessageStartOut(message)))
 
