@@ -17,11 +17,13 @@ import httpx
 import pytest
 from anthropic.types import Message
 
+from server.api.keys import issue
 from tests.conftest import make_settings, scripted_agent
 from tests.live import ThreadServer
 from tests.spec import Spec
 from tests.test_provider_turns import KEY, anthropic_text, operator_endpoint
 from tests.upstream import Reply, Upstream
+from tests.waiting import wait_until
 
 SESSION = "sessiond-session-id"
 LOOK = [
@@ -383,3 +385,72 @@ def test_the_readme_example_runs(server: Live) -> None:
     assert lines[0].startswith('[echo] You said: "Hello!"')
     assert lines[1].startswith('[echo] You said: "And what did I say first?"')
     assert "input_tokens" in lines[2] and "estimated=True" in lines[3]
+
+
+def test_a_stateless_client_answers_its_tools_with_the_whole_conversation(server: Live) -> None:
+    script = [
+        {"text": "Asking.", "tool_calls": [{"name": "get_weather", "input": {"city": "Oslo"}}]}
+    ]
+    agent(server, "asker", script)
+    agent(server, "teller", [{"text": "Snow in Oslo."}])
+    sdk = client(server)
+    asked = sdk.messages.create(
+        model="asker", max_tokens=50, messages=user("weather?"), tools=[WEATHER]
+    )
+    assert asked.stop_reason == "tool_use" and asked.content[-1].type == "tool_use"
+    call_id = asked.content[-1].id  # type: ignore[union-attr]
+    answer = {
+        "type": "tool_result",
+        "tool_use_id": call_id,
+        "content": [{"type": "text", "text": "snow"}],
+    }
+    whole = [*user("weather?"), {"role": "assistant", "content": asked.content}]
+    whole.append({"role": "user", "content": [answer]})
+    raw = sdk.messages.with_raw_response.create(
+        model="teller", max_tokens=50, messages=whole, tools=[WEATHER]
+    )
+    told = raw.parse()
+    assert told.content[0].text == "Snow in Oslo." and told.stop_reason == "end_turn"  # type: ignore[union-attr]
+    stored = history(server, raw.headers[SESSION])
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    assert stored[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": call_id, "content": "snow", "is_error": False}
+    ]
+
+
+def make_key(server: Live, tenant: str) -> str:
+    made = issue(server.app.state.store.keys, tenant, "write", tenant)
+    assert server._server is not None and server._server.loop is not None
+    return asyncio.run_coroutine_threadsafe(made, server._server.loop).result(30).key
+
+
+def test_tenants_see_only_their_own(server: Live) -> None:
+    acme, globex = make_key(server, "acme"), make_key(server, "globex")
+    wait_until(lambda: httpx.get(f"{server.url}/sessions").status_code == 401, "auth to turn on")
+    spec = scripted_agent([{"text": "Hi."}], name="helper")
+    made = httpx.post(f"{server.url}/agents", json=spec, headers={"x-api-key": acme})
+    assert made.status_code == 201, made.text
+
+    def sdk(key: str, **headers: str) -> anthropic.Anthropic:
+        made = anthropic.Anthropic(
+            base_url=server.url, api_key=key, max_retries=0, default_headers=headers
+        )
+        server.clients.append(made)
+        return made
+
+    mine = sdk(acme, **{SESSION: "shared"}).messages.with_raw_response.create(
+        model="helper", max_tokens=5, messages=user("hi")
+    )
+    sid = mine.headers[SESSION]
+    with pytest.raises(anthropic.NotFoundError):  # another tenant's agent
+        sdk(globex).messages.create(model="helper", max_tokens=5, messages=user("hi"))
+    with pytest.raises(anthropic.NotFoundError):  # another tenant's session, by id
+        sdk(globex, **{SESSION: sid}).messages.create(
+            model="default", max_tokens=5, messages=user("hi")
+        )
+    theirs = sdk(globex, **{SESSION: "shared"}).messages.with_raw_response.create(
+        model="default", max_tokens=5, messages=user("hi")
+    )
+    assert theirs.headers[SESSION] != sid  # a session of the same name, their own
+    with pytest.raises(anthropic.AuthenticationError):
+        sdk("sk-sd-not-a-key").messages.create(model="default", max_tokens=5, messages=user("x"))
