@@ -333,6 +333,9 @@ def test_errors_raise_the_sdk_exceptions(server: Live) -> None:
         sdk.messages.create(model="nobody", max_tokens=5, messages=user("hi"))
     with pytest.raises(anthropic.BadRequestError):
         sdk.messages.create(model="flaky", max_tokens=5, messages=[])
+    with pytest.raises(anthropic.BadRequestError):  # refused before any session is made
+        sdk.messages.create(model="flaky", max_tokens=5, messages=user("  "))
+    assert httpx.get(f"{server.url}/sessions").json()["data"] == []
     with (
         pytest.raises(anthropic.APIStatusError) as caught,
         sdk.messages.stream(model="flaky", max_tokens=5, messages=user("hi")) as s,

@@ -242,13 +242,31 @@ def check_history(record: SessionRecord, stored: list[Message], earlier: list[Ma
 # -- the run ----------------------------------------------------------------------------------
 
 
-async def start(request: Request, body: MessagesBody, agent: Agent) -> tuple[RunHandle, str]:
-    """Start (or resume) the run; returns it and its session's id."""
+class NewTurn(msgspec.Struct):
+    """The new turn, checked before any session is made for it."""
+
+    content: list[ContentBlock]
+    results: list[ToolResultBlock]
+    tools: list[ClientTool]
+
+
+def turn_of(body: MessagesBody) -> NewTurn:
     if not body.messages or body.messages[-1].role != "user":
         raise InvalidRequest("messages must end with a user message", field="messages")
-    *earlier, last = body.messages
+    blocks = blocks_of(body.messages[-1])
+    content = [b for _, part in stored_form([InMessage("user", blocks)]) for b in part]
+    results = [b for b in content if isinstance(b, ToolResultBlock)]
+    if not results and not any(isinstance(b, TextBlock) and b.text.strip() for b in content):
+        raise InvalidRequest("the last message must hold some text", field="messages")
+    return NewTurn(content, results, client_tools_of(body.tools))
+
+
+async def start(request: Request, body: MessagesBody, agent: Agent) -> tuple[RunHandle, str]:
+    """Start (or resume) the run; returns it and its session's id."""
+    turn = turn_of(body)
+    earlier = body.messages[:-1]
     history = stored_form(earlier)
-    turn = blocks_of(last)
+    limits(request).start_run(key_of(request))
     record = await existing_session(request)
     made = record is None
     if record is None:
@@ -268,30 +286,25 @@ async def run_turn(
     body: MessagesBody,
     agent: Agent,
     record: SessionRecord,
-    turn: list[InBlock],
+    turn: NewTurn,
     made: bool,
 ) -> RunHandle:
     """A new session's turn of tool results goes with the history stored before it; an
     existing session's answers its paused run."""
-    results = [result_of(b) for b in turn if isinstance(b, InToolResult)]
     tenant = tenant_of(request)
-    limits(request).start_run(key_of(request))
-    if results and not made:
-        if any(not isinstance(b, InToolResult) for b in turn):
+    if turn.results and not made:
+        if len(turn.results) != len(turn.content):
             raise InvalidRequest(
                 "a turn that answers tool calls holds only tool_result blocks", field="messages"
             )
         paused = await store(request).runs.paused(record.id)
         if paused is None:
             raise Conflict(f"no run of session {record.id} waits for tool results")
-        return await runner(request).resume(tenant, record.id, paused.run.id, results)
-    content = [b for _, blocks in stored_form([InMessage("user", turn)]) for b in blocks]
-    if not any(isinstance(b, TextBlock) and b.text.strip() for b in content) and not results:
-        raise InvalidRequest("the last message must hold some text", field="messages")
+        return await runner(request).resume(tenant, record.id, paused.run.id, turn.results)
     run = RunRequest(
-        content,
+        turn.content,
         agent_id=agent.id,
-        tools=client_tools_of(body.tools),
+        tools=turn.tools,
         system=system_of(body.system),
         max_tokens=body.max_tokens,
         metadata=body.metadata,
