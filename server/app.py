@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from server import providers
 from server.api import (
     agents,
+    anthropic_messages,
     forks,
     keys,
     messages,
@@ -225,6 +226,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
     routes = [
         # Starlette tries routes in order: the busiest first (their paths match no other's)
         *messages.routes,
+        *anthropic_messages.routes,
         Route("/healthz", healthz, methods=["GET"]),
         *scrape.routes,
         *agents.routes,
@@ -247,7 +249,13 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
                 allow_origins=settings.cors_origins,
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["Location", "Retry-After", "Session-Id", "Sessiond-Run-Id"],
+                expose_headers=[
+                    "Location",
+                    "Retry-After",
+                    "Session-Id",
+                    "Sessiond-Run-Id",
+                    "Sessiond-Session-Id",
+                ],
             )
         )
     middleware.append(Middleware(Gate))  # inside CORS: a page may read a 401

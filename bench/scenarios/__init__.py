@@ -10,6 +10,7 @@ from bench.scenarios import (
     history,
     idle,
     many,
+    messages,
     provider,
     replay,
     responses,
@@ -24,6 +25,7 @@ SCENARIOS: dict[str, ModuleType] = {
     for module in (
         stream,
         responses,
+        messages,
         many,
         turns,
         history,

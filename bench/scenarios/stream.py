@@ -36,11 +36,11 @@ class Read:
         self.completed = b"event: done" in data and b'"status":"completed"' in data
 
 
-async def curl(url: str, out: Path, headers: str = "") -> Read:
+async def curl(url: str, out: Path, headers: str = "", body: bytes = JSON_BODY) -> Read:
     argv = ["curl", "-sN", "-X", "POST", "-H", "Content-Type: application/json"]
     for line in filter(None, headers.split("\r\n")):
         argv += ["-H", line]
-    argv += ["-d", JSON_BODY.decode(), "-o", str(out), "-w", "%{http_code} %{time_total}", url]
+    argv += ["-d", body.decode(), "-o", str(out), "-w", "%{http_code} %{time_total}", url]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     try:
         stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -52,12 +52,13 @@ async def curl(url: str, out: Path, headers: str = "") -> Read:
     return Read(int(status), float(seconds), out.read_bytes())
 
 
-async def httpx_read(url: str, out: Path, headers: str = "") -> Read:
+async def httpx_read(url: str, out: Path, headers: str = "", body: bytes = JSON_BODY) -> Read:
     sent = dict(line.split(": ", 1) for line in filter(None, headers.split("\r\n")))
+    sent["Content-Type"] = "application/json"
     async with httpx.AsyncClient(timeout=60) as http:
         started = time.perf_counter()
         chunks: list[bytes] = []
-        async with http.stream("POST", url, content=JSON_BODY, headers=sent) as response:
+        async with http.stream("POST", url, content=body, headers=sent) as response:
             async for chunk in response.aiter_raw():
                 chunks.append(chunk)
         return Read(response.status_code, time.perf_counter() - started, b"".join(chunks))

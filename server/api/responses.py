@@ -134,7 +134,7 @@ def head_of(
         created_at=seconds_of(run_id),
         model=model,
         conversation=Conversation(session_id) if session_id else None,
-        instructions=request.instructions,
+        instructions=request.system,
         metadata=request.metadata,
         tools=tools,
     )
@@ -223,7 +223,7 @@ async def _start(request: Request, body: ResponseBody, turn: Turn) -> Started:
         list(turn.text),
         override,
         tools=turn.tools,
-        instructions=turn.instructions,
+        system=turn.instructions,
         metadata=metadata,
     )
     if not body.store:

@@ -38,6 +38,7 @@ from server.providers.http import (
     broken_stream,
     excerpt,
     parse_options,
+    post_json,
     relay,
     stream_error,
 )
@@ -51,6 +52,20 @@ API_VERSION = "2023-06-01"
 MESSAGES = UpstreamApi(
     "anthropic", "/v1/messages", ("x-api-key", ""), {"anthropic-version": API_VERSION}
 )
+
+COUNT = UpstreamApi(
+    "anthropic",
+    "/v1/messages/count_tokens",
+    ("x-api-key", ""),
+    {"anthropic-version": API_VERSION},
+)
+
+
+class _Count(msgspec.Struct):
+    input_tokens: int
+
+
+_count = msgspec.json.Decoder(_Count)
 
 
 class AnthropicProvider:
@@ -70,6 +85,18 @@ class AnthropicProvider:
     def call(self, request: ProviderRequest) -> Call:
         model = request.model or DEFAULT_MODEL
         return MESSAGES.call(self.target, model, body(request, model))
+
+    async def count_tokens(self, request: ProviderRequest) -> int:
+        """The upstream's count of the request's input tokens."""
+        model = request.model or DEFAULT_MODEL
+        sent = body(request, model)
+        for unused in ("stream", "max_tokens", "temperature"):
+            sent.pop(unused, None)
+        call = COUNT.call(self.target, model, sent)
+        try:
+            return _count.decode(await post_json(self.ctx, call)).input_tokens
+        except msgspec.DecodeError as exc:
+            raise broken_stream(call, "the token count is not the JSON expected") from exc
 
 
 def body(request: ProviderRequest, model: str) -> dict[str, Any]:

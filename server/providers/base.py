@@ -13,7 +13,7 @@ task that iterates `stream()` must close the upstream request at once.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -39,6 +39,13 @@ class Provider(Protocol):
     name: str
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider whose upstream counts a request's input tokens."""
+
+    async def count_tokens(self, request: ProviderRequest) -> int: ...
 
 
 class ProviderSettings(msgspec.Struct, frozen=True):

@@ -189,6 +189,22 @@ async def _attempt(ctx: ProviderContext, call: Call) -> AsyncGenerator[SseEvent,
         raise ProviderError(f"{call.provider}: the request URL is not usable: {exc}") from exc
 
 
+async def post_json(ctx: ProviderContext, call: Call) -> bytes:
+    """One POST that answers JSON (no stream, no retries): the body, or a ProviderError."""
+    try:
+        response = await ctx.http.post(
+            call.url, json=call.body, headers=call.headers, timeout=_timeout(ctx.settings)
+        )
+    except httpx.HTTPError as exc:
+        raise _unreachable(call, exc) from exc
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ProviderError(f"{call.provider}: the request URL is not usable: {exc}") from exc
+    if response.status_code != 200:
+        raise await _status_error(response, call)
+    content: bytes = response.content
+    return content
+
+
 def _timeout(settings: ProviderSettings) -> httpx.Timeout:
     return httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
 

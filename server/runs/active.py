@@ -26,16 +26,10 @@ class RunRequest(msgspec.Struct):
     if_busy: IfBusy = "reject"
     cancel_on_disconnect: bool = False
     tools: list[ClientTool] = []
-    instructions: str | None = None  # added to the agent's system prompt for this run only
-    metadata: dict[str, str] = {}  # the client's, kept with the run
-
-
-def instructed(agent: Agent, request: RunRequest) -> Agent:
-    """The agent as this run uses it: its system prompt with the run's instructions after."""
-    if not request.instructions:
-        return agent
-    system = f"{agent.system}\n\n{request.instructions}" if agent.system else request.instructions
-    return msgspec.structs.replace(agent, system=system)
+    # for this run only: a system prompt added after the agent's, a cap on a step's tokens
+    system: str | None = None
+    max_tokens: int | None = None
+    metadata: dict[str, Any] = {}  # the client's, kept with the run's options
 
 
 class ActiveRun:

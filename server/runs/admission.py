@@ -80,6 +80,7 @@ class Admission:
                 return earlier
         agent = await self.store.agents.get(request.agent_id or record.agent_id, tenant)
         agent = agentspec.offered(agent, self.tools)
+        agent = agentspec.for_request(agent, request.system, request.max_tokens)
         names = [t.name if isinstance(t, ClientTool) else t for t in agent.tools]
         agentspec.check_tools(request.tools, names)
         if record.status == "requires_action" and self.table.running(record.id) is None:

@@ -45,6 +45,17 @@ def offered(agent: Agent, settings: ToolSettings) -> Agent:
     return msgspec.structs.replace(agent, tools=kept)
 
 
+def for_request(agent: Agent, system: str | None, max_tokens: int | None) -> Agent:
+    """The agent as one run uses it: with the request's system prompt after its own, and the
+    request's cap on a step's tokens."""
+    if system:
+        joined = f"{agent.system}\n\n{system}" if agent.system else system
+        agent = msgspec.structs.replace(agent, system=joined)
+    if max_tokens is not None:
+        agent = msgspec.structs.replace(agent, max_tokens=max_tokens)
+    return agent
+
+
 def check_tools(refs: Sequence[ToolRef], taken: Iterable[str] = ()) -> None:
     """Tool names are unique (also against `taken`, the agent's own when a message adds
     client tools), built-in names exist, and client tools do not shadow built-in ones."""

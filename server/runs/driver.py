@@ -24,7 +24,7 @@ from server.meter import Meter
 from server.models import Agent, ErrorInfo, Message, PendingToolCall
 from server.providers.base import ProviderContext
 from server.runs import ephemeral
-from server.runs.active import ActiveRun, instructed
+from server.runs.active import ActiveRun
 from server.runs.channel import Hub
 from server.runs.histories import Histories
 from server.runs.runlog import RunLog
@@ -208,8 +208,7 @@ class Driver:
             history = await self.histories.load(record.id, count, latest)
         else:
             history = await self.histories.load(record.id, record.message_count)
-        agent = instructed(active.agent, active.request)
-        return Session(record, agent, history, active.request.tools)
+        return Session(record, active.agent, history, active.request.tools)
 
     def _record_usage(self, active: ActiveRun) -> None:
         if active.scratch is not None:

@@ -10,7 +10,8 @@ import msgspec
 from server.events import EventRow
 from server.ids import new_ulid
 from server.models import Agent, ContentBlock, Message, Run, new_messages, new_session_record
-from server.runs.active import ActiveRun, RunRequest, instructed
+from server.runs import agentspec
+from server.runs.active import ActiveRun, RunRequest
 from server.runs.runlog import RunLog
 from server.session import Session
 
@@ -24,7 +25,8 @@ def prepare(
     sid, stamp = record.id, record.created_at
     run = Run(new_ulid(), sid, agent.id, "running", stamp, started_at=stamp)
     (user,) = new_messages(sid, len(history) + 1, [("user", request.content)], run.id, stamp)
-    scratch = Session(record, instructed(agent, request), [*history, user], request.tools)
+    agent = agentspec.for_request(agent, request.system, request.max_tokens)
+    scratch = Session(record, agent, [*history, user], request.tools)
     active = ActiveRun(run, request, agent, RunLog(run.id, sid, 1, _discard, _unpublished), scratch)
     active.messages.append(user)
     return active

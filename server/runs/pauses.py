@@ -94,6 +94,7 @@ class Pauses:
         request = msgspec.convert({**paused.options, "content": []}, RunRequest)
         agent = await self.store.agents.get(run.agent_id, None)
         agent = agentspec.offered(agent, self.tools)
+        agent = agentspec.for_request(agent, request.system, request.max_tokens)
         first_seq = await self.store.events.last_seq(run.id) + 1
         active = ActiveRun(
             msgspec.structs.replace(run, status="running", pending_tool_calls=[]),

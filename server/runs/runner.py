@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 
 from server.events import EventRow
 from server.meter import Meter
-from server.models import Agent, Message, Run, SessionRecord, ToolResultBlock
+from server.models import Agent, ClientTool, Message, Run, SessionRecord, ToolResultBlock, Turn
 from server.providers.base import ProviderContext
-from server.runs import ephemeral
+from server.runs import agentspec, counting, ephemeral
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.admission import Admission
 from server.runs.agentspec import unusable_reason
@@ -103,6 +103,13 @@ class Runner:
     def session_created(self, tenant: str, record: SessionRecord) -> None:
         """A session just created: its first message needs not read the record back."""
         self.admission.records.keep((tenant, record.id), record)
+
+    async def count_tokens(
+        self, agent: Agent, system: str | None, turns: list[Turn], client: list[ClientTool]
+    ) -> int | None:
+        """The agent's provider's count of a run's input, None where it has none."""
+        agent = agentspec.for_request(agentspec.offered(agent, self.settings.tools), system, None)
+        return await counting.provider_count(agent, self.provider_ctx, turns, client)
 
     # -- what a handle and the routes ask ----------------------------------------------------
     def queue_position(self, run_id: str) -> int | None:
