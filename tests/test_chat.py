@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.cli.chat import Renderer, SseEvent, clip
+from server.cli.chat import Renderer, clip
+from server.events import decode
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer
 from tests.waiting import POLL_S, TIMEOUT_S, wait_until
@@ -183,6 +184,6 @@ def test_renderer_shows_tool_calls_compactly() -> None:
         ("done", '{"status":"failed","usage":{},"steps":1,"run_id":"r","stop_reason":null}'),
     ]
     for name, data in events:
-        renderer.show(SseEvent(name, data))
+        renderer.show(decode(('{"type":"' + name + '",' + data[1:]).encode()))
     assert out.text == ('Looking\n  -> grep {"pattern":"x"}\n  !! a b\n[error] down\n[failed]\n\n')
     assert clip("x" * 200, 10) == "x" * 9 + "…"

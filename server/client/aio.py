@@ -157,11 +157,11 @@ class AsyncClient:
                 raise from_response(response.status_code, response.content, response.headers)
             follow.started(response.headers)
             async for block in sse_events(response.aiter_text()):
+                if follow.done:  # read on to the stream's end, which the server sends next
+                    continue
                 event = follow.take(block)
                 if event is not None:
                     yield event
-                    if follow.done:
-                        return
         finally:
             await response.aclose()
 

@@ -152,11 +152,11 @@ class Client:
                 raise from_response(response.status_code, response.content, response.headers)
             follow.started(response.headers)
             for block in sse_events_sync(response.iter_text()):
+                if follow.done:  # read on to the stream's end, which the server sends next
+                    continue
                 event = follow.take(block)
                 if event is not None:
                     yield event
-                    if follow.done:
-                        return
         finally:
             response.close()
 
