@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from server import providers
 from server.api import (
     agents,
+    assets,
     forks,
     keys,
     messages,
@@ -204,6 +205,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         *runs.routes,
         *oneshot.routes,
         *keys.routes,
+        *assets.routes,
     ]
     middleware: list[Middleware] = []
     if settings.cors_origins:
