@@ -220,3 +220,15 @@ def test_requires_action_reaches_a_stream(live: ThreadServer) -> None:
         events = list(client.stream("ra", "go", tools=[tool]))
         assert any(isinstance(e, RequiresAction) for e in events)
         assert isinstance(events[-1], Done) and events[-1].status == "requires_action"
+
+
+def test_importing_the_sdk_loads_no_part_of_the_engine() -> None:
+    """A program that only talks to a server needs no store, runner, Starlette or SQLite."""
+    engine = ("server.runs", "server.store", "server.api", "server.app", "server.client.local")
+    code = (
+        "import sys, server.client\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({engine!r})"
+        " or m.split('.')[0] in ('starlette', 'aiosqlite', 'uvicorn', 'sqlite3')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
