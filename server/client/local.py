@@ -146,6 +146,13 @@ class AsyncLocalClient:
         lock = DatabaseLock(self.db)
         lock.acquire()  # another process serving this database: it says which
         self._lock = lock
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _start(self) -> None:
         store = SqliteStore(self.db)
         await store.open()
         self._store = store
@@ -466,7 +473,7 @@ class _Loop:
                     return
         finally:
             aclose = getattr(source, "aclose", None)
-            if aclose is not None:
+            if aclose is not None and self.thread.is_alive():
                 self.call(_closing(aclose()))
 
     def stop(self) -> None:
