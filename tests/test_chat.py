@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,19 @@ def test_chat_streams_replies_and_leaves_on_ctrl_d(
     again.read_until(r"> ")
     again.type("\x04")
     assert again.close() == 0
+
+
+def test_ctrl_c_stops_the_reply_and_cancels_its_run(live: ThreadServer, agent_id: str) -> None:
+    term = Terminal("chat", "--session", "pty-stop", "--agent", agent_id, "--url", live.url)
+    term.read_until(r"Ctrl-D to leave\n> ")
+    term.type("go\n")
+    term.read_until(r"word1 ")
+    term.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    term.read_until(r"\[stopped\]\n> ")
+    runs = httpx.get(f"{live.url}/sessions/pty-stop/runs").json()["data"]
+    assert [run["status"] for run in runs] == ["cancelled"]
+    term.type("\x04")
+    assert term.close() == 0
 
 
 def test_chat_without_a_name_makes_one_and_prints_it(live: ThreadServer, agent_id: str) -> None:
