@@ -118,8 +118,11 @@ def test_errors_are_the_servers_error_kinds(live: ThreadServer, tmp_path: Path) 
             client.send("fails", "hi")
         assert failed.value.status == 502 and "upstream down" in failed.value.message
         assert failed.value.extra["run_id"]
-    with Client("http://127.0.0.1:9") as nowhere, pytest.raises(Unreachable):
-        nowhere.sessions.get("x")
+    with Client("http://127.0.0.1:9") as nowhere:
+        with pytest.raises(Unreachable):
+            nowhere.sessions.get("x")
+        with pytest.raises(Unreachable, match="cannot reach sessiond"):
+            list(nowhere.stream("x", "hi"))
 
 
 def test_a_key_is_sent_and_a_missing_one_refused(live: ThreadServer) -> None:
@@ -131,8 +134,21 @@ def test_a_key_is_sent_and_a_missing_one_refused(live: ThreadServer) -> None:
         check=True,
     )
     key = made.stdout.strip().split()[-1]
-    with Client(live.url, api_key=key) as client:
-        assert client.sessions.create(name="keyed").name == "keyed"
+    proxy = CuttingProxy(live.port)
+    try:
+        with Client(live.url, api_key=key) as direct, Client(proxy.url, api_key=key) as client:
+            agent = scripted(direct, [{"text": REPLY}], delay_ms=20)
+            assert client.sessions.create(name="keyed", agent_id=agent.id).name == "keyed"
+            received = []
+            for event in client.stream("keyed", "go"):
+                received.append(event)
+                if len(received) == 6:
+                    proxy.cut()  # the resumed stream is asked for with the key too
+            assert isinstance(received[-1], Done)
+            assert received == list(direct.runs.events("keyed", received[-1].run_id))
+        assert any(b"/events" in h for h in proxy.heads)
+    finally:
+        proxy.close()
     with Client(live.url, api_key="") as client, pytest.raises(Unauthorized):
         list(client.sessions.list())
 

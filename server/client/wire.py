@@ -149,7 +149,9 @@ class Follow:
         """The connection ended before `done`: the seconds to wait before the next try, or
         Unreachable once there is nothing to resume or the tries are spent."""
         if self.run_id is None:
-            raise Unreachable(f"the stream broke off before the run was named: {exc}") from exc
+            raise Unreachable(
+                f"cannot reach sessiond, or its stream broke off before naming its run: {exc}"
+            ) from exc
         self.failures += 1
         if self.failures > self.max_reconnects:
             raise Unreachable(
