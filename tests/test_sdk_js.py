@@ -48,9 +48,8 @@ try {
 </script>"""
 
 
-@pytest.fixture
-def keyed_server(tmp_path: Path) -> Iterator[tuple[ThreadServer, dict[str, str], str]]:
-    server = ThreadServer(make_settings(tmp_path)).start()
+def start_keyed(tmp_path: Path, **settings: Any) -> tuple[ThreadServer, dict[str, str], str]:
+    server = ThreadServer(make_settings(tmp_path, **settings)).start()
     command = [sys.executable, "-m", "server", "keys", "create", "--name", "web"]
     made = subprocess.run(
         [*command, "--db", server.settings.db],
@@ -60,12 +59,20 @@ def keyed_server(tmp_path: Path) -> Iterator[tuple[ThreadServer, dict[str, str],
     )
     key = made.stdout.strip().split()[-1]
     wait_until(lambda: httpx.get(f"{server.url}/sessions").status_code == 401, "auth to turn on")
-    yield server, bearer(key), key
+    return server, bearer(key), key
+
+
+@pytest.fixture
+def keyed_server(tmp_path: Path) -> Iterator[tuple[ThreadServer, dict[str, str], str]]:
+    server, headers, key = start_keyed(tmp_path)
+    yield server, headers, key
     server.stop()
 
 
-def session_with(server: ThreadServer, headers: dict[str, str], script: Any, name: str) -> str:
-    agent = scripted_agent(script, name=name, options={"token_delay_ms": 60})
+def session_with(
+    server: ThreadServer, headers: dict[str, str], script: Any, name: str, delay_ms: float = 60
+) -> str:
+    agent = scripted_agent(script, name=name, options={"token_delay_ms": delay_ms})
     made = httpx.post(f"{server.url}/agents", json=agent, headers=headers)
     assert made.status_code == 201, made.text
     body = {"agent_id": made.json()["id"], "name": name}
@@ -150,3 +157,33 @@ def test_a_page_answers_client_tools_and_cancels(
         assert page.evaluate("window.text") != REPLY
     finally:
         proxy.close()
+
+
+def test_a_page_goes_on_when_the_browser_gives_up_on_an_expired_token(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """The browser's own reconnect carries the run's first token; once that has expired it
+    is refused (401) and EventSource gives up. The follower then asks for a fresh events_url
+    with its key and goes on after the last event it holds."""
+    server, headers, key = start_keyed(tmp_path, stream_token_ttl=3.0)
+    proxy = CuttingProxy(server.port)
+    try:
+        session = session_with(server, headers, [{"text": REPLY}], "expiring", delay_ms=150)
+        page = open_page(browser, proxy, key=key, session=session)
+        page.wait_for_function("window.deltas >= 3", timeout=30_000)
+        first_url = page.evaluate("window.run.events_url")
+        wait_until(
+            lambda: httpx.head(f"{server.url}{first_url}").status_code == 401,
+            "the run's first stream token to expire",
+        )
+        proxy.cut()
+        page.wait_for_function("window.done || window.failure", timeout=60_000)
+        assert page.evaluate("window.failure") is None
+        assert page.evaluate("window.text") == REPLY
+        ids = [event_id for event_id, _ in page.evaluate("window.events")]
+        assert ids == list(range(1, len(ids) + 1))
+        assert any(b"/events_url?run_id=" in h for h in proxy.heads)  # a fresh token
+        assert any(b"last_event_id=" in h for h in proxy.heads)
+    finally:
+        proxy.close()
+        server.stop()
