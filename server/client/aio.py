@@ -42,6 +42,8 @@ class AsyncClient:
     ) -> None:
         self.url = wire.base_url(url)
         self.max_reconnects = max_reconnects
+        # a blocking turn answers when its run ends, however long that takes
+        self.blocking = httpx.Timeout(timeout, read=None)
         self.http = httpx.AsyncClient(
             base_url=self.url,
             headers=wire.headers_for(api_key),
@@ -75,7 +77,8 @@ class AsyncClient:
         """A blocking turn: the answer once the run has ended (or paused for client tools).
         A failed run raises its error."""
         body = wire.message_body(message, agent_id, if_busy, tools)
-        return await self.call("POST", wire.session_path(session, "message"), MessageResult, body)
+        path = wire.session_path(session, "message")
+        return await self.call("POST", path, MessageResult, body, timeout=self.blocking)
 
     def stream(
         self,
@@ -264,7 +267,11 @@ class Runs:
         """Answer the client tools a run waits for; the answer once it has ended again."""
         path = wire.run_path(session, run_id, "tool_results")
         body = wire.results_body(results)
-        return await self.client.call("POST", path, MessageResult, body, params={"wait": "true"})
+        params = {"wait": "true"}
+        timeout = self.client.blocking
+        return await self.client.call(
+            "POST", path, MessageResult, body, params=params, timeout=timeout
+        )
 
     def events(self, session: str, run_id: str, *, after: int = 0) -> AsyncIterator[Event]:
         """The run's events after the `after`-th, up to `done`: the stored ones, then live,

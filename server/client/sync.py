@@ -45,6 +45,8 @@ class Client:
     ) -> None:
         self.url = wire.base_url(url)
         self.max_reconnects = max_reconnects
+        # a blocking turn answers when its run ends, however long that takes
+        self.blocking = httpx.Timeout(timeout, read=None)
         self.http = httpx.Client(
             base_url=self.url,
             headers=wire.headers_for(api_key),
@@ -78,7 +80,8 @@ class Client:
         """A blocking turn: the answer once the run has ended (or paused for client tools).
         A failed run raises its error."""
         body = wire.message_body(message, agent_id, if_busy, tools)
-        return self.call("POST", wire.session_path(session, "message"), MessageResult, body)
+        path = wire.session_path(session, "message")
+        return self.call("POST", path, MessageResult, body, timeout=self.blocking)
 
     def stream(
         self,
@@ -257,7 +260,9 @@ class Runs:
         """Answer the client tools a run waits for; the answer once it has ended again."""
         path = wire.run_path(session, run_id, "tool_results")
         body = wire.results_body(results)
-        return self.client.call("POST", path, MessageResult, body, params={"wait": "true"})
+        params = {"wait": "true"}
+        timeout = self.client.blocking
+        return self.client.call("POST", path, MessageResult, body, params=params, timeout=timeout)
 
     def events(self, session: str, run_id: str, *, after: int = 0) -> Iterator[Event]:
         """The run's events after the `after`-th, up to `done`: the stored ones, then live,
