@@ -36,6 +36,11 @@ async def started_run(client: Any, headers: dict[str, str], sid: str) -> dict[st
     return body
 
 
+def altered(token: str) -> str:
+    """The token with its last character changed (to one it surely is not)."""
+    return token[:-1] + ("B" if token[-1] == "A" else "A")
+
+
 def test_a_token_opens_its_own_stream_only(tmp_path: Path) -> None:
     async def go() -> None:
         async with app_client(make_settings(tmp_path)) as client:
@@ -60,7 +65,7 @@ def test_a_token_opens_its_own_stream_only(tmp_path: Path) -> None:
                 f"/sessions/{sid}/events?token={token}",  # the channel is another stream
                 f"/sessions/{sid}?token={token}",  # not a stream at all
                 f"/sessions/{sid}/runs/{one['run_id']}?token={token}",
-                f"/sessions/{sid}/runs/{one['run_id']}/events?token={token[:-1]}A",
+                f"/sessions/{sid}/runs/{one['run_id']}/events?token={altered(token)}",
                 f"/sessions/{sid}/runs/{one['run_id']}/events?token="
                 + token.replace("st1~default~", "st1~other~"),
                 f"/sessions/{sid}/runs/{one['run_id']}/events?token=nonsense",
