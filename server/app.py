@@ -44,17 +44,15 @@ from server.api.observe import NOTE, Observe
 from server.api.request import json_response
 from server.config import Settings
 from server.errors import ApiError
-from server.ids import now
 from server.loop import LoopSettings
 from server.metrics import PrometheusMeter
-from server.models import Agent
 from server.providers.base import ProviderContext, ProviderSettings
+from server.runs.agentspec import default_agent
 from server.runs.channel import Hub
 from server.runs.runner import Runner, RunnerSettings
 from server.runs.sweeper import Sweeper
-from server.store import DEFAULT_AGENT_ID, SqliteStore
+from server.store import SqliteStore
 from server.store.lock import DatabaseLock
-from server.tools import READ_ONLY
 from server.tools.base import ToolSettings
 
 log = logging.getLogger("sessiond")
@@ -97,27 +95,6 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
-
-
-def default_agent(env: dict[str, str], model_setting: str | None = None) -> Agent:
-    provider, model, options = providers.choose_default(env)
-    if provider != "echo" and model_setting:
-        model = model_setting
-    stamp = now()
-    return Agent(
-        id=DEFAULT_AGENT_ID,
-        name="default",
-        provider=provider,
-        model=model,
-        system="You are a helpful assistant working in the user's session.",
-        tools=list(READ_ONLY),
-        max_steps=16,
-        max_tokens=None,
-        temperature=None,
-        options=options,
-        created_at=stamp,
-        updated_at=stamp,
-    )
 
 
 def runner_settings(settings: Settings) -> RunnerSettings:

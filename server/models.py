@@ -6,12 +6,15 @@ blocks, whatever the client sent.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from server.ids import new_ulid, now
+from server.errors import InvalidRequest
+from server.ids import is_ulid, new_ulid, now
 
 Role = Literal["user", "assistant"]
 RunStatus = Literal[
@@ -92,6 +95,13 @@ class Agent(msgspec.Struct):
     # the run's deadline in seconds (None: the server's run_max_seconds); clamped to the
     # server's run_max_seconds_ceiling
     max_run_seconds: float | None = None
+
+
+class AgentView(Agent):
+    """An agent as shown: computed when read, since a key can be set or dropped at start-up."""
+
+    usable: bool = True
+    unusable_reason: str | None = None
 
 
 class SessionRecord(msgspec.Struct):
@@ -224,6 +234,118 @@ class Run(msgspec.Struct):
     queue_position: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
+
+
+class ToolCallOut(msgspec.Struct):
+    """A tool call of a blocking turn, with its output once there is one."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+    output: str | None
+    is_error: bool
+
+
+class MessageResult(msgspec.Struct):
+    """The answer of a blocking turn (POST /sessions/{id}/message)."""
+
+    response: str
+    tool_calls: list[ToolCallOut]
+    usage: Usage
+    steps: int
+    stop_reason: str | None
+    status: str
+    run_id: str
+    session_id: str
+    pending_tool_calls: list[PendingToolCall]
+
+
+class RunStarted(msgspec.Struct):
+    """The answer of POST /sessions/{id}/runs: where to follow the run."""
+
+    run_id: str
+    session_id: str
+    status: str
+    queue_position: int | None
+    events_url: str
+
+
+def result_of(
+    run: Run, messages: list[Message], held: list[ToolResultBlock] | None = None
+) -> MessageResult:
+    """The blocking answer, built from the run and the messages it stored (and, for a run
+    paused for client tools, the results of the server tools its last step ran)."""
+    outputs: dict[str, ToolResultBlock] = {block.tool_use_id: block for block in held or []}
+    calls: list[ToolUseBlock] = []
+    response = ""
+    for message in messages:
+        for block in message.content:
+            if isinstance(block, ToolResultBlock):
+                outputs[block.tool_use_id] = block
+            elif isinstance(block, ToolUseBlock):
+                calls.append(block)
+        if message.role == "assistant":
+            text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
+            response = text or response
+    tool_calls = [
+        ToolCallOut(
+            c.id,
+            c.name,
+            c.input,
+            outputs[c.id].content if c.id in outputs else None,
+            outputs[c.id].is_error if c.id in outputs else False,
+        )
+        for c in calls
+    ]
+    return MessageResult(
+        response=response,
+        tool_calls=tool_calls,
+        usage=run.usage,
+        steps=run.steps,
+        stop_reason=run.stop_reason,
+        status=run.status,
+        run_id=run.id,
+        session_id=run.session_id,
+        pending_tool_calls=run.pending_tool_calls,
+    )
+
+
+SESSION_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+RESERVED_NAMES = frozenset({"search", "export", "import"})
+
+
+def check_session_name(name: str | None) -> str | None:
+    """A name must not be mistaken for an id or a route: /sessions/{key} takes either."""
+    if name is None:
+        return None
+    if not SESSION_NAME.fullmatch(name) or not name.strip("."):
+        raise InvalidRequest(
+            "name must be 1 to 100 of A-Z a-z 0-9 . _ - (and not only dots)", field="name"
+        )
+    if is_ulid(name):
+        raise InvalidRequest(f"name {name!r} looks like a session id; choose another", field="name")
+    if name in RESERVED_NAMES:
+        raise InvalidRequest(f"name {name!r} is reserved for a route; choose another", field="name")
+    return name
+
+
+def work_dir_within(work_dir: str | None, allow_roots: Iterable[str]) -> str | None:
+    """A work_dir must be an existing folder under one of the allowed roots; its real path."""
+    if work_dir is None:
+        return None
+    if not work_dir or "\x00" in work_dir:
+        raise InvalidRequest("work_dir must be a folder path", field="work_dir")
+    real = os.path.realpath(work_dir)
+    roots = [os.path.realpath(root) for root in allow_roots]
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        raise InvalidRequest(
+            f"work_dir {work_dir!r} is outside the allowed roots: {', '.join(roots)} "
+            "(start the server with --allow-root to add one)",
+            field="work_dir",
+        )
+    if not os.path.isdir(real):
+        raise InvalidRequest(f"work_dir {work_dir!r} is not an existing folder", field="work_dir")
+    return real
 
 
 T = TypeVar("T")

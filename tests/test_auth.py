@@ -26,8 +26,9 @@ from tests.spec import Spec, load_spec, operations
 from tests.waiting import until, wait_until
 
 KEY = re.compile(r"^sk-sd-[A-Za-z0-9_-]{43}$")
-# no key needed: liveness, and the console's files (they hold nothing of any tenant)
-OPEN = {("/healthz", "get"), ("/", "get"), ("/console/{name}", "get")}
+# no key needed: liveness, the browser SDK and the console's files (they hold nothing of
+# any tenant); the spec says `security: []` for each
+OPEN = {("/healthz", "get"), ("/sdk.js", "get"), ("/", "get"), ("/console/{name}", "get")}
 READS = ("get", "head")
 
 
@@ -77,6 +78,7 @@ def test_every_operation_but_healthz_needs_a_key_once_one_exists(tmp_path: Path)
             assert (await client.get("/")).status_code == 200
             assert (await client.get("/console/app.js")).status_code == 200
             assert (await client.get("/console/missing.js")).status_code == 404
+            assert (await client.get("/sdk.js")).status_code == 200
 
     asyncio.run(go())
 

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.cli.chat import Renderer, SseEvent, clip
+from server.cli.chat import Renderer, clip
+from server.events import decode
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer
 from tests.waiting import POLL_S, TIMEOUT_S, wait_until
@@ -105,6 +107,19 @@ def test_chat_streams_replies_and_leaves_on_ctrl_d(
     assert again.close() == 0
 
 
+def test_ctrl_c_stops_the_reply_and_cancels_its_run(live: ThreadServer, agent_id: str) -> None:
+    term = Terminal("chat", "--session", "pty-stop", "--agent", agent_id, "--url", live.url)
+    term.read_until(r"Ctrl-D to leave\n> ")
+    term.type("go\n")
+    term.read_until(r"word1 ")
+    term.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    term.read_until(r"\[stopped\]\n> ")
+    runs = httpx.get(f"{live.url}/sessions/pty-stop/runs").json()["data"]
+    assert [run["status"] for run in runs] == ["cancelled"]
+    term.type("\x04")
+    assert term.close() == 0
+
+
 def test_chat_without_a_name_makes_one_and_prints_it(live: ThreadServer, agent_id: str) -> None:
     term = Terminal("chat", "--agent", agent_id, "--url", live.url)
     name = term.read_until(r"session (chat-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}) \(new\)").group(1)
@@ -183,6 +198,6 @@ def test_renderer_shows_tool_calls_compactly() -> None:
         ("done", '{"status":"failed","usage":{},"steps":1,"run_id":"r","stop_reason":null}'),
     ]
     for name, data in events:
-        renderer.show(SseEvent(name, data))
+        renderer.show(decode(('{"type":"' + name + '",' + data[1:]).encode()))
     assert out.text == ('Looking\n  -> grep {"pattern":"x"}\n  !! a b\n[error] down\n[failed]\n\n')
     assert clip("x" * 200, 10) == "x" * 9 + "…"

@@ -55,11 +55,17 @@ EDGE_LIBRARIES = {lib for part in PARTS.values() for lib in part.libraries}
 
 
 def part_of(dotted: str) -> str | None:
-    """The part of `server.x.y` (a module, or a name imported from one)."""
+    """The part of `server.x.y` (a module, or a name imported from one): the longest listed
+    prefix, so that a module of a package (`client/local`) may belong to a part of its own."""
     names = dotted.split(".")[1:]
     if not names:
         return OWNER.get("__init__")
-    return OWNER.get(names[0] + "/") or OWNER.get(names[0])
+    for depth in range(len(names), 0, -1):
+        prefix = "/".join(names[:depth])
+        found = OWNER.get(prefix + "/") or OWNER.get(prefix)
+        if found is not None:
+            return found
+    return None
 
 
 def server_files() -> list[Path]:

@@ -88,7 +88,8 @@ def test_error_kinds_cover_every_api_error() -> None:
     pending: list[type[ApiError]] = [ApiError]
     while pending:
         cls = pending.pop()
-        kinds.add(cls.type)
+        if cls.__module__ == "server.errors":  # not the SDK's own (it cannot reach a server)
+            kinds.add(cls.type)
         pending += cls.__subclasses__()
     assert sorted(kinds - set(enum_of("ErrorKind"))) == []
 

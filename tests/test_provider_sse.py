@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from server.cli.chat import Client
+from server.client import Client
+from server.events import TextDelta
 from server.providers.sse import SseEvent, SseLines, SseParser, sse_events_sync
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer
@@ -110,11 +110,6 @@ def test_our_readers_keep_a_reply_with_line_separators_whole(
         return "".join(texts)
 
     assert asyncio.run(tests_reader()) == reply
-    client = Client(live.url)
-    try:
-        with client.stream(f"/sessions/{sid}/message/stream", {"message": "again"}) as stream:
-            kinds = [(e.event, e.data) for e in stream]
-    finally:
-        client.close()
-    deltas = [data for kind, data in kinds if kind == "text_delta"]
-    assert "".join(json.loads(d)["text"] for d in deltas) == reply
+    with Client(live.url) as client:  # the SDK's reader (sessiond chat's)
+        texts = [e.text for e in client.stream(sid, "again") if isinstance(e, TextDelta)]
+    assert "".join(texts) == reply

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from server.api import tokens
 from server.api.keys import issue
 from tests.conftest import app_client, make_settings, scripted_agent
 from tests.live import ThreadServer
+from tests.proxy import CuttingProxy
 from tests.test_auth import bearer, keyed
 from tests.waiting import until, wait_until
 
@@ -36,6 +34,11 @@ async def started_run(client: Any, headers: dict[str, str], sid: str) -> dict[st
     assert answer.status_code == 202, answer.text
     body: dict[str, Any] = answer.json()
     return body
+
+
+def altered(token: str) -> str:
+    """The token with its last character changed (to one it surely is not)."""
+    return token[:-1] + ("B" if token[-1] == "A" else "A")
 
 
 def test_a_token_opens_its_own_stream_only(tmp_path: Path) -> None:
@@ -62,7 +65,7 @@ def test_a_token_opens_its_own_stream_only(tmp_path: Path) -> None:
                 f"/sessions/{sid}/events?token={token}",  # the channel is another stream
                 f"/sessions/{sid}?token={token}",  # not a stream at all
                 f"/sessions/{sid}/runs/{one['run_id']}?token={token}",
-                f"/sessions/{sid}/runs/{one['run_id']}/events?token={token[:-1]}A",
+                f"/sessions/{sid}/runs/{one['run_id']}/events?token={altered(token)}",
                 f"/sessions/{sid}/runs/{one['run_id']}/events?token="
                 + token.replace("st1~default~", "st1~other~"),
                 f"/sessions/{sid}/runs/{one['run_id']}/events?token=nonsense",
@@ -153,58 +156,6 @@ def test_sealing_takes_back_only_with_the_same_key() -> None:
 
 
 # -- in a real browser -------------------------------------------------------------------
-
-
-class CuttingProxy:
-    """A TCP relay in front of the server that can cut every connection it carries, as a
-    dropped network would. It notes each request's head."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.heads: list[bytes] = []
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            with self._lock:
-                self._open += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
-        try:
-            while chunk := source.recv(65536):
-                if requests and b"HTTP/1.1\r\n" in chunk:
-                    self.heads.append(chunk.split(b"\r\n\r\n", 1)[0])
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        with self._lock:
-            cut, self._open = self._open, []
-        for end in cut:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
 
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>follow</title><pre id="log"></pre>

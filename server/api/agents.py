@@ -13,7 +13,7 @@ from starlette.routing import Route
 from server.api.request import decode_body, json_response, page_params, runner, store, tenant_of
 from server.errors import Forbidden, InvalidRequest
 from server.ids import new_ulid, now
-from server.models import DEFAULT_TENANT, Agent, Page, ToolRef
+from server.models import DEFAULT_TENANT, Agent, AgentView, Page, ToolRef
 from server.runs.agentspec import check, unusable_reason
 from server.store import DEFAULT_AGENT_ID
 
@@ -48,13 +48,6 @@ class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
     temperature: Temperature | UnsetType | None = UNSET
     options: dict[str, Any] | UnsetType = UNSET
     max_run_seconds: RunSeconds | UnsetType | None = UNSET
-
-
-class AgentView(Agent):
-    """An agent as shown: computed when read, since a key can be set or dropped at start-up."""
-
-    usable: bool = True
-    unusable_reason: str | None = None
 
 
 create_decoder = msgspec.json.Decoder(CreateAgent)

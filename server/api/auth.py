@@ -34,7 +34,7 @@ FRESH_S = 1.0  # how long a key's lookup (and the count of keys) is trusted
 USED_EVERY_S = 60.0  # a key's last use is written at most this often
 MAX_KEPT = 10_000  # keys kept in memory, least recently used first out
 RANK: dict[KeyScope, int] = {"read": 0, "write": 1, "admin": 2}
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/sdk.js"})  # the browser SDK holds nothing secret
 
 
 METRICS = "/metrics"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 from starlette.requests import Request
@@ -17,13 +17,12 @@ from server.errors import ApiError, InvalidRequest, status_for
 from server.models import (
     ClientTool,
     ContentBlock,
-    Message,
-    PendingToolCall,
-    Run,
+    MessageResult,
+    RunStarted,
     TextBlock,
+    ToolCallOut,
     ToolResultBlock,
-    ToolUseBlock,
-    Usage,
+    result_of,
 )
 from server.runs.active import RunRequest
 from server.runs.handle import RunHandle
@@ -37,37 +36,11 @@ class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
     tools: list[ClientTool] = []
 
 
-class ToolCallOut(msgspec.Struct):
-    id: str
-    name: str
-    input: dict[str, Any]
-    output: str | None
-    is_error: bool
-
-
-class MessageResult(msgspec.Struct):
-    response: str
-    tool_calls: list[ToolCallOut]
-    usage: Usage
-    steps: int
-    stop_reason: str | None
-    status: str
-    run_id: str
-    session_id: str
-    pending_tool_calls: list[PendingToolCall]
-
-
-class RunStarted(msgspec.Struct):
-    run_id: str
-    session_id: str
-    status: str
-    queue_position: int | None
-    events_url: str
-
-
 class ToolResultsBody(msgspec.Struct, forbid_unknown_fields=True):
     results: list[ToolResultBlock]
 
+
+__all__ = ["MessageResult", "RunStarted", "ToolCallOut", "result_of", "routes"]
 
 body_decoder = msgspec.json.Decoder(MessageBody)
 results_decoder = msgspec.json.Decoder(ToolResultsBody)
@@ -87,46 +60,6 @@ def to_request(body: MessageBody) -> RunRequest:
             field="message",
         )
     return RunRequest(content, body.agent_id, body.if_busy, body.cancel_on_disconnect, body.tools)
-
-
-def result_of(
-    run: Run, messages: list[Message], held: list[ToolResultBlock] | None = None
-) -> MessageResult:
-    """The blocking answer, built from the run and the messages it stored (and, for a run
-    paused for client tools, the results of the server tools its last step ran)."""
-    outputs: dict[str, ToolResultBlock] = {block.tool_use_id: block for block in held or []}
-    calls: list[ToolUseBlock] = []
-    response = ""
-    for message in messages:
-        for block in message.content:
-            if isinstance(block, ToolResultBlock):
-                outputs[block.tool_use_id] = block
-            elif isinstance(block, ToolUseBlock):
-                calls.append(block)
-        if message.role == "assistant":
-            text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
-            response = text or response
-    tool_calls = [
-        ToolCallOut(
-            c.id,
-            c.name,
-            c.input,
-            outputs[c.id].content if c.id in outputs else None,
-            outputs[c.id].is_error if c.id in outputs else False,
-        )
-        for c in calls
-    ]
-    return MessageResult(
-        response=response,
-        tool_calls=tool_calls,
-        usage=run.usage,
-        steps=run.steps,
-        stop_reason=run.stop_reason,
-        status=run.status,
-        run_id=run.id,
-        session_id=run.session_id,
-        pending_tool_calls=run.pending_tool_calls,
-    )
 
 
 async def start(request: Request) -> RunHandle:

@@ -3,8 +3,6 @@ read their history."""
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,21 +23,24 @@ from server.api.request import (
     store,
     tenant_of,
 )
-from server.errors import Conflict, InvalidRequest
-from server.ids import is_ulid, now
-from server.models import Page, SessionRecord, new_session_record
+from server.errors import Conflict
+from server.ids import now
+from server.models import (
+    Page,
+    SessionRecord,
+    check_session_name,
+    new_session_record,
+    work_dir_within,
+)
 from server.store import DEFAULT_AGENT_ID, SessionFilter
 from server.store.pages import MAX_LIMIT
 
 SessionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
-# msgspec's pattern is a search where `$` also matches before a final newline: check fully.
-NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 Title = Annotated[str, Meta(max_length=1000)]
 Tag = Annotated[str, Meta(min_length=1, max_length=100)]
 Tags = Annotated[list[Tag], Meta(max_length=100)]
 Ttl = Annotated[int, Meta(ge=1, le=10 * 365 * 86400)]
 STATUSES = ("idle", "running", "requires_action", "failed", "archived")
-RESERVED_NAMES = frozenset({"search", "export", "import"})
 
 
 class CreateSession(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,37 +69,11 @@ update_decoder = msgspec.json.Decoder(UpdateSession)
 
 
 def check_work_dir(request: Request, work_dir: str | None) -> str | None:
-    """A work_dir must be an existing folder under one of the server's allowed roots."""
-    if work_dir is None:
-        return None
-    if not work_dir or "\x00" in work_dir:
-        raise InvalidRequest("work_dir must be a folder path", field="work_dir")
-    real = os.path.realpath(work_dir)
-    roots = [os.path.realpath(root) for root in request.app.state.settings.allow_roots]
-    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
-        raise InvalidRequest(
-            f"work_dir {work_dir!r} is outside the allowed roots: {', '.join(roots)} "
-            "(start the server with --allow-root to add one)",
-            field="work_dir",
-        )
-    if not os.path.isdir(real):
-        raise InvalidRequest(f"work_dir {work_dir!r} is not an existing folder", field="work_dir")
-    return real
+    return work_dir_within(work_dir, request.app.state.settings.allow_roots)
 
 
 def check_name(name: str | None) -> str | None:
-    """A name must not be mistaken for an id or a route: /sessions/{key} takes either."""
-    if name is None:
-        return None
-    if not NAME.fullmatch(name) or not name.strip("."):
-        raise InvalidRequest(
-            "name must be 1 to 100 of A-Z a-z 0-9 . _ - (and not only dots)", field="name"
-        )
-    if is_ulid(name):
-        raise InvalidRequest(f"name {name!r} looks like a session id; choose another", field="name")
-    if name in RESERVED_NAMES:
-        raise InvalidRequest(f"name {name!r} is reserved for a route; choose another", field="name")
-    return name
+    return check_session_name(name)
 
 
 async def create_session(request: Request) -> Response:

@@ -1,12 +1,13 @@
-"""The web console's files, shipped inside the package (`server/web/`) and served from memory.
+"""The browser's files, shipped inside the package (`server/web/`) and served from memory.
 
-`GET /` is the console's page and `GET /console/{name}` its modules and stylesheet. Each file
+`GET /sdk.js` is the browser SDK (an ES module for any page), `GET /` the web console's page
+and `GET /console/{name}` its modules and stylesheet. Each file
 is read and hashed once, at first use; its SHA-256 is the `ETag`, so a browser revalidates
 with `If-None-Match` and gets a bodiless `304` until the package changes. The page carries a
 Content-Security-Policy that lets it load and call nothing but its own origin, so text from a
 session (which the console only ever sets as text, never as markup) cannot become script.
-These routes need no API key: the files hold nothing of any tenant, and the console asks for
-a key before it calls the API.
+These routes need no API key (a `<script type="module">` cannot send one): the files hold
+nothing of any tenant, and the console asks for a key before it calls the API.
 """
 
 from __future__ import annotations
@@ -58,13 +59,13 @@ def asset(name: str) -> Asset | None:
     return found
 
 
-def served(request: Request, name: str) -> Response:
+def served(request: Request, name: str, cache: str = "no-cache") -> Response:
     found = asset(name)
     if found is None:
         raise NotFound(f"no file {request.url.path!r} here")
     headers = {
         "ETag": found.etag,
-        "Cache-Control": "no-cache",  # keep it, but ask (a 304) before each use
+        "Cache-Control": cache,  # keep it, but ask (a 304) before each use
         "X-Content-Type-Options": "nosniff",
     }
     if found.media_type.startswith("text/html"):
@@ -79,6 +80,10 @@ def _tags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
+async def sdk_js(request: Request) -> Response:
+    return served(request, "sdk.js", "public, no-cache")
+
+
 async def console_page(request: Request) -> Response:
     return served(request, "console/index.html")
 
@@ -89,10 +94,11 @@ async def console_file(request: Request) -> Response:
 
 def is_open(path: str) -> bool:
     """A path of the console's files, which need no key."""
-    return path == "/" or path.startswith(CONSOLE_PREFIX)
+    return path in ("/", "/sdk.js") or path.startswith(CONSOLE_PREFIX)
 
 
 routes = [
+    Route("/sdk.js", sdk_js, methods=["GET"]),
     Route("/", console_page, methods=["GET"]),
     Route("/console/{name}", console_file, methods=["GET"]),
 ]

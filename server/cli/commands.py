@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from server.cli.chat import add_url_argument
+from server.cli.remote import add_url_argument
 from server.config import Settings
 
 # Every command with its one-line help; `sessiond --help` lists them all, nested ones too.

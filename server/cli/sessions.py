@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from server.cli.chat import Client, ClientError
+from server.cli.remote import Client, ClientError
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 

@@ -4,14 +4,17 @@ client tools that do not shadow them; and whether a stored one can run now."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
 from server import providers, tools
 from server.errors import InvalidRequest
+from server.ids import now
 from server.models import Agent, ClientTool, ToolRef
 from server.providers.base import ProviderContext
+from server.store import DEFAULT_AGENT_ID
+from server.tools import READ_ONLY
 from server.tools.base import ToolSettings
 
 
@@ -74,3 +77,25 @@ def check_tools(refs: Sequence[ToolRef], taken: Iterable[str] = ()) -> None:
             raise InvalidRequest(
                 f"client tool {tool.name!r} has the name of a built-in tool", field="tools"
             )
+
+
+def default_agent(env: Mapping[str, str], model_setting: str | None = None) -> Agent:
+    """The built-in agent: the provider the environment has a key for, else `echo`."""
+    provider, model, options = providers.choose_default(env)
+    if provider != "echo" and model_setting:
+        model = model_setting
+    stamp = now()
+    return Agent(
+        id=DEFAULT_AGENT_ID,
+        name="default",
+        provider=provider,
+        model=model,
+        system="You are a helpful assistant working in the user's session.",
+        tools=list(READ_ONLY),
+        max_steps=16,
+        max_tokens=None,
+        temperature=None,
+        options=options,
+        created_at=stamp,
+        updated_at=stamp,
+    )
