@@ -211,6 +211,13 @@ export class RunFollower {
     this.pending = null;
     if (event.status === "requires_action" && calls && this.handlers.onToolCalls) {
       try {
+        // a replay passes every pause of the run: one answered already is followed on
+        const now = await this.sd.getRun(this.run.session_id, this.run.run_id);
+        const waiting = new Set((now.pending_tool_calls || []).map((call) => call.id));
+        if (now.status !== "requires_action" || !calls.every((call) => waiting.has(call.id))) {
+          this.open(this.run.events_url);
+          return;
+        }
         const results = await this.handlers.onToolCalls(calls);
         await this.sd.toolResults(this.run.session_id, this.run.run_id, results);
         this.open(this.run.events_url); // the run goes on after the id we hold

@@ -92,20 +92,6 @@ export async function upload(path, file) {
   return response.json();
 }
 
-// A POST whose answer is an event stream the console does not read (tool results): the call
-// has been accepted once the status is in; the run goes on whether the body is read or not.
-export async function postAndLeave(path, body) {
-  const controller = new AbortController();
-  const response = await fetch(path, {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify(body),
-    signal: controller.signal,
-  });
-  if (!response.ok) throw await failure(response);
-  controller.abort();
-}
-
 // Every page of a list, following next_cursor.
 export async function all(path, limit = 100) {
   const items = [];

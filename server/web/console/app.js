@@ -1,8 +1,9 @@
-// sessiond's web console: a client of the public API and nothing else. Everything a session
-// holds is set as text (textContent), never parsed as markup.
+// sessiond's web console: a client of the public API and nothing else. Runs are started and
+// followed with the server's browser SDK (/sdk.js); everything a session holds is set as text
+// (textContent), never parsed as markup.
 
+import { Sessiond } from "/sdk.js";
 import * as api from "./api.js";
-import { follow } from "./stream.js";
 
 const LIVE = new Set(["running", "queued", "requires_action"]);
 const POLL_MS = 2000;
@@ -41,6 +42,10 @@ function duration(run) {
   if (!run.started_at || !run.finished_at) return "";
   const ms = Date.parse(run.finished_at) - Date.parse(run.started_at);
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function sdk() {
+  return new Sessiond({ apiKey: api.storedKey() || null });
 }
 
 function label(session) {
@@ -394,14 +399,27 @@ class ChatView {
   }
 
   async followRun(runId, url) {
-    this.active = { id: runId, last: null };
+    this.active = { id: runId };
     this.turn = new LiveTurn(this.transcript, () => this.scroll());
     this.setRunning(true);
-    const fresh = () => this.eventsUrl(runId);
-    this.stream = follow(url || (await fresh()), (type, data, seq) => this.onEvent(type, data, seq), {
-      freshUrl: fresh,
-      onLost: () => showError(new Error("the connection to the server was lost; reload to go on")),
+    const run = {
+      run_id: runId,
+      session_id: this.session.id,
+      events_url: url || (await this.eventsUrl(runId)),
+    };
+    const follower = sdk().follow(run, {
+      onEvent: (event) => this.onEvent(event.type, event),
+      onToolCalls: (calls) => this.askClientTools(calls),
     });
+    this.stream = follower;
+    follower.done.then(
+      () => this.finished(follower),
+      (err) => {
+        if (this.closed || follower !== this.stream) return;
+        showError(err);
+        this.finished(follower);
+      },
+    );
   }
 
   async eventsUrl(runId) {
@@ -409,34 +427,27 @@ class ChatView {
     return got.events_url;
   }
 
-  onEvent(type, data, seq) {
-    if (this.active) this.active.last = seq;
+  onEvent(type, data) {
     if (!this.listed) {
       this.listed = true; // not before: its request would delay the first token's
       setTimeout(() => sidebar.refresh().catch(() => {}), 0);
     }
-    if (this.asking && type !== "done") {
-      this.asking.remove(); // answered: the run has gone on
-      this.asking = null;
-    }
     if (type === "error") showError(new Error(`the run failed: ${data.error.message}`));
-    if (type === "requires_action") {
-      this.showClientTools(data.run_id, data.tool_calls);
-      return;
-    }
-    if (type === "done") {
-      if (data.status === "requires_action") return; // the stream goes on when it resumes
-      this.stream = null;
-      this.active = null;
-      this.setRunning(false);
-      this.reload().catch(showError);
-      sidebar.refresh().catch(() => {});
-      return;
-    }
+    if (type === "requires_action" || type === "done") return; // the follower handles them
     this.turn.apply(type, data);
   }
 
-  showClientTools(runId, calls) {
+  finished(follower) {
+    if (this.closed || follower !== this.stream) return;
+    this.stream = null;
+    this.active = null;
+    this.setRunning(false);
+    this.reload().catch(showError);
+    sidebar.refresh().catch(() => {});
+  }
+
+  // The run waits for client tools: a form for each call; resolves with their results.
+  askClientTools(calls) {
     const forms = calls.map((call) =>
       el(
         "div",
@@ -448,30 +459,35 @@ class ChatView {
     );
     const submit = el("button", { type: "submit", "data-testid": "tool-submit", text: "Send results" });
     const box = el("form", { class: "client-tools" }, ...forms, submit);
-    box.addEventListener("submit", (event) => {
-      event.preventDefault();
-      submit.disabled = true;
-      guarded(async () => {
-        const results = calls.map((call, i) => ({
-          type: "tool_result",
-          tool_use_id: call.id,
-          content: forms[i].querySelector("textarea").value,
-        }));
-        await api.postAndLeave(`/sessions/${this.id}/runs/${runId}/tool_results`, { results });
-        clearError();
-      }).finally(() => {
-        submit.disabled = false;
-      });
-    });
     if (this.asking) this.asking.remove();
     this.asking = box;
     this.transcript.append(box);
     this.scroll();
+    return new Promise((resolve) => {
+      box.addEventListener("submit", (event) => {
+        event.preventDefault();
+        box.remove();
+        this.asking = null;
+        clearError();
+        resolve(
+          calls.map((call, i) => ({
+            type: "tool_result",
+            tool_use_id: call.id,
+            content: forms[i].querySelector("textarea").value,
+          })),
+        );
+      });
+    });
   }
 
   async stop() {
     if (!this.active) return;
+    const waiting = this.asking; // a run paused for client tools has no stream to end it
     await guarded(() => api.call("POST", `/sessions/${this.id}/runs/${this.active.id}/cancel`));
+    if (waiting && this.stream) {
+      this.stream.close();
+      this.finished(this.stream);
+    }
   }
 }
 
