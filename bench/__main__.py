@@ -1,4 +1,5 @@
-"""python -m bench [--smoke] [--only NAME ...] [--json PATH] [--profile DIR] [--logs DIR]"""
+"""python -m bench [--smoke] [--busy] [--only NAME ...] [--json PATH] [--profile DIR]
+[--logs DIR]"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from bench import report
+from bench import procs, report
 from bench.harness import Context
 from bench.scenarios import SCENARIOS, SMOKE_BUDGET_S
 
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(SCENARIOS),
         metavar="NAME",
         help=f"run only these scenarios: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="run one CPU-bound process beside each scenario, as a host busy with other work",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     parser.add_argument(
@@ -98,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     for name in names:
         print(f"{name}: {SCENARIOS[name].TITLE} …", file=sys.stderr, flush=True)
-        result = run_one(SCENARIOS[name], args.smoke, args.profile, args.logs)
+        with procs.busy(args.busy):
+            result = run_one(SCENARIOS[name], args.smoke, args.profile, args.logs)
+        result.details["busy"] = args.busy
         status = f"FAILED: {result.failed}" if result.failed else "done"
         print(f"{name}: {status} in {result.seconds:.1f} s", file=sys.stderr, flush=True)
         results.append(result)
@@ -106,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = report.machine()
     load = ", ".join(f"{x:.1f}" for x in info["load_average"])
     print(
-        f"\nsessiond bench{' (smoke)' if args.smoke else ''}: {info['cpus']} CPUs, "
+        f"\nsessiond bench{' (smoke)' if args.smoke else ''}"
+        f"{', one CPU-bound process beside' if args.busy else ''}: {info['cpus']} CPUs, "
         f"{info['memory_gib']} GiB, Python {info['python']}, {seconds:.0f} s; "
         f"load average {load_before} before, {load} after\n"
     )

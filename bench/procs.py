@@ -9,6 +9,7 @@ afterwards for errors, tracebacks and 5xx answers, which the report lists as ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import client
@@ -202,3 +204,18 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def busy(on: bool) -> Iterator[None]:
+    """With `on`, a child that spins on one core for as long as the block runs: a host busy
+    with other work, for both sessiond and its baseline alike (`--busy`)."""
+    if not on:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -4,7 +4,8 @@
 turns (POST /sessions/{id}/message, a two-word scripted reply) back to back for 20 s; turns/s
 counts the answers that came back 200 with a completed run. The baseline is the same client
 against the bare app's POST /turn (decode a JSON body, answer a JSON object) for 5 s: the
-framework's ceiling on this machine.
+framework's ceiling on this machine. Then both again for 5 s with aiohttp's client (a
+ClientSession of one connection per worker), so that the figure does not rest on one client.
 
 Auth on against auth off: a second server runs beside the first on a database of its own, on
 which an admin key was made (`sessiond keys create`, as an operator would), and its 32 clients
@@ -75,6 +76,42 @@ async def drive(
     return load, time.perf_counter() - started
 
 
+async def drive_aiohttp(
+    port: int, paths: list[str], body: bytes, seconds: float
+) -> tuple[Load, float]:
+    """`drive` with aiohttp's client in place of ours: each worker a ClientSession of one
+    keep-alive connection. A second client, so that no figure rests on one client alone."""
+    import aiohttp
+
+    load = Load()
+    started = time.perf_counter()
+    until = started + seconds
+    headers = {"Content-Type": "application/json"}
+
+    async def worker(path: str) -> None:
+        url = f"http://127.0.0.1:{port}{path}"
+        connector = aiohttp.TCPConnector(limit=1)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            while (began := time.perf_counter()) < until:
+                try:
+                    async with http.post(url, data=body, headers=headers) as response:
+                        answer = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    load.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                ended = time.perf_counter()
+                if status != 200 or (path != "/turn" and b'"status":"completed"' not in answer):
+                    load.errors.append(f"HTTP {status}: {answer[:200]!r}")
+                    continue
+                load.latencies.append(ended - began)
+                load.finished.append(ended)
+
+    await asyncio.gather(*(worker(p) for p in paths))
+    return load, time.perf_counter() - started
+
+
 class Side:
     """One server's share of the alternated rounds."""
 
@@ -116,6 +153,8 @@ async def run(ctx: Context, result: Result) -> None:
     for index in range(rounds):
         for side in (off, on) if index % 2 == 0 else (on, off):
             await side.round(seconds / rounds)
+    aio_seconds = ctx.size(5.0, 0.5)
+    aio_ours, aio_elapsed = await drive_aiohttp(server.port, off.paths, JSON_BODY, aio_seconds)
     result.details["turns_per_s_by_round"] = off.rates
     result.details["auth_on_turns_per_s_by_round"] = on.rates
     result.details["sessiond_rss_kb_after"] = server.rss_kb()
@@ -128,6 +167,9 @@ async def run(ctx: Context, result: Result) -> None:
     base_cpu = baseline.cpu_s()
     theirs, base_elapsed = await drive(baseline.port, base_paths, JSON_BODY, base_seconds)
     base_cpu = baseline.cpu_s() - base_cpu
+    aio_theirs, aio_base_elapsed = await drive_aiohttp(
+        baseline.port, base_paths, JSON_BODY, aio_seconds
+    )
     await ctx.stop(baseline)
 
     ours, elapsed, cpu = off.load, off.elapsed, off.cpu
@@ -166,3 +208,31 @@ async def run(ctx: Context, result: Result) -> None:
         Figure("server CPU per turn, auth on", auth_cpu, "ms", per_turn, ratio(auth_cpu, per_turn))
     )
     result.details["auth_on_errors_sample"] = on.load.errors[:5]
+    aio_rate = len(aio_ours.latencies) / aio_elapsed
+    aio_base = len(aio_theirs.latencies) / aio_base_elapsed
+    aio_share = ratio(aio_rate, aio_base)
+    result.add(
+        Figure(
+            "turns/s, aiohttp client",
+            aio_rate,
+            "/s",
+            aio_base,
+            aio_share,
+            "≥ 0.5x bare",
+            aio_share is not None and aio_share >= 0.5 and not aio_ours.errors,
+        )
+    )
+    mine, base = percentile(aio_ours.latencies, 99), percentile(aio_theirs.latencies, 99)
+    p99 = ratio(mine, base)
+    result.add(
+        Figure(
+            "p99 latency, aiohttp client",
+            None if mine is None else mine * 1000,
+            "ms",
+            None if base is None else base * 1000,
+            p99,
+            "≤ 3x bare",
+            p99 is not None and p99 <= 3.0,
+        )
+    )
+    result.details["aiohttp_errors_sample"] = aio_ours.errors[:5] + aio_theirs.errors[:5]
