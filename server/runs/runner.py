@@ -15,8 +15,10 @@ and stores each step; `Followers` reads a run's or a session's events back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from server.compaction import fixed_tokens
+from server.errors import Conflict, SessionBusy
 from server.events import EventRow
 from server.meter import Meter
 from server.models import Agent, Message, Run, SessionRecord, ToolResultBlock
@@ -171,6 +173,30 @@ class Runner:
         live = self.table.all()
         await asyncio.gather(*(self.driver.cancel(a, "interrupted") for a in live))
         self.hub.close()
+
+    async def compact(self, record: SessionRecord) -> Message:
+        """Compact an idle session now (POST /sessions/{id}/compact): the entry stored."""
+        blocker = self.table.blocker(record.id)
+        if blocker is not None:
+            raise SessionBusy(
+                f"session {record.id} is busy with run {blocker.id}; compact it once the run "
+                "has ended (a run compacts by itself when its input passes compact_at)",
+                run_id=blocker.id,
+            )
+        agent = await self.store.agents.get(record.agent_id, None)
+        fixed = fixed_tokens(agent.system, [])
+        # on demand: everything before the latest user message
+        done = await self.driver.compactor.compact(record.id, agent, fixed, keep=0)
+        if done is None:
+            raise Conflict(
+                "nothing to compact: the session holds no turns before its latest user "
+                "message that are not already summarised"
+            )
+        return done.entry
+
+    def on_run_end(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each run's end is stored (the webhook sender wakes)."""
+        self.driver.ended = callback
 
     async def recover(self) -> int:
         """At start-up: end the runs a dead process left unfinished."""
