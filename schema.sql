@@ -383,7 +383,12 @@ CREATE TABLE webhook_outbox (
     status          TEXT NOT NULL DEFAULT 'pending'
                     CHECK (status IN ('pending', 'delivered', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
+    -- unix seconds: when the next attempt is due; when the last was made, and the random
+    -- share (0.5 to 1) of its backoff drawn then, so that a server started with other
+    -- retry settings can schedule what is pending by its own
     next_attempt_at REAL NOT NULL,
+    last_attempt_at REAL,
+    jitter          REAL NOT NULL DEFAULT 1.0,
     created_at      TEXT NOT NULL,
     created_unix    REAL NOT NULL
 );

@@ -15,6 +15,7 @@ import pytest
 from server.session import SUMMARY_HEAD
 from tests.conftest import make_settings
 from tests.live import ThreadServer
+from tests.spec import Spec
 from tests.sse import collect, typed
 from tests.upstream import Reply, Upstream, anthropic_sse, json_error
 
@@ -162,6 +163,8 @@ def test_a_2000_message_session_passes_its_budget(
                 kinds = [e.event for e in got]
                 assert kinds[0] == "compaction", kinds
                 event = json.loads(got[0].data)
+                spec = Spec()
+                spec.validate(event, "#/components/schemas/RunEvent")
                 assert event["reason"] == "budget"
                 assert event["before"] > BUDGET > event["after"]
                 assert got[-1].json["status"] == "completed"
@@ -180,6 +183,7 @@ def test_a_2000_message_session_passes_its_budget(
 
                 # the whole history stays stored and listed, the summary a message of its own
                 listed = await all_messages(http, server.url, sid)
+                spec.validate({"data": listed, "next_cursor": None}, MESSAGE_PAGE)
                 assert len(listed) == 2000 + 1 + 1 + 1  # the new message, the entry, the answer
                 entry = next(m for m in listed if m["role"] == "compaction")
                 assert entry["id"] == event["message_id"]
@@ -187,6 +191,8 @@ def test_a_2000_message_session_passes_its_budget(
                 assert entry["compaction"]["through_seq"] == event["through_seq"]
                 assert entry["compaction"]["summary_agent_id"] == made.json()["id"]
                 assert entry["seq"] == 2002  # after the run's user message
+                first_kept = listed[event["through_seq"]]  # seq through_seq + 1
+                assert all(b["type"] != "tool_result" for b in first_kept["content"])
                 assert {m["tokens_source"] for m in listed} == {"estimate", "provider"}
                 assert all(m["tokens"] > 0 for m in listed)
                 answer = listed[-1]
@@ -234,6 +240,7 @@ async def all_messages(http: httpx.AsyncClient, url: str, sid: str) -> list[dict
             return out
 
 
+MESSAGE_PAGE = "#/components/schemas/MessagePage"
 TOO_LONG = "prompt is too long: 210000 tokens > 200000 maximum"
 
 
@@ -296,6 +303,8 @@ def test_compact_on_demand_and_its_refusals(tmp_path: Path) -> None:
                 sid = await seeded(http, server.url, agent, 5)
                 answer = await http.post(f"{server.url}/sessions/{sid}/compact")
                 assert answer.status_code == 200, answer.text
+                spec = Spec()
+                spec.check(answer, "/sessions/{session_id}/compact")
                 entry = answer.json()
                 assert entry["role"] == "compaction"
                 assert entry["content"] == [{"type": "text", "text": SUMMARY}]
@@ -306,6 +315,7 @@ def test_compact_on_demand_and_its_refusals(tmp_path: Path) -> None:
                 assert info["tokens_after"] < info["tokens_before"]
                 again = await http.post(f"{server.url}/sessions/{sid}/compact")
                 assert again.status_code == 409, again.text
+                spec.check(again, "/sessions/{session_id}/compact")
                 assert again.json()["error"]["type"] == "conflict"
                 missing = await http.post(
                     f"{server.url}/sessions/01J0000000000000000000000X/compact"

@@ -68,12 +68,15 @@ class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AgentView(Agent):
-    """An agent as shown: computed when read, since a key can be set or dropped at start-up.
-    `context_window` and `compact_at` are the values in force (the defaults when unset);
-    `webhook_secret` only in the answer of the request that set a new `webhook_url`."""
+    """An agent as shown: computed when read, since a key can be set or dropped at start-up."""
 
     usable: bool = True
     unusable_reason: str | None = None
+
+
+class AgentWithSecret(AgentView):
+    """The answer of the request that set a new `webhook_url`: its secret, shown this once."""
+
     webhook_secret: str | None = None
 
 
@@ -85,7 +88,11 @@ def view(request: Request, agent: Agent, secret: str | None = None) -> AgentView
     reason = unusable_reason(agent, runner(request).provider_ctx)
     fields = msgspec.structs.asdict(agent)
     fields["context_window"], fields["compact_at"] = context_window_of(agent), compact_at_of(agent)
-    return AgentView(**fields, usable=reason is None, unusable_reason=reason, webhook_secret=secret)
+    if secret is not None:
+        return AgentWithSecret(
+            **fields, usable=reason is None, unusable_reason=reason, webhook_secret=secret
+        )
+    return AgentView(**fields, usable=reason is None, unusable_reason=reason)
 
 
 async def check_budget(request: Request, agent: Agent, tenant: str) -> None:
@@ -165,6 +172,10 @@ async def update_agent(request: Request) -> Response:
         changes["tools"] = []
     if "max_steps" in changes and changes["max_steps"] is None:
         raise InvalidRequest("max_steps cannot be null", field="max_steps")
+    if {"provider", "model"} & set(changes) and "context_window" not in changes:
+        changes["context_window"] = None  # the new model's default, unless given
+    if "context_window" in changes and "compact_at" not in changes:
+        changes["compact_at"] = None  # 0.8 of the new window
     updated = msgspec.structs.replace(agent, **changes, updated_at=now())
     await check_budget(request, updated, tenant)
     hook = await webhooks.endpoint(request, updated.webhook_url, agent.webhook_url)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from server.errors import Conflict, NotFound
-from server.models import Agent, Page
+from server.models import Agent, Page, compact_at_of, context_window_of
 from server.store import codec
 from server.store.contract import DEFAULT_AGENT_ID
 from server.store.pages import decode_cursor, encode_cursor
@@ -24,6 +24,15 @@ _SELECT = f"{_COLUMNS}, tenant"
 
 
 def _agent(row: Any) -> Agent:
+    """An agent as stored, its context window and compact_at resolved (NULL: the defaults
+    for its provider and model, so they follow a change of model)."""
+    agent = _stored(row)
+    agent.context_window = context_window_of(agent)
+    agent.compact_at = compact_at_of(agent)
+    return agent
+
+
+def _stored(row: Any) -> Agent:
     return Agent(
         id=row["id"],
         name=row["name"],

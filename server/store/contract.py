@@ -300,9 +300,19 @@ class WebhookStore(Protocol):
     async def due(self, now_unix: float, limit: int) -> list[Outgoing]: ...  # oldest due first
     async def next_due(self) -> float | None: ...  # unix time of the earliest pending
     async def attempted(
-        self, delivery_id: str, attempt: WebhookAttempt, status: str, next_unix: float | None
+        self,
+        delivery_id: str,
+        attempt: WebhookAttempt,
+        status: str,
+        next_unix: float | None,
+        jitter: float = 1.0,
     ) -> None:
-        """Record an attempt; `status` the delivery's after it (pending: `next_unix` set)."""
+        """Record an attempt; `status` the delivery's after it (pending: `next_unix` set,
+        `jitter` the random share of the backoff that gave it)."""
+        ...
+
+    async def reschedule(self, base_s: float, cap_s: float) -> None:
+        """Pending deliveries due again by these retry settings (at a sender's start)."""
         ...
 
     async def page(

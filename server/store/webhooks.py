@@ -88,8 +88,24 @@ class Webhooks:
         )
         return None if row is None or row[0] is None else float(row[0])
 
+    async def reschedule(self, base_s: float, cap_s: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE webhook_outbox SET next_attempt_at = last_attempt_at + "
+                "min(?, ? * (1 << min(attempts - 1, 40))) * jitter "
+                "WHERE status = 'pending' AND attempts > 0 AND last_attempt_at IS NOT NULL",
+                (cap_s, base_s),
+            )
+
+        await self.db.write(op)
+
     async def attempted(
-        self, delivery_id: str, attempt: WebhookAttempt, status: str, next_unix: float | None
+        self,
+        delivery_id: str,
+        attempt: WebhookAttempt,
+        status: str,
+        next_unix: float | None,
+        jitter: float = 1.0,
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -99,8 +115,9 @@ class Webhooks:
             )
             conn.execute(
                 "UPDATE webhook_outbox SET attempts = ?, status = ?, "
-                "next_attempt_at = coalesce(?, next_attempt_at) WHERE id = ?",
-                (attempt.attempt, status, next_unix, delivery_id),
+                "next_attempt_at = coalesce(?, next_attempt_at), last_attempt_at = ?, "
+                "jitter = ? WHERE id = ?",
+                (attempt.attempt, status, next_unix, time.time(), jitter, delivery_id),
             )
 
         await self.db.write(op)

@@ -42,10 +42,9 @@ class SenderSettings(msgspec.Struct, frozen=True):
     concurrency: int = 8
 
 
-def retry_delay(attempts: int, settings: SenderSettings) -> float:
-    """Seconds before the next try after `attempts` failed ones."""
-    ceiling = min(RETRY_CAP_S, settings.retry_base_s * 2 ** (attempts - 1))
-    return random.uniform(ceiling / 2, ceiling)
+def retry_delay(attempts: int, settings: SenderSettings, jitter: float) -> float:
+    """Seconds before the next try after `attempts` failed ones; `jitter` from 0.5 to 1."""
+    return float(min(RETRY_CAP_S, settings.retry_base_s * 2.0 ** min(attempts - 1, 40)) * jitter)
 
 
 class Sender:
@@ -71,6 +70,11 @@ class Sender:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sessiond-webhooks")
 
+    async def _reschedule(self) -> None:
+        """What is pending is due by this server's retry settings (they may have changed
+        since the attempts were made)."""
+        await self.store.reschedule(self.settings.retry_base_s, RETRY_CAP_S)
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -82,6 +86,10 @@ class Sender:
         await self.http.aclose()
 
     async def _loop(self) -> None:
+        try:
+            await self._reschedule()
+        except Exception:
+            log.exception("could not reschedule the pending webhook deliveries")
         while True:
             try:
                 await self._round()
@@ -121,17 +129,18 @@ class Sender:
             code, error = await self._attempt(item)
         ok = code is not None and 200 <= code < 300
         next_unix: float | None = None
+        jitter = random.uniform(0.5, 1.0)
         if ok:
             status = "delivered"
         else:
-            delay = retry_delay(number, self.settings)
+            delay = retry_delay(number, self.settings, jitter)
             if time.time() + delay - item.created_unix > self.settings.retry_max_s:
                 status = "failed"
             else:
                 status, next_unix = "pending", time.time() + delay
         self.meter.webhook_attempt("delivered" if ok else "retry" if next_unix else "failed")
         attempt = WebhookAttempt(number, now(), code, error)
-        await self.store.attempted(item.id, attempt, status, next_unix)
+        await self.store.attempted(item.id, attempt, status, next_unix, jitter)
         if status == "failed":
             log.warning(
                 "webhook given up",
