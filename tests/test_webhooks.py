@@ -273,52 +273,55 @@ def test_every_run_end_is_announced_and_a_dead_receiver_is_given_up(tmp_path: Pa
     `run.cancelled`. Past --webhook-retry-max a failing delivery is given up (`failed`)."""
 
     async def go() -> None:
-        async with Receiver([200]) as receiver, Receiver([500]) as dead:
-            async with httpx.AsyncClient(timeout=30) as http:
-                server = ThreadServer(settings(tmp_path, webhook_retry_max=0.01)).start()
-                try:
-                    script = [{"tool_calls": [{"name": "ask", "input": {}}]}]
-                    agent = scripted_agent(script, webhook_url=receiver.url)
-                    made = (await http.post(f"{server.url}/agents", json=agent)).json()
-                    sid = (
-                        await http.post(f"{server.url}/sessions", json={"agent_id": made["id"]})
-                    ).json()["id"]
-                    tool = {"name": "ask", "input_schema": {"type": "object"}}
-                    body = {"message": "x", "tools": [tool]}
-                    paused = await http.post(f"{server.url}/sessions/{sid}/message", json=body)
-                    run_id = paused.json()["run_id"]
-                    cancel = f"{server.url}/sessions/{sid}/runs/{run_id}/cancel"
-                    assert (await http.post(cancel)).status_code in (200, 202)
+        async with (
+            Receiver([200]) as receiver,
+            Receiver([500]) as dead,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            server = ThreadServer(settings(tmp_path, webhook_retry_max=0.01)).start()
+            try:
+                script = [{"tool_calls": [{"name": "ask", "input": {}}]}]
+                agent = scripted_agent(script, webhook_url=receiver.url)
+                made = (await http.post(f"{server.url}/agents", json=agent)).json()
+                sid = (
+                    await http.post(f"{server.url}/sessions", json={"agent_id": made["id"]})
+                ).json()["id"]
+                tool = {"name": "ask", "input_schema": {"type": "object"}}
+                body = {"message": "x", "tools": [tool]}
+                paused = await http.post(f"{server.url}/sessions/{sid}/message", json=body)
+                run_id = paused.json()["run_id"]
+                cancel = f"{server.url}/sessions/{sid}/runs/{run_id}/cancel"
+                assert (await http.post(cancel)).status_code in (200, 202)
 
-                    async def both() -> Any:
-                        found = await deliveries(http, server.url, sid)
-                        done = [d for d in found if d["status"] == "delivered"]
-                        return len(done) == 2 and done
+                async def both() -> Any:
+                    found = await deliveries(http, server.url, sid)
+                    done = [d for d in found if d["status"] == "delivered"]
+                    return len(done) == 2 and done
 
-                    done = await until(both, "two deliveries")
-                    assert sorted(d["type"] for d in done) == [
-                        "run.cancelled",
-                        "run.requires_action",
-                    ]
-                    kinds = [json.loads(r.body)["type"] for r in receiver.got]
-                    assert kinds == ["run.requires_action", "run.cancelled"]
+                done = await until(both, "two deliveries")
+                assert sorted(d["type"] for d in done) == [
+                    "run.cancelled",
+                    "run.requires_action",
+                ]
+                kinds = [json.loads(r.body)["type"] for r in receiver.got]
+                assert kinds == ["run.requires_action", "run.cancelled"]
 
-                    other = await http.post(
-                        f"{server.url}/sessions",
-                        json={"agent_id": made["id"], "webhook_url": dead.url},
-                    )
-                    oid = other.json()["id"]
-                    await http.post(f"{server.url}/sessions/{oid}/message", json=body)
+                other = await http.post(
+                    f"{server.url}/sessions",
+                    json={"agent_id": made["id"], "webhook_url": dead.url},
+                )
+                oid = other.json()["id"]
+                await http.post(f"{server.url}/sessions/{oid}/message", json=body)
 
-                    async def given_up() -> Any:
-                        found = await deliveries(http, server.url, oid)
-                        return found and found[0]["status"] == "failed" and found[0]
+                async def given_up() -> Any:
+                    found = await deliveries(http, server.url, oid)
+                    return found and found[0]["status"] == "failed" and found[0]
 
-                    failed = await until(given_up, "the delivery to be given up")
-                    assert [a["status_code"] for a in failed["attempts"]] == [500]
-                    assert failed["next_attempt_at"] is None
-                    assert len(receiver.got) == 2  # the session's URL won over its agent's
-                finally:
-                    server.stop()
+                failed = await until(given_up, "the delivery to be given up")
+                assert [a["status_code"] for a in failed["attempts"]] == [500]
+                assert failed["next_attempt_at"] is None
+                assert len(receiver.got) == 2  # the session's URL won over its agent's
+            finally:
+                server.stop()
 
     asyncio.run(go())

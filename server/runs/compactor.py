@@ -10,6 +10,7 @@ import logging
 import msgspec
 
 from server import compaction, providers
+from server.errors import NotFound
 from server.ids import new_ulid, now
 from server.models import (
     Agent,
@@ -102,7 +103,15 @@ class Compactor:
     async def _summariser(self, agent: Agent) -> Agent:
         if agent.summary_agent is None or agent.summary_agent == agent.id:
             return agent
-        return await self.store.agents.get(agent.summary_agent, None)
+        try:
+            return await self.store.agents.get(agent.summary_agent, None)
+        except NotFound:
+            log.warning(
+                "summary agent %s is gone: agent %s summarises for itself",
+                agent.summary_agent,
+                agent.id,
+            )
+            return agent
 
 
 def compaction_keep(agent: Agent) -> int:
