@@ -7,6 +7,7 @@ from typing import Any
 
 from server.compaction import plan
 from server.models import Message, TextBlock, ToolResultBlock, ToolUseBlock, new_messages
+from server.providers.http import too_long
 from server.session import History
 
 Entry = tuple[Any, list[Any]]
@@ -62,3 +63,11 @@ def test_nothing_to_cut() -> None:
     only = stored([("user", [TextBlock("hello")]), ("assistant", [TextBlock("hi")])])
     assert plan(None, only, 0, 0) is None
     assert plan(None, [], 0, 0) is None
+
+
+def test_context_too_long_is_told_from_other_refusals() -> None:
+    assert too_long("prompt is too long: 210000 tokens > 200000 maximum")
+    assert too_long("This model's maximum context length is 128000 tokens. However, you requested")
+    assert too_long("context_length_exceeded")
+    assert not too_long("max_tokens: must be at most 8192")
+    assert not too_long("invalid x-api-key")

@@ -46,10 +46,14 @@ class Compactor:
         fixed: int,
         run_id: str | None = None,
         keep: int | None = None,
+        held: bool = True,
     ) -> Compacted | None:
         """Compact the session (it must be idle or held by the caller's run); None when
         there is nothing to summarise. `fixed`: the tokens of the system prompt and tools;
-        `keep`: of recent turns to keep, at most (None: half of compact_at)."""
+        `keep`: of recent turns to keep, at most (None: half of compact_at). `held`: the
+        caller's run holds the session, so nothing was stored meanwhile and the new history
+        can be kept as it is; else (on demand) the kept one is dropped, and the next run
+        reads from the entry on, with whatever a run stored while the summary was written."""
         rows = await self.store.messages.since_compaction(session_id)
         previous = rows[0] if rows and rows[0].role == "compaction" else None
         turns = rows[1:] if previous is not None else rows
@@ -85,7 +89,10 @@ class Compactor:
         )
         stored, count = await self.store.messages.add_compaction(entry)
         history = History.of([stored, *found.kept])
-        self.histories.replace(session_id, history, count)
+        if held:
+            self.histories.replace(session_id, history, count)
+        else:
+            self.histories.forget(session_id)
         log.info(
             "compacted",
             extra={

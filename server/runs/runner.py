@@ -186,7 +186,7 @@ class Runner:
         agent = await self.store.agents.get(record.agent_id, None)
         fixed = fixed_tokens(agent.system, [])
         # on demand: everything before the latest user message
-        done = await self.driver.compactor.compact(record.id, agent, fixed, keep=0)
+        done = await self.driver.compactor.compact(record.id, agent, fixed, keep=0, held=False)
         if done is None:
             raise Conflict(
                 "nothing to compact: the session holds no turns before its latest user "
