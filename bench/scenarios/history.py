@@ -18,9 +18,10 @@ the whole history, as before compaction existed.
 
 Then the largest session is compacted (POST /sessions/{id}/compact, the scripted provider's
 summary) and its turns are timed again, in pairs with turns on the 10-message session (the
-order alternating), the figure the median of the pairs' ratios: the provider input is now the compaction entry and
-the turns after it, read from two index ranges rather than all the rows, so a short turn on
-it should cost about what one on the 10-message session does (target: within 1.5x).
+order alternating), the figure the median of the pairs' ratios. The provider input is now
+the compaction entry and the turns after it, read from two index ranges rather than all the
+rows, so a short turn on it should cost about what one on the 10-message session does
+(target: within 1.5x).
 """
 
 from __future__ import annotations
