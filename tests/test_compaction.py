@@ -200,6 +200,8 @@ def test_a_2000_message_session_passes_its_budget(
                 assert (answer["tokens"], answer["tokens_source"]) == (3, "provider")
                 export = (await http.get(f"{server.url}/sessions/{sid}/export")).json()
                 assert len(export["messages"]) == 2003
+                metrics = (await http.get(f"{server.url}/metrics")).text
+                assert 'sessiond_compactions_total{reason="budget"} 1.0' in metrics
 
                 # the next turn is built from the entry and the turns after it
                 upstream.enqueue(Reply(200, text_reply("Again.")))

@@ -167,6 +167,9 @@ def test_a_failing_receiver_gets_the_event_across_a_restart(tmp_path: Path) -> N
                 assert [a["attempt"] for a in done["attempts"]] == [1, 2, 3]
                 assert done["type"] == "run.completed" and done["run_id"] == run_id
                 assert done["next_attempt_at"] is None
+                metrics = (await http.get(f"{second.url}/metrics")).text
+                assert 'sessiond_webhook_attempts_total{outcome="retry"} 1.0' in metrics
+                assert 'sessiond_webhook_attempts_total{outcome="delivered"} 1.0' in metrics
             finally:
                 second.stop()
         assert len(receiver.got) == 3
