@@ -308,3 +308,99 @@ CREATE TABLE secrets (
     value      TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+
+-- step 9: token counts, compaction, webhooks
+-- Every message keeps its size in tokens: the provider's count where it reported one (an
+-- assistant message: its step's output tokens), else an estimate (about four characters of
+-- its JSON a token); `tokens_source` says which. Rows stored before this step get the
+-- estimate. A new kind of message, `compaction`, holds the summary of the turns up to
+-- `compaction.through_seq`: the messages table is made again for the wider CHECK, with each
+-- row's rowid kept (the search index refers to rows by it) and its triggers made again.
+CREATE TABLE messages_next (
+    id            TEXT PRIMARY KEY,
+    session_id    TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    seq           INTEGER NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'compaction')),
+    content       TEXT NOT NULL,
+    run_id        TEXT,
+    created_at    TEXT NOT NULL,
+    tokens        INTEGER NOT NULL DEFAULT 0,
+    tokens_source TEXT NOT NULL DEFAULT 'estimate'
+                  CHECK (tokens_source IN ('estimate', 'provider')),
+    compaction    TEXT,
+    UNIQUE (session_id, seq)
+);
+INSERT INTO messages_next (rowid, id, session_id, seq, role, content, run_id, created_at,
+    tokens, tokens_source)
+SELECT rowid, id, session_id, seq, role, content, run_id, created_at,
+    max(1, length(content) / 4), 'estimate' FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_next RENAME TO messages;
+CREATE INDEX messages_by_run ON messages (run_id);
+-- a session's compactions, newest first, without a scan of its history
+CREATE INDEX messages_compactions ON messages (session_id, seq DESC) WHERE role = 'compaction';
+
+CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
+    DELETE FROM message_search WHERE rowid = old.rowid;
+END;
+
+CREATE TRIGGER message_search_update AFTER UPDATE OF content ON messages BEGIN
+    DELETE FROM message_search WHERE rowid = old.rowid;
+    INSERT INTO message_search (rowid, text, session_id)
+    SELECT new.rowid, group_concat(
+        CASE json_extract(value, '$.type')
+            WHEN 'text' THEN json_extract(value, '$.text')
+            WHEN 'tool_result' THEN json_extract(value, '$.content')
+            WHEN 'tool_use' THEN json_extract(value, '$.name') || ' ' || json_extract(value, '$.input')
+        END, char(10)), new.session_id
+    FROM json_each(new.content);
+END;
+
+-- An agent's context window and the input size, in tokens, past which a run compacts (NULL:
+-- the defaults, by provider and model), and the agent that writes its summaries (NULL: itself).
+ALTER TABLE agents ADD COLUMN context_window INTEGER CHECK (context_window >= 1);
+ALTER TABLE agents ADD COLUMN compact_at INTEGER CHECK (compact_at >= 1);
+ALTER TABLE agents ADD COLUMN summary_agent TEXT;
+
+-- Where a run's end is posted (the session's wins over its agent's), and the endpoint's
+-- signing secret, sealed like the stream-token secret (see server/sealing.py).
+ALTER TABLE agents ADD COLUMN webhook_url TEXT;
+ALTER TABLE agents ADD COLUMN webhook_secret TEXT;
+ALTER TABLE sessions ADD COLUMN webhook_url TEXT;
+ALTER TABLE sessions ADD COLUMN webhook_secret TEXT;
+
+-- The outbox: one row per run end to post, written in the transaction that stores the end.
+-- `id` is the webhook-id every attempt carries; `payload` the body, byte for byte; the
+-- secret is copied sealed, so that a later change of endpoint does not re-sign old events.
+CREATE TABLE webhook_outbox (
+    id              TEXT PRIMARY KEY,
+    session_id      TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    run_id          TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    secret          TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    -- unix seconds: when the next attempt is due; when the last was made, and the random
+    -- share (0.5 to 1) of its backoff drawn then, so that a server started with other
+    -- retry settings can schedule what is pending by its own
+    next_attempt_at REAL NOT NULL,
+    last_attempt_at REAL,
+    jitter          REAL NOT NULL DEFAULT 1.0,
+    created_at      TEXT NOT NULL,
+    created_unix    REAL NOT NULL
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_outbox_of_session ON webhook_outbox (session_id, id);
+
+-- Every attempt at a delivery: what came back (status_code NULL: no answer), and when.
+CREATE TABLE webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_outbox (id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+) WITHOUT ROWID;

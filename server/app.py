@@ -36,6 +36,7 @@ from server.api import (
     tokens,
     transfer,
     web,
+    webhooks,
 )
 from server.api.auth import Gate, KeyCache
 from server.api.guard import Guard
@@ -51,9 +52,11 @@ from server.runs.agentspec import default_agent
 from server.runs.channel import Hub
 from server.runs.runner import Runner, RunnerSettings
 from server.runs.sweeper import Sweeper
+from server.sealing import sealing_key
 from server.store import SqliteStore
 from server.store.lock import DatabaseLock
 from server.tools.base import ToolSettings
+from server.webhooks.sender import Sender, SenderSettings
 
 log = logging.getLogger("sessiond")
 _KINDS = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -112,6 +115,15 @@ def runner_settings(settings: Settings) -> RunnerSettings:
         run_max_s=settings.run_max_seconds,
         run_max_ceiling_s=settings.run_max_seconds_ceiling,
         log_content=settings.log_content,
+    )
+
+
+def sender_settings(settings: Settings) -> SenderSettings:
+    return SenderSettings(
+        retry_max_s=settings.webhook_retry_max,
+        retry_base_s=settings.webhook_retry_base,
+        poll_s=settings.webhook_poll_s,
+        allow_private=settings.webhook_allow_private,
     )
 
 
@@ -189,13 +201,18 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             await runner.recover()
             app.state.store, app.state.runner = store, runner
             app.state.keys = KeyCache(store.keys, required=settings.auth == "required")
-            secret = await tokens.load_secret(store.secrets, tokens.sealing_key(settings.db))
+            app.state.sealing_key = seal_key = sealing_key(settings.db)
+            secret = await tokens.load_secret(store.secrets, seal_key)
             app.state.tokens = tokens.StreamTokens(secret, settings.stream_token_ttl)
+            sender = Sender(store.webhooks, seal_key, sender_settings(settings), meter)
+            sender.start()
+            runner.on_run_end(sender.wake)
             sweeper = Sweeper(store, runner, settings.sweep_interval_s)
             sweeper.start()
             yield
             await sweeper.stop()
             await runner.shutdown()
+            await sender.stop()
         finally:
             await http.aclose()
             await store.close()
@@ -210,6 +227,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
         *search.routes,  # before /sessions/{session_id}: "search" is not a session key
         *transfer.routes,
         *sessions.routes,
+        *webhooks.routes,
         *forks.routes,
         *runs.routes,
         *oneshot.routes,

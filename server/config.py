@@ -79,6 +79,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_streams_per_key: Annotated[int, msgspec.Meta(ge=1)] = 100
     # Seconds a stream token (api/tokens.py: events_url for EventSource) stays good.
     stream_token_ttl: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] = 3600.0
+    # Webhooks (server/webhooks/): how long a delivery is retried from the run's end before
+    # it is given up; the first retry's delay (each next one doubles, with jitter, up to an
+    # hour); how often the outbox is looked at when nothing wakes the sender; and whether
+    # loopback and private addresses may be posted to.
+    webhook_retry_max: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] = 86400.0
+    webhook_retry_base: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    webhook_poll_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    webhook_allow_private: bool = False
 
     def __post_init__(self) -> None:
         access.parse_base_urls(self.provider_base_urls)  # a ValueError names the bad entry

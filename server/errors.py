@@ -126,9 +126,12 @@ class ProviderError(ApiError):
         retryable: bool = False,
         retry_after: float | None = None,
         upstream_status: int | None = None,
+        context_too_long: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__(message, **extra)
+        # the upstream refused the input as longer than the model's context window
+        self.context_too_long = context_too_long
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status

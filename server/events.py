@@ -87,6 +87,19 @@ class Done(msgspec.Struct, tag="done", tag_field="type"):
     status: str
 
 
+class Compaction(msgspec.Struct, tag="compaction", tag_field="type"):
+    """The run compacted its session before a step: the turns up to `through_seq` are now
+    the summary in message `message_id`; the input's size in tokens before and after."""
+
+    message_id: str
+    through_seq: int
+    before: int
+    after: int
+    reason: (
+        str  # "budget": the input would pass compact_at; "context_too_long": the provider said so
+    )
+
+
 class Ping(msgspec.Struct, tag="ping", tag_field="type", gc=False):
     pass
 
@@ -101,7 +114,7 @@ StepEvent = (
     | MessageDelta
     | MessageStop
 )
-Event = StepEvent | ToolResult | RequiresAction | Error | Done | Ping
+Event = StepEvent | ToolResult | Compaction | RequiresAction | Error | Done | Ping
 # One event as stored and as sent: (run_id, seq, type, data), `data` its JSON encoding.
 EventRow = tuple[str, int, str, bytes]
 

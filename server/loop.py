@@ -22,7 +22,8 @@ from typing import Any
 import msgspec
 
 from server import tools
-from server.errors import RunLimit
+from server.compaction import fixed_tokens
+from server.errors import ProviderError, RunLimit
 from server.events import (
     ContentBlockStart,
     ContentBlockStop,
@@ -109,6 +110,7 @@ class Accumulator:
         self.stop_reason: str | None = None
         self.asked = time.monotonic()  # when the step's request went out
         self.first_at: float | None = None  # when its first content block began
+        self.events = 0  # emitted so far: a step that emitted any cannot be asked again
 
     def first_token_s(self) -> float | None:
         return None if self.first_at is None else self.first_at - self.asked
@@ -194,6 +196,9 @@ class Accumulator:
         return [b for b in blocks if not (isinstance(b, TextBlock) and not b.text)]
 
 
+Compact = Callable[[Session, bool], Awaitable[bool]]
+
+
 async def run_loop(
     session: Session,
     provider: Provider,
@@ -201,39 +206,35 @@ async def run_loop(
     settings: LoopSettings,
     emit: Callable[[Event], Awaitable[None] | None],
     first_step: int = 0,
+    compact: Compact | None = None,
 ) -> AsyncIterator[StepOutcome]:
     """`emit` may hand back something to await before the next event: the run's event log
-    is too far ahead of its commits."""
+    is too far ahead of its commits. `compact(session, forced)`, if given, is awaited before
+    a step whose input would pass the session's `compact_at` (forced False), and once a run
+    when the provider refuses a step's input as too long (forced True, the step then asked
+    again); it says whether it replaced the session's turns."""
     agent = session.agent
     specs = tool_specs(session)
+    fixed = fixed_tokens(agent.system, specs)
     client = {tool.name for tool in session.client_tools}
     taken = session.tool_ids
+    retried = False  # one compaction and one retry for a refused input, never a loop
+    budget = compact is not None  # off for the run once a compaction finds nothing to cut
     for step in range(first_step, agent.max_steps):
-        acc = Accumulator(settings.max_step_output_bytes, taken)
-        request = ProviderRequest(
-            model=agent.model,
-            system=agent.system,
-            messages=list(session.turns),
-            tools=specs,
-            max_tokens=agent.max_tokens,
-            temperature=agent.temperature,
-            options=agent.options,
-            step=step,
-            history_size=session.size,
-        )
-        acc.asked = time.monotonic()
-        stream = provider.stream(request)
-        try:
-            add = acc.add
-            async for event in stream:
-                add(event)
-                pause = emit(event)
-                if pause is not None:
-                    await pause
-        finally:  # close the upstream request now, not when the generator is collected
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        if budget and compact and session.size // 4 + fixed > session.compact_at:
+            budget = await compact(session, False)
+        while True:
+            acc = Accumulator(settings.max_step_output_bytes, taken)
+            try:
+                await _stream_step(session, provider, specs, step, acc, emit)
+            except ProviderError as exc:
+                if not exc.context_too_long or compact is None or retried or acc.events:
+                    raise
+                retried = True
+                if not await compact(session, True):
+                    raise
+                continue
+            break
         assistant = acc.content()
         calls = [b for b in assistant if isinstance(b, ToolUseBlock)]
         session.append(Turn("assistant", assistant))
@@ -260,6 +261,42 @@ async def run_loop(
         stop = "max_steps" if last else acc.stop_reason
         yield _outcome(step, assistant, acc, results, [], records, stop, last, shown)
     return
+
+
+async def _stream_step(
+    session: Session,
+    provider: Provider,
+    specs: list[ToolSpec],
+    step: int,
+    acc: Accumulator,
+    emit: Callable[[Event], Awaitable[None] | None],
+) -> None:
+    agent = session.agent
+    request = ProviderRequest(
+        model=agent.model,
+        system=agent.system,
+        messages=list(session.turns),
+        tools=specs,
+        max_tokens=agent.max_tokens,
+        temperature=agent.temperature,
+        options=agent.options,
+        step=step,
+        history_size=session.size,
+    )
+    acc.asked = time.monotonic()
+    stream = provider.stream(request)
+    try:
+        add = acc.add
+        async for event in stream:
+            add(event)
+            acc.events += 1
+            pause = emit(event)
+            if pause is not None:
+                await pause
+    finally:  # close the upstream request now, not when the generator is collected
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _outcome(

@@ -46,6 +46,13 @@ class Meter:
     def request(self, route: str, status: int) -> None:
         """One HTTP request answered: `route` is its template, never the raw path."""
 
+    def compacted(self, reason: str) -> None:
+        """A run compacted its session before a step ("budget", "context_too_long")."""
+
+    def webhook_attempt(self, outcome: str) -> None:
+        """One webhook delivery attempt: "delivered", "retry" (failed, to be tried again) or
+        "failed" (given up)."""
+
     def watch_runs(self, count: Callable[[], int]) -> None:
         """`count()` is the number of runs active, read when the metrics are read."""
 

@@ -83,6 +83,18 @@ class PrometheusMeter(Meter):
             ["route", "status"],
             registry=registry,
         )
+        self.compactions = Counter(
+            "sessiond_compactions",
+            "Compactions made by runs, by reason (budget, context_too_long)",
+            ["reason"],
+            registry=registry,
+        )
+        self.webhook_attempts = Counter(
+            "sessiond_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed)",
+            ["outcome"],
+            registry=registry,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
         self._first_tokens: dict[str, Histogram] = {}
 
@@ -134,6 +146,12 @@ class PrometheusMeter(Meter):
 
     def request(self, route: str, status: int) -> None:
         self._child(self.requests, route, str(status)).inc()
+
+    def compacted(self, reason: str) -> None:
+        self._child(self.compactions, reason).inc()
+
+    def webhook_attempt(self, outcome: str) -> None:
+        self._child(self.webhook_attempts, outcome).inc()
 
     def watch_runs(self, count: Callable[[], int]) -> None:
         self.runs_active.set_function(count)

@@ -17,6 +17,9 @@ from server.errors import InvalidRequest
 from server.ids import is_ulid, new_ulid, now
 
 Role = Literal["user", "assistant"]
+# A stored message's kind: a turn of the conversation, or the summary of the turns before it.
+MessageRole = Literal["user", "assistant", "compaction"]
+TokenSource = Literal["estimate", "provider"]
 RunStatus = Literal[
     "queued", "running", "requires_action", "completed", "failed", "cancelled", "interrupted"
 ]
@@ -95,6 +98,53 @@ class Agent(msgspec.Struct):
     # the run's deadline in seconds (None: the server's run_max_seconds); clamped to the
     # server's run_max_seconds_ceiling
     max_run_seconds: float | None = None
+    # the model's context window and the input size past which a run compacts, in tokens
+    # (None: the defaults, `context_window_of` and `compact_at_of`)
+    context_window: int | None = None
+    compact_at: int | None = None
+    summary_agent: str | None = None  # the agent whose provider writes summaries (None: own)
+    webhook_url: str | None = None  # where its sessions' run ends are posted
+
+
+DEFAULT_CONTEXT_WINDOW = 200_000
+COMPACT_AT_SHARE = 0.8
+# Context windows of models whose size is known, by the start of their name.
+KNOWN_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("claude-", 200_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-5", 400_000),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("gpt-3.5-turbo", 16_385),
+)
+
+
+def context_window_of(agent: Agent) -> int:
+    if agent.context_window is not None:
+        return agent.context_window
+    model = agent.model or ""
+    for prefix, window in KNOWN_WINDOWS:
+        if model.startswith(prefix):
+            return window
+    return DEFAULT_CONTEXT_WINDOW
+
+
+def compact_at_of(agent: Agent) -> int:
+    if agent.compact_at is not None:
+        return agent.compact_at
+    return int(context_window_of(agent) * COMPACT_AT_SHARE)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def estimate_tokens(content: list[ContentBlock]) -> int:
+    """About four characters of the blocks' JSON a token: what is counted before (or
+    without) a provider's own count."""
+    return max(1, len(_encode(content)) // 4)
 
 
 class AgentView(Agent):
@@ -125,6 +175,7 @@ class SessionRecord(msgspec.Struct):
     archived_at: str | None
     created_at: str
     updated_at: str
+    webhook_url: str | None = None  # wins over its agent's
 
 
 def new_session_record(
@@ -162,14 +213,28 @@ def new_session_record(
     )
 
 
+class CompactionInfo(msgspec.Struct):
+    """What a `compaction` message summarises: the turns up to `through_seq` (the ones
+    before an earlier compaction by way of its summary)."""
+
+    through_seq: int
+    summarised: int  # messages summarised since the compaction before
+    tokens_before: int  # the provider's input before, estimated
+    tokens_after: int  # … and after
+    summary_agent_id: str | None = None  # the agent that wrote it (None: the session's)
+
+
 class Message(msgspec.Struct):
     id: str
     session_id: str
     seq: int
-    role: Role
+    role: MessageRole
     content: list[ContentBlock]
     run_id: str | None
     created_at: str
+    tokens: int = 0  # the message's size in tokens, counted as `tokens_source` says
+    tokens_source: TokenSource = "estimate"
+    compaction: CompactionInfo | None = None  # a `compaction` message's
 
 
 def new_messages(
@@ -178,20 +243,28 @@ def new_messages(
     entries: Iterable[tuple[Role, list[ContentBlock]]],
     run_id: str | None,
     now: str,
+    counted: Iterable[int | None] = (),
 ) -> list[Message]:
-    """Messages with fresh ids, numbered on from `first_seq`."""
-    return [
-        Message(
-            id=new_ulid(),
-            session_id=session_id,
-            seq=seq,
-            role=role,
-            content=content,
-            run_id=run_id,
-            created_at=now,
+    """Messages with fresh ids, numbered on from `first_seq`; `counted` gives, entry by entry,
+    a provider's token count (None, or left out: estimated)."""
+    counts = list(counted)
+    made = []
+    for i, (role, content) in enumerate(entries):
+        count = counts[i] if i < len(counts) else None
+        made.append(
+            Message(
+                id=new_ulid(),
+                session_id=session_id,
+                seq=first_seq + i,
+                role=role,
+                content=content,
+                run_id=run_id,
+                created_at=now,
+                tokens=estimate_tokens(content) if count is None else count,
+                tokens_source="estimate" if count is None else "provider",
+            )
         )
-        for seq, (role, content) in enumerate(entries, first_seq)
-    ]
+    return made
 
 
 class Turn(msgspec.Struct):
@@ -375,3 +448,36 @@ class Page(msgspec.Struct, Generic[T]):
 
     data: list[T]
     next_cursor: str | None
+
+
+class WebhookAttempt(msgspec.Struct):
+    attempt: int  # from 1
+    at: str
+    status_code: int | None  # the receiver's answer (None: no answer)
+    error: str | None = None  # why it failed, when it did
+
+
+class WebhookDelivery(msgspec.Struct):
+    """One event to post (a run's end), with every attempt so far. `id` is the `webhook-id`
+    each attempt carries."""
+
+    id: str
+    session_id: str
+    run_id: str
+    type: str  # run.<status>
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttempt]
+    created_at: str
+    next_attempt_at: str | None  # while pending
+
+
+class Outgoing(msgspec.Struct):
+    """A delivery the sender is to try: what it posts, and to whom."""
+
+    id: str
+    url: str
+    secret: str  # sealed
+    payload: bytes
+    attempts: int  # made so far
+    created_unix: float

@@ -18,12 +18,15 @@ from server.models import (
     ContentBlock,
     Message,
     SessionRecord,
+    TextBlock,
     ToolResultBlock,
     ToolUseBlock,
     Turn,
+    compact_at_of,
 )
 
 INTERRUPTED = "interrupted: the run stopped before this tool call returned a result"
+SUMMARY_HEAD = "[Summary of the earlier conversation, which was compacted]\n"
 _json = msgspec.json.Encoder()
 
 
@@ -105,12 +108,34 @@ class History:
             self._size = size_of(self.fixed)
         return self._size
 
+    def add_message(self, message: Message) -> None:
+        """A stored message joins the history; a compaction entry only as the first (the
+        turns it summarises are not in the history it starts)."""
+        if message.role == "compaction":
+            self.add(summary_turn(message), message.seq)
+        else:
+            self.add(Turn(message.role, message.content), message.seq)
+
     @classmethod
     def of(cls, messages: Iterable[Message]) -> History:
+        """The history a model sees of stored messages: from the latest compaction entry
+        among them (its summary, then the turns after what it summarises), else all."""
+        rows = list(messages)
         history = cls()
-        for message in messages:
-            history.add(Turn(message.role, message.content), message.seq)
+        latest = next((m for m in reversed(rows) if m.role == "compaction"), None)
+        if latest is not None:
+            through = latest.compaction.through_seq if latest.compaction else latest.seq
+            history.add_message(latest)
+            rows = [m for m in rows if m.seq > through and m.role != "compaction"]
+        for message in rows:
+            history.add_message(message)
         return history
+
+
+def summary_turn(entry: Message) -> Turn:
+    """A compaction entry as the model sees it: a user turn that says what it is."""
+    text = "".join(b.text for b in entry.content if isinstance(b, TextBlock))
+    return Turn("user", [TextBlock(SUMMARY_HEAD + text)])
 
 
 def repair(turns: list[Turn]) -> list[Turn]:
@@ -145,6 +170,7 @@ class Session:
         self.turns = known.turns()
         self.size = known.size()  # about size_of(self.turns): a guide, not an exact count
         self.tool_ids = set(known.tool_ids)  # kept as the history grows: no scan per run
+        self.compact_at = compact_at_of(agent)  # input tokens past which a step compacts first
         self.client_tools = [t for t in agent.tools if isinstance(t, ClientTool)]
         self.client_tools += client_tools or []
 
@@ -155,3 +181,8 @@ class Session:
     def append(self, turn: Turn) -> None:
         _push(self.turns, turn)
         self.size += len(_json.encode(turn))
+
+    def replace_history(self, history: History) -> None:
+        """After a compaction: the summary and the recent turns in place of the whole."""
+        self.turns = history.turns()
+        self.size = history.size()

@@ -13,6 +13,15 @@ baseline. Building 10,000 messages through turns would take thousands of them, s
   match), and starts sessiond again on the same file.
 
 Messages alternate user and assistant text of about 40 words. The details name the method.
+The agent's context window is set far above the largest session, so that these turns send
+the whole history, as before compaction existed.
+
+Then the largest session is compacted (POST /sessions/{id}/compact, the scripted provider's
+summary) and its turns are timed again, in pairs with turns on the 10-message session (the
+order alternating), the figure the median of the pairs' ratios. The provider input is now
+the compaction entry and the turns after it, read from two index ranges rather than all the
+rows, so a short turn on it should cost about what one on the 10-message session does
+(target: within 1.5x).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from bench.harness import Api, Context
 from bench.report import Figure, Result, median, ratio
 
 NAME = "history"
-TITLE = "one short turn on sessions of 10, 1,000 and 10,000 messages"
+TITLE = "one short turn on sessions of 10, 1,000 and 10,000 messages, and on the 10,000 compacted"
 BUDGET_S = 90.0
 FILLER = " ".join(f"history{i}" for i in range(40))
 
@@ -65,6 +74,26 @@ async def timed_turns(api: Api, session_id: str, count: int) -> list[float]:
         await api.turn(session_id)
         times.append((time.perf_counter() - started) * 1000)
     return times
+
+
+async def alternated(
+    api: Api, small: str, large: str, count: int
+) -> tuple[list[float], list[float]]:
+    """Turns on the two sessions in pairs, the order alternating from one pair to the next,
+    so that a busy moment of the machine costs both: (large's times, small's times)."""
+    await api.turn(large)  # warm-up: the first read of the compacted history
+    await api.turn(small)
+    larges, smalls = [], []
+    for i in range(count):
+        order = (large, small) if i % 2 else (small, large)
+        took = {}
+        for session_id in order:
+            started = time.perf_counter()
+            await api.turn(session_id)
+            took[session_id] = (time.perf_counter() - started) * 1000
+        larges.append(took[large])
+        smalls.append(took[small])
+    return larges, smalls
 
 
 def generated(session_id: str, count: int, tag: int) -> list[dict[str, Any]]:
@@ -117,7 +146,9 @@ async def run(ctx: Context, result: Result) -> None:
     turns = ctx.size(9, 3)
     server = await ctx.sessiond()
     api = Api(server.port)
-    agent = await api.agent(workload.scripted_agent("history", 2))
+    spec = msgspec.json.decode(workload.scripted_agent("history", 2))
+    spec["context_window"] = 100_000_000  # never compacts by itself here
+    agent = await api.agent(msgspec.json.encode(spec))
     sessions = await imported(api, agent, sizes)
     result.details["built_by"] = "POST /sessions/import" if sessions else "sqlite3, server stopped"
     if sessions is None:
@@ -129,6 +160,28 @@ async def run(ctx: Context, result: Result) -> None:
         times = await timed_turns(api, session_id, turns)
         medians[size] = median(times)
         result.details[f"turn_ms_{size}"] = times
+    compacted = await client.call(
+        api.port, "POST", f"/sessions/{sessions[-1]}/compact", timeout=120
+    )
+    if compacted.status != 200:
+        raise RuntimeError(f"POST /sessions/{{id}}/compact: HTTP {compacted.status}")
+    info = msgspec.json.decode(compacted.body)["compaction"]
+    result.details["compaction"] = info
+    after, paired = await alternated(api, sessions[0], sessions[-1], turns)
+    result.details[f"turn_ms_{sizes[-1]}_compacted"] = after
+    result.details[f"turn_ms_{sizes[0]}_paired"] = paired
+    await ctx.stop(server)
+    # The first turn after a restart reads its history from the database: the compacted
+    # session reads the entry and the turns after it, not its 10,000 rows.
+    server = await ctx.sessiond()
+    api = Api(server.port)
+    await api.turn(sessions[1])  # the new process's own first request, on another session
+    cold: dict[str, float] = {}
+    for name, session_id in (("small", sessions[0]), ("compacted", sessions[-1])):
+        started = time.perf_counter()
+        await api.turn(session_id)
+        cold[name] = (time.perf_counter() - started) * 1000
+    result.details["first_turn_after_restart_ms"] = cold
     await ctx.stop(server)
 
     small, large = medians[sizes[0]], medians[sizes[-1]]
@@ -138,6 +191,35 @@ async def run(ctx: Context, result: Result) -> None:
                 f"turn, {size:,} messages", medians[size], "ms", small, ratio(medians[size], small)
             )
         )
+    squeezed, beside = median(after), median(paired)
+    versus = median([big / little for big, little in zip(after, paired, strict=True)])
+    result.add(
+        Figure(
+            f"turn, {sizes[-1]:,} messages, compacted",
+            squeezed,
+            "ms",
+            beside,
+            ratio(squeezed, beside),
+        )
+    )
+    result.add(
+        Figure(
+            f"compacted {sizes[-1]:,} vs {sizes[0]}, median of pair ratios",
+            versus,
+            "x",
+            target="≤ 1.5x",
+            ok=versus is not None and versus <= 1.5,
+        )
+    )
+    result.add(
+        Figure(
+            f"first turn after a restart, {sizes[-1]:,} compacted",
+            cold["compacted"],
+            "ms",
+            cold["small"],
+            ratio(cold["compacted"], cold["small"]),
+        )
+    )
     share = ratio(large, small)
     result.add(
         Figure(

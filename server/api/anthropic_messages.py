@@ -232,7 +232,8 @@ async def new_session(
 
 
 def check_history(record: SessionRecord, stored: list[Message], earlier: list[Mark]) -> None:
-    if marks_of([(m.role, m.content) for m in stored]) != earlier:
+    said = [(m.role, m.content) for m in stored if m.role != "compaction"]  # not the client's
+    if marks_of(said) != earlier:
         raise Conflict(
             f"the messages before the last differ from session {record.id}'s history: send "
             "only the new turn, or the whole conversation as stored"
@@ -351,7 +352,7 @@ async def count_tokens(request: Request) -> Response:
     system = system_of(body.system)
     record = await existing_session(request)
     stored = await store(request).messages.history(record.id) if record is not None else []
-    turns = [Turn(m.role, m.content) for m in stored]
+    turns = runner(request).model_view(stored)
     turns += [Turn(role, content) for role, content in stored_form(body.messages)]
     client = client_tools_of(body.tools)
     counted = await runner(request).count_tokens(agent, system, turns, client)

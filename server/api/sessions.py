@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.api import webhooks
 from server.api.request import (
     decode_body,
     json_response,
@@ -52,6 +53,7 @@ class CreateSession(msgspec.Struct, forbid_unknown_fields=True):
     tags: Tags = []
     ttl_seconds: Ttl | None = None
     if_exists: Literal["error", "resume"] = "error"
+    webhook_url: str | None = None
 
 
 class UpdateSession(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,6 +64,20 @@ class UpdateSession(msgspec.Struct, forbid_unknown_fields=True):
     name: SessionName | UnsetType | None = UNSET
     tags: Tags | UnsetType = UNSET
     ttl_seconds: Ttl | UnsetType | None = UNSET
+    webhook_url: str | UnsetType | None = UNSET
+
+
+class SessionView(SessionRecord):
+    """A session as the request that set a new `webhook_url` sees it: with the endpoint's
+    secret, shown this once."""
+
+    webhook_secret: str | None = None
+
+
+def with_secret(record: SessionRecord, secret: str | None) -> SessionRecord:
+    if secret is None:
+        return record
+    return SessionView(**msgspec.structs.asdict(record), webhook_secret=secret)
 
 
 create_decoder = msgspec.json.Decoder(CreateSession)
@@ -94,15 +110,17 @@ async def create_session(request: Request) -> Response:
         metadata=body.metadata,
         ttl_seconds=body.ttl_seconds,
     )
+    hook = await webhooks.endpoint(request, body.webhook_url, None)
+    record.webhook_url = hook.url
     try:
-        created = await sessions.create(record, tenant)
+        created = await sessions.create(record, tenant, hook.sealed)
     except Conflict:
         # create-or-resume raced another request creating the same name: resume theirs
         if resume and (existing := await sessions.find_by_name(body.name or "", tenant)):
             return json_response(existing, 200)
         raise
     runner(request).session_created(tenant, created)
-    return json_response(created, 201)
+    return json_response(with_secret(created, hook.shown), 201)
 
 
 async def list_sessions(request: Request) -> Response:
@@ -136,9 +154,16 @@ async def update_session(request: Request) -> Response:
         changes["work_dir"] = check_work_dir(request, changes["work_dir"])
     if "name" in changes and changes["name"] != record.name:
         check_name(changes["name"])
+    shown = None
+    if "webhook_url" in changes:
+        hook = await webhooks.endpoint(request, changes["webhook_url"], record.webhook_url)
+        if hook.url != record.webhook_url:
+            changes["webhook_secret"] = hook.sealed
+        shown = hook.shown
     if not changes:
         return json_response(record)
-    return json_response(await st.sessions.update(record.id, changes, now()))
+    updated = await st.sessions.update(record.id, changes, now())
+    return json_response(with_secret(updated, shown))
 
 
 async def delete_session(request: Request) -> Response:
@@ -180,7 +205,13 @@ async def list_messages(request: Request) -> Response:
     return json_response(Page(data, str(data[-1].seq) if more and data else None))
 
 
+async def compact_session(request: Request) -> Response:
+    record = await session_of(request)
+    return json_response(await runner(request).compact(record))
+
+
 routes = [
+    Route("/sessions/{session_id}/compact", compact_session, methods=["POST"]),
     Route("/sessions", create_session, methods=["POST"]),
     Route("/sessions", list_sessions, methods=["GET"]),
     Route("/sessions/{session_id}", get_session, methods=["GET"]),

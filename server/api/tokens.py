@@ -10,9 +10,8 @@ expired or altered in any character is refused. The key id is the key that asked
 the stream counts against that key's open streams.
 
 The secret is made once and kept in the database, so that every process on it and every
-restart accept the same tokens, but sealed: XORed with an HMAC pad of a sealing key that is
-kept outside the database (a file beside it, readable by its owner only), with a tag that
-tells a wrong sealing key. A copy of the database alone holds no usable secret. If the
+restart accept the same tokens, but sealed (server/sealing.py) with a key kept outside the
+database. A copy of the database alone holds no usable secret. If the
 sealing key changed, a new secret is made: tokens given out before stop working, which
 their short life makes cheap.
 """
@@ -23,7 +22,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -35,6 +33,7 @@ from starlette.requests import Request
 
 from server.ids import now
 from server.models import ApiKey
+from server.sealing import seal, unseal
 from server.store import SecretStore
 
 log = logging.getLogger("sessiond.tokens")
@@ -42,8 +41,6 @@ log = logging.getLogger("sessiond.tokens")
 VERSION = "st1"
 SEP = "~"  # in no tenant name, key id or number
 SECRET_NAME = "stream_tokens"
-_PAD = b"sessiond stream-token secret pad"
-_TAG = b"sessiond stream-token secret tag"
 RUN_EVENTS = re.compile(r"^/sessions/([^/]+)/runs/([^/]+)/events$")
 SESSION_EVENTS = re.compile(r"^/sessions/([^/]+)/events$")
 
@@ -52,53 +49,6 @@ class Claims(msgspec.Struct):
     tenant: str
     key_id: str
     expires: int  # unix seconds
-
-
-def sealing_key(db_path: str) -> bytes:
-    """The sealing key of a database: in `<db>.key` beside it, made (owner-only) the first
-    time. An in-memory database gets one that lives as long as it does."""
-    if db_path == ":memory:":
-        return secrets.token_bytes(32)
-    path = db_path + ".key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as out:
-            out.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")
-    with open(path) as kept:
-        text = kept.read().strip()
-    try:
-        key = base64.urlsafe_b64decode(text.encode())
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise RuntimeError(f"{path} does not hold a sealing key; move it away to make a new one")
-    return key
-
-
-def seal(secret: bytes, sealing_key: bytes) -> str:
-    nonce = secrets.token_bytes(16)
-    pad = hmac.digest(sealing_key, _PAD + nonce, "sha256")
-    body = bytes(a ^ b for a, b in zip(secret, pad, strict=True))
-    tag = hmac.digest(sealing_key, _TAG + nonce + body, "sha256")[:16]
-    return base64.urlsafe_b64encode(nonce + body + tag).decode()
-
-
-def unseal(sealed: str, sealing_key: bytes) -> bytes | None:
-    """The secret; None when the sealing key is not the one that sealed it."""
-    try:
-        raw = base64.urlsafe_b64decode(sealed.encode())
-    except ValueError:
-        return None
-    if len(raw) != 16 + 32 + 16:
-        return None
-    nonce, body, tag = raw[:16], raw[16:48], raw[48:]
-    if not hmac.compare_digest(tag, hmac.digest(sealing_key, _TAG + nonce + body, "sha256")[:16]):
-        return None
-    pad = hmac.digest(sealing_key, _PAD + nonce, "sha256")
-    return bytes(a ^ b for a, b in zip(body, pad, strict=True))
 
 
 async def load_secret(store: SecretStore, sealing_key: bytes) -> bytes:

@@ -206,6 +206,37 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
         ),
     )
     serve.add_argument(
+        "--webhook-retry-max",
+        type=float,
+        dest="webhook_retry_max",
+        help=setting_help(
+            "webhook_retry_max", "seconds a webhook delivery is retried before it is given up"
+        ),
+    )
+    serve.add_argument(
+        "--webhook-retry-base",
+        type=float,
+        dest="webhook_retry_base",
+        help=setting_help(
+            "webhook_retry_base", "seconds before a webhook's first retry (doubling, jittered)"
+        ),
+    )
+    serve.add_argument(
+        "--webhook-poll",
+        type=float,
+        dest="webhook_poll_s",
+        help=setting_help("webhook_poll_s", "seconds between looks at the webhook outbox"),
+    )
+    serve.add_argument(
+        "--webhook-allow-private",
+        action="store_const",
+        const=True,
+        dest="webhook_allow_private",
+        help=setting_help(
+            "webhook_allow_private", "let webhooks go to loopback and private addresses"
+        ),
+    )
+    serve.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",

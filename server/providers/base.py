@@ -33,6 +33,8 @@ class ProviderRequest(msgspec.Struct):
     # about session.size_of(messages), kept as the history grows: for a provider that must
     # estimate input usage without encoding a long history on every step (0: not known)
     history_size: int = 0
+    # "step": a step of the run; "summary": a compaction's summary of earlier turns
+    purpose: str = "step"
 
 
 class Provider(Protocol):

@@ -272,7 +272,22 @@ async def _status_error(response: httpx.Response, call: Call) -> ProviderError:
         retryable=status in RETRY_STATUSES,
         retry_after=retry_after(response.headers),
         upstream_status=status,
+        context_too_long=status in (400, 413) and too_long(detail),
     )
+
+
+# How upstreams say the input is over the model's context window: Anthropic's "prompt is too
+# long: N tokens > M maximum", OpenAI's "This model's maximum context length is N tokens" (code
+# context_length_exceeded), and the wordings of OpenAI-compatible servers.
+_TOO_LONG = re.compile(
+    r"prompt is too long|maximum context length|context[_ ]length[_ ]exceeded|"
+    r"context window|too many (input )?tokens",
+    re.IGNORECASE,
+)
+
+
+def too_long(detail: str) -> bool:
+    return _TOO_LONG.search(detail) is not None
 
 
 def _status_message(call: Call, status: int, detail: str) -> str:

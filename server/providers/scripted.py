@@ -60,6 +60,8 @@ class ScriptedStep(msgspec.Struct, forbid_unknown_fields=True):
 class ScriptedOptions(msgspec.Struct, forbid_unknown_fields=False):
     script: list[ScriptedStep] = []
     token_delay_ms: float = 0.0
+    # what a compaction's summary request gets back (the script is for the run's steps)
+    summary: str = "Summary of the earlier conversation."
 
 
 def parse_options(options: dict[str, Any]) -> ScriptedOptions:
@@ -114,6 +116,8 @@ class ScriptedProvider:
         self.clock = clock
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StepEvent]:
+        if request.purpose == "summary":
+            return play_step(ScriptedStep(text=self.options.summary), request, 0.0, self.clock)
         script = self.options.script or [ScriptedStep(text="(empty script)")]
         step = script[min(request.step, len(script) - 1)]
         return play_step(step, request, self.options.token_delay_ms / 1000, self.clock)

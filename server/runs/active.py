@@ -103,7 +103,8 @@ class ActiveRun:
         if outcome.results and not outcome.pending:
             entries.append(("user", list(outcome.results)))
         held = list(outcome.results) if outcome.pending else None
-        return Step(entries, self.unrecorded(), outcome.tool_calls, now(), held)
+        counted: list[int | None] = [outcome.usage.output_tokens or None]
+        return Step(entries, self.unrecorded(), outcome.tool_calls, now(), held, counted=counted)
 
     def observe(self, event: Event) -> None:
         kind = type(event)

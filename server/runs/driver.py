@@ -16,16 +16,18 @@ from typing import Any, TypeVar
 import msgspec
 
 from server import providers
+from server.compaction import fixed_tokens
 from server.errors import ApiError, ProviderError
-from server.events import Done, Error, Event, EventRow, MessageStart, RequiresAction
+from server.events import Compaction, Done, Error, Event, EventRow, MessageStart, RequiresAction
 from server.ids import now
-from server.loop import LoopSettings, StepOutcome, run_loop
+from server.loop import LoopSettings, StepOutcome, run_loop, tool_specs
 from server.meter import Meter
 from server.models import Agent, ErrorInfo, Message, PendingToolCall
 from server.providers.base import ProviderContext
 from server.runs import ephemeral
 from server.runs.active import ActiveRun
 from server.runs.channel import Hub
+from server.runs.compactor import Compactor
 from server.runs.histories import Histories
 from server.runs.runlog import RunLog
 from server.runs.stops import stop_message
@@ -72,6 +74,8 @@ class Driver:
         self.histories = histories
         self.provider_ctx = provider_ctx
         self.settings = settings
+        self.compactor = Compactor(store, histories, provider_ctx)
+        self.ended: Callable[[], None] = _nothing  # after each run's end is stored
 
     def new_log(self, run_id: str, session_id: str, first_seq: int) -> RunLog:
         """A run log whose rows go to the store's event log and the session channel."""
@@ -133,7 +137,10 @@ class Driver:
                     self._record_usage(active)
                 return runlog.room() if runlog.crowded else None
 
-            steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step)
+            async def compact(session: Session, forced: bool) -> bool:
+                return await self._compact(active, session, forced, emit)
+
+            steps = run_loop(session, provider, ctx, self.settings.loop, emit, first_step, compact)
             async with deadline:
                 async for outcome in steps:
                     self._count(active, outcome)
@@ -162,6 +169,38 @@ class Driver:
             )
         active.run_seconds += clock() - began
         await self._finish(active, status, stop_reason, error, pending, final)
+
+    async def _compact(
+        self,
+        active: ActiveRun,
+        session: Session,
+        forced: bool,
+        emit: Callable[[Event], Awaitable[None] | None],
+    ) -> bool:
+        """Compact the run's session before a step (see compactor.py): the session's turns
+        become the summary and the recent turns, and the run's stream gets a `compaction`
+        event. A run that writes nothing is not compacted."""
+        if active.scratch is not None:
+            return False
+        fixed = fixed_tokens(active.agent.system, tool_specs(session))
+        keep = 0 if forced else None  # refused as too long: keep only the latest turn
+        done = await self.compactor.compact(active.session_id, active.agent, fixed, active.id, keep)
+        if done is None:
+            return False
+        session.replace_history(done.history)
+        active.messages.append(done.entry)
+        info = done.entry.compaction
+        assert info is not None
+        reason = "context_too_long" if forced else "budget"
+        pause = emit(
+            Compaction(
+                done.entry.id, info.through_seq, info.tokens_before, info.tokens_after, reason
+            )
+        )
+        if pause is not None:
+            await pause
+        self.meter.compacted(reason)
+        return True
 
     def _count(self, active: ActiveRun, outcome: StepOutcome) -> None:
         usage, calls = outcome.usage, outcome.tool_calls
@@ -335,6 +374,7 @@ class Driver:
         active.done.set()
         self.table.drop(active)
         self._ended(active, status, stop_reason)
+        self.ended()
 
     async def _committed(self, written: asyncio.Future[T]) -> T:
         """Wait for a write even if the run is cancelled meanwhile, then let the cancel
@@ -386,6 +426,10 @@ def _timed_out(
 
 def _session_status(status: str) -> str:
     return {"failed": "failed", "requires_action": "requires_action"}.get(status, "idle")
+
+
+def _nothing() -> None:
+    pass
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from server.models import Message, Turn
+from server.models import Message
 from server.session import History
 from server.store import Store
 
@@ -38,25 +38,33 @@ class Histories:
         if history is None and count == 1 and latest is not None:
             history = History()  # a new session: `latest` is all it holds, nothing to read
         if history is None or not await self._grow(session_id, history, count, latest):
-            history = History.of(await self.store.messages.history(session_id))
+            history = History.of(await self.store.messages.since_compaction(session_id))
+            history.count = count  # what it stands for, the turns behind a summary included
         self._keep(session_id, history)
         return history
+
+    def replace(self, session_id: str, history: History, count: int) -> None:
+        """A compaction's history, standing for the session's `count` messages, in place of
+        the one kept."""
+        self._take(session_id)
+        history.count = count
+        self._keep(session_id, history)
 
     async def _grow(
         self, session_id: str, history: History, count: int, latest: Message | None
     ) -> bool:
         """Bring a kept history up to `count` messages; False if they do not add up."""
         if latest is not None and latest.seq > history.last_seq and count == history.count + 1:
-            history.add(Turn(latest.role, latest.content), latest.seq)  # all else is kept
+            history.add_message(latest)  # all else is kept
             return True
         wanted = count - history.count
         if wanted < 0:
             return False
         new = await self.store.messages.page(session_id, history.last_seq, wanted + 1)
-        if len(new) != wanted:
-            return False
+        if len(new) != wanted or any(m.role == "compaction" for m in new):
+            return False  # a compaction made elsewhere: read from it
         for message in new:
-            history.add(Turn(message.role, message.content), message.seq)
+            history.add_message(message)
         return True
 
     def extend(self, session_id: str, stored: list[Message]) -> None:
@@ -65,8 +73,8 @@ class Histories:
         if history is None:
             return
         for message in stored:
-            if message.seq > history.last_seq:
-                history.add(Turn(message.role, message.content), message.seq)
+            if message.seq > history.last_seq and message.role != "compaction":
+                history.add_message(message)
                 self._held += 1
         self._kept.move_to_end(session_id)
         self._trim()

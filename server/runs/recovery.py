@@ -67,7 +67,7 @@ async def _interrupt(store: Store, run: Run) -> None:
         max(0, seen.output_tokens - run.usage.output_tokens),
     )
     history = await store.messages.history(run.session_id)
-    missing = unanswered([Turn(m.role, m.content) for m in history])
+    missing = unanswered([Turn(m.role, m.content) for m in history if m.role != "compaction"])
     repair = answer_all(missing, INTERRUPTED) if run.status == "running" else []
     error = ErrorInfo("interrupted", MESSAGE)
     last = rows[-1][1] if rows else 0

@@ -15,8 +15,10 @@ and stores each step; `Followers` reads a run's or a session's events back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from server.compaction import fixed_tokens
+from server.errors import Conflict, SessionBusy
 from server.events import EventRow
 from server.meter import Meter
 from server.models import Agent, ClientTool, Message, Run, SessionRecord, ToolResultBlock, Turn
@@ -33,6 +35,7 @@ from server.runs.histories import Histories
 from server.runs.pauses import Pauses
 from server.runs.recovery import interrupt_unfinished
 from server.runs.table import LiveRuns
+from server.session import History
 from server.store import Store
 
 __all__ = ["Runner", "RunnerSettings"]
@@ -111,6 +114,12 @@ class Runner:
         agent = agentspec.for_request(agentspec.offered(agent, self.settings.tools), system, None)
         return await counting.provider_count(agent, self.provider_ctx, turns, client)
 
+    @staticmethod
+    def model_view(messages: list[Message]) -> list[Turn]:
+        """The turns a model is sent of a session's stored messages: from its latest
+        compaction entry (the summary, then the turns after it), else all of them."""
+        return History.of(messages).turns()
+
     # -- what a handle and the routes ask ----------------------------------------------------
     def queue_position(self, run_id: str) -> int | None:
         return self.table.queue_position(run_id)
@@ -180,6 +189,30 @@ class Runner:
         live = self.table.all()
         await asyncio.gather(*(self.driver.cancel(a, "interrupted") for a in live))
         self.hub.close()
+
+    async def compact(self, record: SessionRecord) -> Message:
+        """Compact an idle session now (POST /sessions/{id}/compact): the entry stored."""
+        blocker = self.table.blocker(record.id)
+        if blocker is not None:
+            raise SessionBusy(
+                f"session {record.id} is busy with run {blocker.id}; compact it once the run "
+                "has ended (a run compacts by itself when its input passes compact_at)",
+                run_id=blocker.id,
+            )
+        agent = await self.store.agents.get(record.agent_id, None)
+        fixed = fixed_tokens(agent.system, [])
+        # on demand: everything before the latest user message
+        done = await self.driver.compactor.compact(record.id, agent, fixed, keep=0, held=False)
+        if done is None:
+            raise Conflict(
+                "nothing to compact: the session holds no turns before its latest user "
+                "message that are not already summarised"
+            )
+        return done.entry
+
+    def on_run_end(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each run's end is stored (the webhook sender wakes)."""
+        self.driver.ended = callback
 
     async def recover(self) -> int:
         """At start-up: end the runs a dead process left unfinished."""

@@ -32,6 +32,7 @@ from server.store.contract import (
     Store,
     StoredRun,
     TransferStore,
+    WebhookStore,
 )
 from server.store.events import Events
 from server.store.keys import Keys
@@ -42,6 +43,7 @@ from server.store.secrets import Secrets
 from server.store.sessions import Sessions
 from server.store.sqlite import Database
 from server.store.transfer import Transfer
+from server.store.webhooks import Webhooks
 
 __all__ = [
     "DEFAULT_AGENT_ID",
@@ -60,6 +62,7 @@ __all__ = [
     "Step",
     "Store",
     "StoredRun",
+    "WebhookStore",
 ]
 
 
@@ -72,6 +75,7 @@ class SqliteStore:
         self.db = Database(path, event_flush_s=event_flush_s, meter=meter)
         self.keys: KeyStore = Keys(self.db)
         self.secrets: SecretStore = Secrets(self.db)
+        self.webhooks: WebhookStore = Webhooks(self.db)
         self.agents: AgentStore = Agents(self.db)
         self.sessions: SessionStore = Sessions(self.db)
         self.messages: MessageStore = Messages(self.db)

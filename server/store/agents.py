@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from server.errors import Conflict, NotFound
-from server.models import Agent, Page
+from server.models import Agent, Page, compact_at_of, context_window_of
 from server.store import codec
 from server.store.contract import DEFAULT_AGENT_ID
 from server.store.pages import decode_cursor, encode_cursor
@@ -17,12 +17,22 @@ T = TypeVar("T")
 DEFAULT_ID = DEFAULT_AGENT_ID
 _COLUMNS = (
     "id, name, provider, model, system, tools, max_steps, max_tokens, temperature, options, "
-    "max_run_seconds, created_at, updated_at"
+    "max_run_seconds, context_window, compact_at, summary_agent, webhook_url, created_at, "
+    "updated_at"
 )
 _SELECT = f"{_COLUMNS}, tenant"
 
 
 def _agent(row: Any) -> Agent:
+    """An agent as stored, its context window and compact_at resolved (NULL: the defaults
+    for its provider and model, so they follow a change of model)."""
+    agent = _stored(row)
+    agent.context_window = context_window_of(agent)
+    agent.compact_at = compact_at_of(agent)
+    return agent
+
+
+def _stored(row: Any) -> Agent:
     return Agent(
         id=row["id"],
         name=row["name"],
@@ -35,6 +45,10 @@ def _agent(row: Any) -> Agent:
         temperature=row["temperature"],
         options=codec.decode_object(row["options"]),
         max_run_seconds=row["max_run_seconds"],
+        context_window=row["context_window"],
+        compact_at=row["compact_at"],
+        summary_agent=row["summary_agent"],
+        webhook_url=row["webhook_url"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -52,16 +66,31 @@ def _values(agent: Agent) -> tuple[Any, ...]:
         agent.temperature,
         codec.text(agent.options),
         agent.max_run_seconds,
+        agent.context_window,
+        agent.compact_at,
+        agent.summary_agent,
+        agent.webhook_url,
         agent.updated_at,
     )
 
 
-def insert(conn: sqlite3.Connection, agent: Agent, tenant: str) -> None:
+_PLACES = ", ".join("?" * 17)
+
+
+def insert(
+    conn: sqlite3.Connection, agent: Agent, tenant: str, webhook_secret: str | None = None
+) -> None:
     try:
         conn.execute(
-            f"INSERT INTO agents ({_COLUMNS}, tenant) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (agent.id, *_values(agent)[:-1], agent.created_at, agent.updated_at, tenant),
+            f"INSERT INTO agents ({_COLUMNS}, tenant, webhook_secret) VALUES ({_PLACES}, ?, ?)",
+            (
+                agent.id,
+                *_values(agent)[:-1],
+                agent.created_at,
+                agent.updated_at,
+                tenant,
+                webhook_secret,
+            ),
         )
     except sqlite3.IntegrityError as exc:
         raise _name_taken(agent) from exc
@@ -133,18 +162,32 @@ class Agents:
         last = agents[-1] if agents else None
         return Page(agents, encode_cursor(last.created_at, last.id) if more and last else None)
 
-    async def create(self, agent: Agent, tenant: str) -> Agent:
-        await self._write(agent.id, lambda conn: insert(conn, agent, tenant))
+    async def create(self, agent: Agent, tenant: str, webhook_secret: str | None = None) -> Agent:
+        await self._write(agent.id, lambda conn: insert(conn, agent, tenant, webhook_secret))
         return agent
 
-    async def replace(self, agent: Agent, tenant: str) -> Agent:
+    async def replace(self, agent: Agent, tenant: str, webhook_secret: str | None = None) -> Agent:
+        """`webhook_secret`: a new endpoint's (None: the one kept while the URL stays, none
+        once it goes)."""
+
         def op(conn: sqlite3.Connection) -> int:
             try:
                 cursor = conn.execute(
-                    "UPDATE agents SET name = ?, provider = ?, model = ?, system = ?, tools = ?, "
+                    "UPDATE agents SET webhook_secret = CASE WHEN ? IS NOT NULL THEN ? "
+                    "WHEN webhook_url IS ? THEN webhook_secret END, "
+                    "name = ?, provider = ?, model = ?, system = ?, tools = ?, "
                     "max_steps = ?, max_tokens = ?, temperature = ?, options = ?, "
-                    "max_run_seconds = ?, updated_at = ?, auto = 0 WHERE id = ? AND tenant = ?",
-                    (*_values(agent), agent.id, tenant),
+                    "max_run_seconds = ?, context_window = ?, compact_at = ?, "
+                    "summary_agent = ?, webhook_url = ?, updated_at = ?, auto = 0 "
+                    "WHERE id = ? AND tenant = ?",
+                    (
+                        webhook_secret,
+                        webhook_secret,
+                        agent.webhook_url,
+                        *_values(agent),
+                        agent.id,
+                        tenant,
+                    ),
                 )
             except sqlite3.IntegrityError as exc:
                 raise _name_taken(agent) from exc
@@ -183,8 +226,7 @@ class Agents:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO agents ({_COLUMNS}, auto) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                f"INSERT INTO agents ({_COLUMNS}, auto) VALUES ({_PLACES}, 1) "
                 "ON CONFLICT (id) DO UPDATE SET provider = excluded.provider, "
                 "model = excluded.model, options = excluded.options, "
                 "updated_at = excluded.updated_at WHERE agents.auto = 1 AND "

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from server.models import (
+    CompactionInfo,
     ContentBlock,
     ErrorInfo,
     PendingToolCall,
@@ -23,6 +24,7 @@ decode_strings = msgspec.json.Decoder(list[str]).decode
 decode_error = msgspec.json.Decoder(ErrorInfo).decode
 decode_tool_calls = msgspec.json.Decoder(list[ToolCallRecord]).decode
 decode_pending = msgspec.json.Decoder(list[PendingToolCall]).decode
+decode_compaction = msgspec.json.Decoder(CompactionInfo).decode
 decode_results = msgspec.json.Decoder(list[ToolResultBlock]).decode
 
 

@@ -34,6 +34,7 @@ from server.models import (
     ContentBlock,
     ErrorInfo,
     Message,
+    Outgoing,
     Page,
     PendingToolCall,
     Role,
@@ -42,6 +43,8 @@ from server.models import (
     ToolCallRecord,
     ToolResultBlock,
     Usage,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 DEFAULT_AGENT_ID = "default"  # the built-in agent, present in every store
@@ -101,6 +104,7 @@ class Step(msgspec.Struct):
     tool_calls: list[ToolCallRecord]
     now: str
     held: list[ToolResultBlock] | None = None
+    counted: list[int | None] = []  # the provider's token count of each entry (None: estimate)
 
 
 class Finish(msgspec.Struct):
@@ -150,8 +154,13 @@ class AgentStore(Protocol):
     async def get(self, agent_id: str, tenant: str | None) -> Agent: ...  # NotFound
     async def find_by_name(self, name: str, tenant: str) -> Agent | None: ...
     async def page(self, tenant: str, limit: int, cursor: str | None) -> Page[Agent]: ...
-    async def create(self, agent: Agent, tenant: str) -> Agent: ...  # Conflict: name taken
-    async def replace(self, agent: Agent, tenant: str) -> Agent: ...  # NotFound
+    # webhook_secret: sealed; a replace with None keeps the secret while the URL stays
+    async def create(
+        self, agent: Agent, tenant: str, webhook_secret: str | None = None
+    ) -> Agent: ...  # Conflict: name taken
+    async def replace(
+        self, agent: Agent, tenant: str, webhook_secret: str | None = None
+    ) -> Agent: ...  # NotFound
     async def delete(self, agent_id: str, tenant: str) -> None: ...  # Conflict while in use
     async def ensure_default(self, agent: Agent) -> Agent: ...
 
@@ -160,7 +169,9 @@ class SessionStore(Protocol):
     # The methods that take a session's id and no tenant are for ids `get` has checked.
     async def get(self, key: str, tenant: str | None) -> SessionRecord: ...  # id or name
     async def find_by_name(self, name: str, tenant: str) -> SessionRecord | None: ...
-    async def create(self, rec: SessionRecord, tenant: str) -> SessionRecord: ...
+    async def create(
+        self, rec: SessionRecord, tenant: str, webhook_secret: str | None = None
+    ) -> SessionRecord: ...
     async def update(self, session_id: str, changes: dict[str, Any], now: str) -> SessionRecord: ...
     async def set_archived(self, session_id: str, archived_at: str | None, now: str) -> None: ...
     async def fork(
@@ -179,6 +190,15 @@ class MessageStore(Protocol):
     async def page(self, session_id: str, after: int, limit: int) -> list[Message]: ...
     async def history(self, session_id: str) -> list[Message]: ...
     async def of_run(self, run_id: str) -> list[Message]: ...
+    async def since_compaction(self, session_id: str) -> list[Message]:
+        """The latest compaction entry and the messages after what it summarises (none: the
+        whole history)."""
+        ...
+
+    def add_compaction(self, entry: Message) -> asyncio.Future[tuple[Message, int]]:
+        """Store a compaction entry as the session's next message (its seq is set there);
+        also the session's message count with it."""
+        ...
 
 
 class RunStore(Protocol):
@@ -273,8 +293,36 @@ class SecretStore(Protocol):
     async def replace(self, name: str, value: str, now: str) -> None: ...
 
 
+class WebhookStore(Protocol):
+    """The outbox of run-end webhooks: a row is written with the run's end (`RunStore.finish`,
+    `close`), when the session or its run's agent has a webhook URL."""
+
+    async def due(self, now_unix: float, limit: int) -> list[Outgoing]: ...  # oldest due first
+    async def next_due(self) -> float | None: ...  # unix time of the earliest pending
+    async def attempted(
+        self,
+        delivery_id: str,
+        attempt: WebhookAttempt,
+        status: str,
+        next_unix: float | None,
+        jitter: float = 1.0,
+    ) -> None:
+        """Record an attempt; `status` the delivery's after it (pending: `next_unix` set,
+        `jitter` the random share of the backoff that gave it)."""
+        ...
+
+    async def reschedule(self, base_s: float, cap_s: float) -> None:
+        """Pending deliveries due again by these retry settings (at a sender's start)."""
+        ...
+
+    async def page(
+        self, session_id: str, limit: int, cursor: str | None
+    ) -> Page[WebhookDelivery]: ...  # newest first
+
+
 class Store(Protocol):
     keys: KeyStore
+    webhooks: WebhookStore
     secrets: SecretStore
     agents: AgentStore
     sessions: SessionStore

@@ -17,7 +17,7 @@ from server.models import (
     Usage,
     new_messages,
 )
-from server.store import codec, messages
+from server.store import codec, messages, webhooks
 from server.store.contract import Begun, Finish, NewRun, Stale, Step, StoredRun
 from server.store.pages import decode_cursor, encode_cursor
 from server.store.sessions import TOUCH_EXPIRY
@@ -202,7 +202,7 @@ def _store_step(
 ) -> list[Message]:
     """The step's messages, numbered up to `last_seq`, and its tool calls."""
     first = last_seq - len(step.entries) + 1
-    stored = new_messages(session_id, first, step.entries, run_id, step.now)
+    stored = new_messages(session_id, first, step.entries, run_id, step.now, step.counted)
     messages.insert(conn, stored)
     if step.tool_calls:
         conn.executemany(
@@ -248,9 +248,23 @@ def finish(
             run_id,
         ),
     )
+    _announce(conn, run_id, session_id, now)
     if step is None or moved is None:
         return []
     return _store_step(conn, run_id, session_id, step, moved[0])
+
+
+def _announce(conn: sqlite3.Connection, run_id: str, session_id: str, now: str) -> None:
+    """The run's end into the webhook outbox, in the transaction that stores it."""
+
+    def run_of() -> Run:
+        cursor = conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        return _run(
+            cursor.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        )
+
+    webhooks.enqueue(conn, run_id, session_id, now, run_of)
 
 
 def resume(

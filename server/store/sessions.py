@@ -18,9 +18,21 @@ from server.store.sqlite import Database
 COLUMNS = (
     "id, name, agent_id, work_dir, title, tags, metadata, status, message_count, turn_count, "
     "input_tokens, output_tokens, parent_id, forked_from_message_id, ttl_seconds, expires_at, "
-    "archived_at, created_at, updated_at"
+    "archived_at, created_at, updated_at, webhook_url"
 )
-EDITABLE = frozenset({"name", "agent_id", "work_dir", "title", "tags", "metadata", "ttl_seconds"})
+EDITABLE = frozenset(
+    {
+        "name",
+        "agent_id",
+        "work_dir",
+        "title",
+        "tags",
+        "metadata",
+        "ttl_seconds",
+        "webhook_url",
+        "webhook_secret",  # sealed
+    }
+)
 _JSON_COLUMNS = frozenset({"tags", "metadata"})
 # expires_at follows updated_at: `?` is the new updated_at.
 TOUCH_EXPIRY = (
@@ -50,6 +62,7 @@ def record(row: Any) -> SessionRecord:
         archived_at=row["archived_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        webhook_url=row["webhook_url"],
     )
 
 
@@ -61,11 +74,17 @@ def _integrity(exc: sqlite3.IntegrityError, name: str | None) -> Exception:
     return exc
 
 
-def insert(conn: sqlite3.Connection, rec: SessionRecord, tenant: str, last_seq: int = 0) -> None:
+def insert(
+    conn: sqlite3.Connection,
+    rec: SessionRecord,
+    tenant: str,
+    last_seq: int = 0,
+    webhook_secret: str | None = None,
+) -> None:
     try:
         conn.execute(
-            f"INSERT INTO sessions ({COLUMNS}, last_seq, tenant) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO sessions ({COLUMNS}, last_seq, tenant, webhook_secret) VALUES "
+            f"({', '.join('?' * 23)})",
             (
                 rec.id,
                 rec.name,
@@ -86,8 +105,10 @@ def insert(conn: sqlite3.Connection, rec: SessionRecord, tenant: str, last_seq: 
                 rec.archived_at,
                 rec.created_at,
                 rec.updated_at,
+                rec.webhook_url,
                 last_seq,
                 tenant,
+                webhook_secret,
             ),
         )
     except sqlite3.IntegrityError as exc:
@@ -119,8 +140,10 @@ class Sessions:
         )
         return record(row) if row is not None else None
 
-    async def create(self, rec: SessionRecord, tenant: str) -> SessionRecord:
-        await self.db.write(lambda conn: insert(conn, rec, tenant))
+    async def create(
+        self, rec: SessionRecord, tenant: str, webhook_secret: str | None = None
+    ) -> SessionRecord:
+        await self.db.write(lambda conn: insert(conn, rec, tenant, webhook_secret=webhook_secret))
         return await self.get(rec.id, None)
 
     async def update(self, session_id: str, changes: dict[str, Any], now: str) -> SessionRecord:
@@ -263,17 +286,17 @@ def _fork(
         ).fetchone()
     upto, message_id = (at[0], at[1]) if at is not None else (0, None)
     rows = conn.execute(
-        "SELECT seq, role, content, created_at FROM messages WHERE session_id = ? AND seq <= ? "
-        "ORDER BY seq",
+        "SELECT seq, role, content, created_at, tokens, tokens_source, compaction FROM messages "
+        "WHERE session_id = ? AND seq <= ? ORDER BY seq",
         (source_id, upto),
     ).fetchall()
     copy = msgspec.structs.replace(rec, message_count=len(rows), forked_from_message_id=message_id)
     insert(conn, copy, tenant, last_seq=upto)
     # the copies belong to no run of the fork: its runs, turns and usage start at zero
-    copies = [(new_ulid(), rec.id, seq, role, content, at) for seq, role, content, at in rows]
+    copies = [(new_ulid(), rec.id, *row) for row in rows]
     conn.executemany(
-        "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+        "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at, tokens, "
+        "tokens_source, compaction) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
         copies,
     )
     searchindex.index(conn, [(c[0], codec.decode_content(c[4])) for c in copies])

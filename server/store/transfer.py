@@ -9,6 +9,7 @@ from server.errors import Conflict
 from server.models import Agent, Message, Run, SessionRecord
 from server.store import agents as agent_ops
 from server.store import codec, searchindex, sessions
+from server.store import messages as stored_messages
 from server.store.contract import Restorable
 from server.store.sqlite import Database
 
@@ -84,11 +85,8 @@ def _insert(
         ],
     )
     conn.executemany(
-        "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (m.id, m.session_id, m.seq, m.role, codec.text(m.content), m.run_id, m.created_at)
-            for m in messages
-        ],
+        "INSERT INTO messages (id, session_id, seq, role, content, run_id, created_at, tokens, "
+        "tokens_source, compaction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [stored_messages.values(m) for m in messages],
     )
     searchindex.index(conn, [(m.id, m.content) for m in messages])

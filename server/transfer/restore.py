@@ -193,6 +193,7 @@ def history_problem(messages: list[Message]) -> str | None:
     are a paused or interrupted run, which `session.repair` answers when the session runs."""
     open_calls: list[str] = []
     seen: set[str] = set()
+    messages = [m for m in messages if m.role != "compaction"]  # summaries answer nothing
     for message in messages:
         problem = _message_problem(message, open_calls, seen)
         if problem is not None:
@@ -201,7 +202,7 @@ def history_problem(messages: list[Message]) -> str | None:
             open_calls = [b.id for b in message.content if isinstance(b, ToolUseBlock)]
         else:
             open_calls = []
-    turns = [Turn(m.role, m.content) for m in messages]
+    turns = [Turn(m.role, m.content) for m in messages if m.role != "compaction"]
     fixed, merged = repair(turns), _merged(turns)
     if fixed != merged and fixed[:-1] != merged:
         return "the history is not one a model accepts (session.repair would change it)"
