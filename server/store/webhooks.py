@@ -89,12 +89,21 @@ class Webhooks:
         return None if row is None or row[0] is None else float(row[0])
 
     async def reschedule(self, base_s: float, cap_s: float) -> None:
+        """What is pending, due again by these retry settings (a restart may bring others):
+        the last attempt plus base * 2^(attempts-1), at most `cap_s`, times its jitter. The
+        SQL is what SQLite and PostgreSQL both read (no two-argument min, no shifts)."""
+
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE webhook_outbox SET next_attempt_at = last_attempt_at + "
-                "min(?, ? * (1 << min(attempts - 1, 40))) * jitter "
-                "WHERE status = 'pending' AND attempts > 0 AND last_attempt_at IS NOT NULL",
-                (cap_s, base_s),
+            rows = conn.execute(
+                "SELECT id, attempts, last_attempt_at, jitter FROM webhook_outbox "
+                "WHERE status = 'pending' AND attempts > 0 AND last_attempt_at IS NOT NULL"
+            ).fetchall()
+            conn.executemany(
+                "UPDATE webhook_outbox SET next_attempt_at = ? WHERE id = ?",
+                [
+                    (last + min(cap_s, base_s * 2 ** min(attempts - 1, 40)) * jitter, rid)
+                    for rid, attempts, last, jitter in rows
+                ],
             )
 
         await self.db.write(op)
@@ -109,8 +118,9 @@ class Webhooks:
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO webhook_attempts (delivery_id, attempt, status_code, "
-                "error, at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO UPDATE SET "
+                "status_code = excluded.status_code, error = excluded.error, at = excluded.at",
                 (delivery_id, attempt.attempt, attempt.status_code, attempt.error, attempt.at),
             )
             conn.execute(
@@ -124,14 +134,22 @@ class Webhooks:
 
     async def page(self, session_id: str, limit: int, cursor: str | None) -> Page[WebhookDelivery]:
         before = str(decode_cursor(cursor, 1)[0]) if cursor else "~"
-        rows = await self.db.fetchall(
-            "SELECT id, session_id, run_id, type, url, status, created_at, next_attempt_at, "
-            "(SELECT json_group_array(json_object('attempt', attempt, 'at', at, 'status_code', "
-            "status_code, 'error', error)) FROM (SELECT * FROM webhook_attempts AS w "
-            "WHERE w.delivery_id = o.id ORDER BY attempt)) "
-            "FROM webhook_outbox AS o WHERE session_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        found = await self.db.fetchall(
+            "SELECT id, session_id, run_id, type, url, status, created_at, next_attempt_at "
+            "FROM webhook_outbox WHERE session_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
             (session_id, before, limit + 1),
         )
+        rows = found[:limit]
+        attempts: dict[str, list[WebhookAttempt]] = {r[0]: [] for r in rows}
+        if rows:
+            marks = ", ".join("?" * len(rows))
+            tried = await self.db.fetchall(
+                "SELECT delivery_id, attempt, at, status_code, error FROM webhook_attempts "
+                f"WHERE delivery_id IN ({marks}) ORDER BY delivery_id, attempt",
+                tuple(attempts),
+            )
+            for delivery, attempt, at, code, error in tried:
+                attempts[delivery].append(WebhookAttempt(attempt, at, code, error))
         data = [
             WebhookDelivery(
                 id=r[0],
@@ -140,14 +158,11 @@ class Webhooks:
                 type=r[3],
                 url=r[4],
                 status=r[5],
-                attempts=_decode_attempts(r[8]),
+                attempts=attempts[r[0]],
                 created_at=r[6],
                 next_attempt_at=_iso(r[7]) if r[5] == "pending" else None,
             )
-            for r in rows[:limit]
+            for r in rows
         ]
-        more = len(rows) > limit and data
+        more = len(found) > limit and data
         return Page(data, encode_cursor(data[-1].id) if more else None)
-
-
-_decode_attempts = msgspec.json.Decoder(list[WebhookAttempt]).decode
