@@ -51,7 +51,7 @@ from server.runs.agentspec import default_agent
 from server.runs.channel import Hub
 from server.runs.runner import Runner, RunnerSettings
 from server.runs.sweeper import Sweeper
-from server.store import SqliteStore
+from server.store import open_store
 from server.store.lock import DatabaseLock
 from server.tools.base import ToolSettings
 
@@ -165,7 +165,7 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
     @asynccontextmanager
     async def _serving(app: Starlette) -> AsyncIterator[None]:
         meter = app.state.meter
-        store = SqliteStore(settings.db, event_flush_s=settings.event_flush_ms / 1000, meter=meter)
+        store = open_store(settings.db, event_flush_s=settings.event_flush_ms / 1000, meter=meter)
         await store.open()
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -189,7 +189,10 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             await runner.recover()
             app.state.store, app.state.runner = store, runner
             app.state.keys = KeyCache(store.keys, required=settings.auth == "required")
-            secret = await tokens.load_secret(store.secrets, tokens.sealing_key(settings.db))
+            secret = await tokens.load_secret(
+                store.secrets,
+                tokens.sealing_key(settings.key_file or tokens.key_file_of(settings.db)),
+            )
             app.state.tokens = tokens.StreamTokens(secret, settings.stream_token_ttl)
             sweeper = Sweeper(store, runner, settings.sweep_interval_s)
             sweeper.start()

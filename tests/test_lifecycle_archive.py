@@ -11,10 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from server.ids import now
 from server.runs.sweeper import Sweeper
 from tests.conftest import AppClient, app_client, make_settings, scripted_agent
 from tests.waiting import until
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
 def run(coro: Any) -> Any:

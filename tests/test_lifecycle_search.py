@@ -16,6 +16,8 @@ from server.store import SqliteStore, messages
 from server.store.sqlite import SCHEMA_PATH, _migrate, schema_steps
 from tests.conftest import app_client, make_settings, scripted_agent
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)

@@ -25,6 +25,8 @@ from tests.spec import Spec, load_spec, operations
 from tests.test_auth import bearer
 from tests.waiting import until
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 UNKNOWN = "01JZZZZZZZZZZZZZZZZZZZZZZZ"  # a well-formed id nobody has
 MARKER = "quokkamarker"
 # A valid body for each operation that takes one, so that only the lookup can refuse it.

@@ -1,6 +1,7 @@
 """The only code that speaks SQL. `contract.py` is the interface the rest of sessiond uses
 (`Store` and the values it takes and gives); `SqliteStore` implements it on SQLite, with one
-module per table family."""
+module per table family, and `PgStore` on PostgreSQL with the same modules over `pg.py`'s
+connection. `open_store` picks one by what `--db` names: a `postgresql://` URL or a file."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from server.store.contract import (
 )
 from server.store.events import Events
 from server.store.keys import Keys
+from server.store.kind import is_postgres
 from server.store.messages import Messages
 from server.store.runs import Runs
 from server.store.search import Search
@@ -60,6 +62,8 @@ __all__ = [
     "Step",
     "Store",
     "StoredRun",
+    "is_postgres",
+    "open_store",
 ]
 
 
@@ -70,6 +74,10 @@ class SqliteStore:
         self, path: str, *, event_flush_s: float = 0.2, meter: Meter | None = None
     ) -> None:
         self.db = Database(path, event_flush_s=event_flush_s, meter=meter)
+        self._parts(self.db)
+        self.search: SearchStore = Search(self.db)
+
+    def _parts(self, db: Database) -> None:
         self.keys: KeyStore = Keys(self.db)
         self.secrets: SecretStore = Secrets(self.db)
         self.agents: AgentStore = Agents(self.db)
@@ -77,7 +85,6 @@ class SqliteStore:
         self.messages: MessageStore = Messages(self.db)
         self.runs: RunStore = Runs(self.db)
         self.events: EventStore = Events(self.db)
-        self.search: SearchStore = Search(self.db)
         self.transfer: TransferStore = Transfer(self.db)
 
     @property
@@ -95,3 +102,13 @@ class SqliteStore:
 
     def withdraw(self, queued: asyncio.Future[Any]) -> bool:
         return self.db.withdraw(queued)
+
+
+def open_store(db: str, *, event_flush_s: float = 0.2, meter: Meter | None = None) -> SqliteStore:
+    """The store `db` names, not yet opened: a PostgreSQL URL (asyncpg is loaded only then:
+    it is an optional dependency), else an SQLite file."""
+    if is_postgres(db):
+        from server.store.pg import PgStore
+
+        return PgStore(db, event_flush_s=event_flush_s, meter=meter)
+    return SqliteStore(db, event_flush_s=event_flush_s, meter=meter)
