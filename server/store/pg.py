@@ -32,10 +32,11 @@ import asyncpg
 
 from server.errors import StoreError
 from server.meter import Meter
-from server.store import SqliteStore, eventlog
 from server.store.contract import EventBatch
+from server.store.eventlog import Statement
 from server.store.pgsearch import PgSearch
 from server.store.sqlite import Database, schema_steps
+from server.store.tables import SqliteStore
 
 log = logging.getLogger("sessiond.store")
 
@@ -251,9 +252,7 @@ class PgDatabase(Database):
         self._pg.run(self._pg.conn.close())
         self._writer_loop.close()
 
-    def _apply(
-        self, ops: list[Any], batch: EventBatch, events: list[eventlog.Statement]
-    ) -> list[Any]:
+    def _apply(self, ops: list[Any], batch: EventBatch, events: list[Statement]) -> list[Any]:
         pg = self._pg
         assert pg is not None
         conn = cast(sqlite3.Connection, pg)  # it has what the operations use of one
