@@ -112,6 +112,7 @@ def runner_settings(settings: Settings) -> RunnerSettings:
         run_max_s=settings.run_max_seconds,
         run_max_ceiling_s=settings.run_max_seconds_ceiling,
         log_content=settings.log_content,
+        lease_timeout_s=settings.lease_timeout_s,
     )
 
 
@@ -165,7 +166,12 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
     @asynccontextmanager
     async def _serving(app: Starlette) -> AsyncIterator[None]:
         meter = app.state.meter
-        store = open_store(settings.db, event_flush_s=settings.event_flush_ms / 1000, meter=meter)
+        store = open_store(
+            settings.db,
+            event_flush_s=settings.event_flush_ms / 1000,
+            meter=meter,
+            lease_timeout_s=settings.lease_timeout_s,
+        )
         await store.open()
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(

@@ -26,6 +26,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 1024 * 1024
     max_import_bytes: int = 64 * 1024 * 1024  # POST /sessions/import has a limit of its own
     sweep_interval_s: float = 60.0  # how often sessions past their TTL are deleted
+    # Several processes on one PostgreSQL: a process gone this long has lost its sessions'
+    # leases, and another interrupts its runs and repairs their histories.
+    lease_timeout_s: Positive = 15.0
     ping_s: float = 15.0
     sse_retry_ms: int = 3000
     sse_send_timeout_s: float = 30.0

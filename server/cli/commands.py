@@ -114,6 +114,16 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
         ),
     )
     serve.add_argument(
+        "--lease-timeout",
+        type=float,
+        dest="lease_timeout_s",
+        help=setting_help(
+            "lease_timeout_s",
+            "seconds after which the runs of a process gone from a shared PostgreSQL are "
+            "interrupted by another",
+        ),
+    )
+    serve.add_argument(
         "--shutdown-grace",
         type=float,
         dest="shutdown_grace_s",

@@ -65,6 +65,9 @@ class Hub:
             if not watchers:
                 del self._watchers[watcher.session_id]
 
+    def watched(self, session_id: str) -> bool:
+        return session_id in self._watchers
+
     def publish(self, session_id: str, item: EventRow) -> None:
         for watcher in self._watchers.get(session_id, ()):
             watcher.push(item)

@@ -48,11 +48,19 @@ __all__ = [
 ]
 
 
-def open_store(db: str, *, event_flush_s: float = 0.2, meter: Meter | None = None) -> SqliteStore:
+def open_store(
+    db: str,
+    *,
+    event_flush_s: float = 0.2,
+    meter: Meter | None = None,
+    lease_timeout_s: float = 15.0,
+) -> SqliteStore:
     """The store `db` names, not yet opened: a PostgreSQL URL (asyncpg is loaded only then:
     it is an optional dependency), else an SQLite file."""
     if is_postgres(db):
         from server.store.pg import PgStore
 
-        return PgStore(db, event_flush_s=event_flush_s, meter=meter)
+        return PgStore(
+            db, event_flush_s=event_flush_s, meter=meter, lease_timeout_s=lease_timeout_s
+        )
     return SqliteStore(db, event_flush_s=event_flush_s, meter=meter)

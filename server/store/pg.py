@@ -22,6 +22,7 @@ import asyncio
 import functools
 import logging
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import Coroutine, Iterable, Sequence
@@ -34,6 +35,7 @@ from server.errors import StoreError
 from server.meter import Meter
 from server.store.contract import EventBatch
 from server.store.eventlog import Statement
+from server.store.pgcluster import EVENTS, PgCluster, announcements
 from server.store.pgsearch import PgSearch
 from server.store.sqlite import Database, schema_steps
 from server.store.tables import SqliteStore
@@ -210,6 +212,7 @@ class PgDatabase(Database):
         self._pool: asyncpg.Pool | None = None
         self._writer_loop: asyncio.AbstractEventLoop | None = None
         self._pg: PgConnection | None = None
+        self.me = secrets.token_hex(6)  # this process, in what it announces
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -263,6 +266,10 @@ class PgDatabase(Database):
             try:
                 for sql, values in events:
                     pg.execute(sql, values)
+                if batch.rows:  # heard by the other processes once this commits
+                    last = {row[0]: row[1] for row in batch.rows}
+                    for payload in announcements(self.me, last):
+                        pg.execute("SELECT pg_notify(?, ?)", (EVENTS, payload))
                 for pending in ops:
                     results.append(_run_op(pg, conn, pending.op))
                 pg.run(pg.conn.execute("COMMIT"))
@@ -304,9 +311,22 @@ def _run_op(pg: PgConnection, conn: sqlite3.Connection, op: Any) -> Any:
 
 
 class PgStore(SqliteStore):
-    """The store on a PostgreSQL database (`url`: postgresql://user@host:port/name)."""
+    """The store on a PostgreSQL database (`url`: postgresql://user@host:port/name), shared
+    with other processes (`cluster`, pgcluster.py)."""
 
-    def __init__(self, url: str, *, event_flush_s: float = 0.2, meter: Meter | None = None) -> None:
-        self.db = PgDatabase(url, event_flush_s=event_flush_s, meter=meter)
-        self._parts(self.db)
-        self.search = PgSearch(self.db)
+    def __init__(
+        self,
+        url: str,
+        *,
+        event_flush_s: float = 0.2,
+        meter: Meter | None = None,
+        lease_timeout_s: float = 15.0,
+    ) -> None:
+        self.db = db = PgDatabase(url, event_flush_s=event_flush_s, meter=meter)
+        self._parts(db)
+        self.search = PgSearch(db)
+        self.cluster = PgCluster(url, db.me, lease_timeout_s)
+
+    async def close(self) -> None:
+        await self.db.close()
+        await self.cluster.close()

@@ -10,8 +10,10 @@ from server.meter import Meter
 from server.store.agents import Agents
 from server.store.contract import (
     AgentStore,
+    ClusterStore,
     EventStore,
     KeyStore,
+    LocalCluster,
     MessageStore,
     RunStore,
     SearchStore,
@@ -41,6 +43,7 @@ class SqliteStore:
         self.search: SearchStore = Search(self.db)
 
     def _parts(self, db: Database) -> None:
+        self.cluster: ClusterStore = LocalCluster()
         self.keys: KeyStore = Keys(self.db)
         self.secrets: SecretStore = Secrets(self.db)
         self.agents: AgentStore = Agents(self.db)
