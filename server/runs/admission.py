@@ -140,7 +140,7 @@ class Admission:
         if request.if_busy == "interrupt":
             for run in (await self.store.runs.page(sid, 10, None)).data:
                 if run.status in ("running", "queued"):
-                    await self.peers.cancel_elsewhere(run.id)
+                    await self.peers.cancel_elsewhere(run.id, "interrupted")
         await self.peers.wait_free(sid)
         return None
 

@@ -39,7 +39,7 @@ class Peers:
         store: Store,
         hub: Hub,
         table: LiveRuns,
-        cancel_local: Callable[[str], None],
+        cancel_local: Callable[[str, str], None],
         lease_timeout_s: float,
     ) -> None:
         self.store = store
@@ -104,8 +104,8 @@ class Peers:
             task = asyncio.ensure_future(self.cluster.let_go(session_id, self._needed(session_id)))
             task.add_done_callback(_log_failure)
 
-    async def cancel_elsewhere(self, run_id: str) -> None:
-        await self.cluster.cancel_elsewhere(run_id)
+    async def cancel_elsewhere(self, run_id: str, status: str = "cancelled") -> None:
+        await self.cluster.cancel_elsewhere(run_id, status)
 
     # -- word from the others -----------------------------------------------------------------
     def _on_events(self, items: list[tuple[str, int]]) -> None:
@@ -117,9 +117,9 @@ class Peers:
                 signal.fire()
             self._heard.put_nowait((run_id, seq))
 
-    def _on_cancel(self, run_id: str) -> None:
+    def _on_cancel(self, run_id: str, status: str) -> None:
         if self.table.get(run_id) is not None:
-            self.cancel_local(run_id)
+            self.cancel_local(run_id, status)
 
     def _on_free(self, session_id: str) -> None:
         signal = self._freed.get(session_id)

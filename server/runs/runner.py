@@ -171,11 +171,11 @@ class Runner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended(), 60)
 
-    def _cancel_here(self, run_id: str) -> None:
-        """Another process was asked to cancel a run this one is running."""
+    def _cancel_here(self, run_id: str, status: str) -> None:
+        """Another process was asked to stop a run this one is running."""
         active = self.table.get(run_id)
-        if active is not None:
-            task = asyncio.ensure_future(self.driver.cancel(active))
+        if active is not None and status in ("cancelled", "interrupted"):
+            task = asyncio.ensure_future(self.driver.cancel(active, status))
             self._cancels.add(task)
             task.add_done_callback(self._cancels.discard)
 

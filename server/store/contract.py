@@ -284,11 +284,12 @@ class ClusterStore(Protocol):
     async def start(
         self,
         on_events: Callable[[list[tuple[str, int]]], None],
-        on_cancel: Callable[[str], None],
+        on_cancel: Callable[[str, str], None],
         on_free: Callable[[str], None],
     ) -> None:
         """Listen: `on_events` gets (run id, last seq) of events another process committed,
-        `on_cancel` a run id another process was asked to cancel, `on_free` a session id
+        `on_cancel` a run id another process was asked to stop, and the status to stop it with
+        (cancelled, interrupted), `on_free` a session id
         another process let go of."""
         ...
 
@@ -301,7 +302,7 @@ class ClusterStore(Protocol):
         """Give the lease back, unless `unless()` says (when it is its turn) it is needed."""
         ...
 
-    async def cancel_elsewhere(self, run_id: str) -> None: ...
+    async def cancel_elsewhere(self, run_id: str, status: str) -> None: ...
     async def take_job(self, job: str) -> bool:
         """True: this process does `job` now (`end_job` when done); False: another does."""
         ...
@@ -318,7 +319,7 @@ class LocalCluster:
     async def start(
         self,
         on_events: Callable[[list[tuple[str, int]]], None],
-        on_cancel: Callable[[str], None],
+        on_cancel: Callable[[str, str], None],
         on_free: Callable[[str], None],
     ) -> None:
         return None
@@ -332,7 +333,7 @@ class LocalCluster:
     async def let_go(self, session_id: str, unless: Callable[[], bool]) -> None:
         return None
 
-    async def cancel_elsewhere(self, run_id: str) -> None:
+    async def cancel_elsewhere(self, run_id: str, status: str) -> None:
         return None
 
     async def take_job(self, job: str) -> bool:

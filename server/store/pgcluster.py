@@ -63,7 +63,7 @@ class PgCluster:
     async def start(
         self,
         on_events: Callable[[list[tuple[str, int]]], None],
-        on_cancel: Callable[[str], None],
+        on_cancel: Callable[[str, str], None],
         on_free: Callable[[str], None],
     ) -> None:
         idle = max(1, int(self.lease_timeout_s / 3))
@@ -88,7 +88,8 @@ class PgCluster:
             on_events(found)
 
         def cancels(_: Any, __: int, ___: str, payload: str) -> None:
-            on_cancel(payload)
+            run_id, _, status = payload.partition(" ")
+            on_cancel(run_id, status or "cancelled")
 
         def freed(_: Any, __: int, ___: str, payload: str) -> None:
             sender, _, session_id = payload.partition(" ")
@@ -123,9 +124,9 @@ class PgCluster:
             await self._ask("SELECT pg_advisory_unlock($1, hashtext($2))", _SESSIONS, session_id)
             await self._ask("SELECT pg_notify($1, $2)", FREED, f"{self.me} {session_id}")
 
-    async def cancel_elsewhere(self, run_id: str) -> None:
+    async def cancel_elsewhere(self, run_id: str, status: str) -> None:
         async with self._mutex:
-            await self._ask("SELECT pg_notify($1, $2)", CANCELS, run_id)
+            await self._ask("SELECT pg_notify($1, $2)", CANCELS, f"{run_id} {status}")
 
     async def take_job(self, job: str) -> bool:
         async with self._mutex:
