@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import scripted_agent
 from tests.live import ProcessServer
-from tests.sse import collect, typed
+from tests.sse import collect, events, typed
 from tests.waiting import wait_until
 
 LEASE_S = 2.0
@@ -27,7 +27,7 @@ LEASE_S = 2.0
 @pytest.fixture
 def pair(tmp_path: Path, pg_url: str) -> Iterator[tuple[ProcessServer, ProcessServer]]:
     env = {"SESSIOND_EVENT_FLUSH_MS": "20"}
-    flags = ("--lease-timeout", str(LEASE_S), "--ping-interval", "1")
+    flags = ("--lease-timeout", str(LEASE_S), "--ping-interval", "20")
     a = ProcessServer(pg_url, tmp_path, *flags, env=env).start()  # type: ignore[arg-type]
     b = ProcessServer(pg_url, tmp_path, *flags, env=env).start()  # type: ignore[arg-type]
     try:
@@ -90,10 +90,28 @@ def test_a_run_on_a_is_followed_live_on_b_whole_and_once(
     pair: tuple[ProcessServer, ProcessServer], tmp_path: Path
 ) -> None:
     a, b = pair
-    sid = new_session(a.url, tmp_path, [{"text": WORDS}], delay_ms=15)
+    sid = new_session(a.url, tmp_path, [{"text": WORDS}], delay_ms=40)
     run_id = start_stream(a.url, sid)
     path = f"/sessions/{sid}/runs/{run_id}/events"
-    got = events_of(b.url + path)  # while it runs on A
+    run_url = f"{a.url}/sessions/{sid}/runs/{run_id}"
+    seen_running: list[bool] = []
+
+    async def follow() -> list[Any]:
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            http.stream("GET", b.url + path) as response,
+        ):
+            got = []
+            async for event in events(response):
+                got.append(event)
+                if event.event == "text_delta" and not seen_running:  # live, not replayed
+                    seen_running.append((await http.get(run_url)).json()["status"] == "running")
+                if event.event == "done":
+                    return typed(got)
+        raise AssertionError("the stream ended before done")
+
+    got = asyncio.run(follow())  # while it runs on A (B's pings are 20 s apart: word came)
+    assert seen_running == [True]
     assert got[-1].event == "done"
     seqs = [int(e.id) for e in got]
     assert seqs == sorted(set(seqs)) and seqs[0] == 1
