@@ -234,3 +234,43 @@ def test_a_session_busy_on_a_is_busy_on_b(
     assert interrupting.status_code == 200, interrupting.text
     first = httpx.get(f"{a.url}/sessions/{sid}/runs/{run_id}").json()
     assert first["status"] == "interrupted"
+
+
+def test_the_session_channel_on_b_carries_a_run_executing_on_a(
+    pair: tuple[ProcessServer, ProcessServer], tmp_path: Path
+) -> None:
+    a, b = pair
+    sid = new_session(a.url, tmp_path, [{"text": WORDS}], delay_ms=20)
+    first = httpx.post(f"{a.url}/sessions/{sid}/message", json={"message": "one"}, timeout=60)
+    first_id = first.json()["run_id"]
+    last = int(events_of(f"{a.url}/sessions/{sid}/runs/{first_id}/events")[-1].id)
+    opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def watch() -> list[Any]:
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            http.stream(
+                "GET",
+                f"{b.url}/sessions/{sid}/events",
+                headers={"Last-Event-ID": f"{first_id}:{last}"},  # everything after it
+            ) as response,
+        ):
+            assert response.status_code == 200
+            opened.set_result(None)
+            return typed(await collect(response))  # up to the next run's done
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    watched = pool.submit(asyncio.run, watch())
+    opened.result(30)
+    run_id = start_stream(a.url, sid)
+    got = watched.result(60)
+    pool.shutdown()
+    assert got[-1].event == "done"
+    assert "".join(e.json["text"] for e in got if e.event == "text_delta") == WORDS
+    replay = events_of(f"{a.url}/sessions/{sid}/runs/{run_id}/events")
+    assert {e.json["run_id"] for e in got} == {run_id}  # the channel names each event's run
+
+    def bare(event: Any) -> dict[str, Any]:
+        return {k: v for k, v in event.json.items() if k != "run_id"}
+
+    assert [bare(e) for e in got] == [bare(e) for e in replay]

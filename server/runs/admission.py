@@ -42,6 +42,7 @@ class Admission:
         driver: Driver,
         pauses: Pauses,
         tools: ToolSettings,
+        *,
         peers: Peers,
     ) -> None:
         self.peers = peers

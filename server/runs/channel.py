@@ -65,6 +65,10 @@ class Hub:
             if not watchers:
                 del self._watchers[watcher.session_id]
 
+    def watching(self) -> bool:
+        """Anyone watches any session."""
+        return bool(self._watchers)
+
     def watched(self, session_id: str) -> bool:
         return session_id in self._watchers
 

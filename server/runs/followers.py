@@ -19,7 +19,7 @@ REPLAY_PAGE = 2000
 
 
 class Followers:
-    def __init__(self, store: Store, hub: Hub, table: LiveRuns, peers: Peers) -> None:
+    def __init__(self, store: Store, hub: Hub, table: LiveRuns, peers: Peers | None = None) -> None:
         self.peers = peers
         self.store = store
         self.hub = hub
@@ -62,29 +62,30 @@ class Followers:
         """A run this process does not hold: its log, and on another process's word (or each
         quiet time, for word missed) what was added to it, until `done`. One process alone on
         its database only replays."""
-        if not self.peers.shared:
+        peers = self.peers
+        if peers is None or not peers.shared:
             async for rows in self._replay(run_id, after, None):
                 yield rows
             return
         quiet = Quiet(ping_s)
         try:
             while True:
-                waiter = self.peers.waiter(run_id, quiet)  # before the read: nothing missed
+                waiter = peers.waiter(run_id, quiet)  # before the read: nothing missed
                 ended = False
                 async for rows in self._replay(run_id, after, None):
                     yield rows
                     after = rows[-1][1]
                     ended = rows[-1][2] == "done"
                 if ended:
-                    self.peers.forget(run_id, waiter)
+                    peers.forget(run_id, waiter)
                     return
                 if not await self._unfinished(run_id):  # it ended since the read: the rest
-                    self.peers.forget(run_id, waiter)
+                    peers.forget(run_id, waiter)
                     async for rows in self._replay(run_id, after, None):
                         yield rows
                     return
                 if not await waiter:
-                    self.peers.forget(run_id, waiter)
+                    peers.forget(run_id, waiter)
                     yield []
         finally:
             quiet.close()

@@ -31,6 +31,7 @@ from server.store import Store
 
 log = logging.getLogger("sessiond.peers")
 SCAN_JOB = "orphan-scan"
+SEEN_RUNS = 50_000  # runs executing elsewhere whose last seq is kept
 
 
 class Peers:
@@ -50,8 +51,8 @@ class Peers:
         self.lease_timeout_s = lease_timeout_s
         self._runs: dict[str, Signal] = {}  # run id → fired when it has new events elsewhere
         self._freed: dict[str, Signal] = {}  # session id → fired when it is let go elsewhere
-        self._heard: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
-        self._published: dict[str, int] = {}  # run id → its last seq given to the channel
+        self._heard: asyncio.Queue[tuple[str, int, int]] = asyncio.Queue()
+        self._published: dict[str, int] = {}  # run id → its last seq announced
         self._session_of: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -115,7 +116,12 @@ class Peers:
             signal = self._runs.get(run_id)
             if signal is not None:
                 signal.fire()
-            self._heard.put_nowait((run_id, seq))
+            after = self._published.pop(run_id, 0)
+            self._published[run_id] = seq  # (moved to the end: the oldest go first)
+            if len(self._published) > SEEN_RUNS:
+                del self._published[next(iter(self._published))]
+            if self.hub.watching():
+                self._heard.put_nowait((run_id, after, seq))
 
     def _on_cancel(self, run_id: str, status: str) -> None:
         if self.table.get(run_id) is not None:
@@ -142,29 +148,24 @@ class Peers:
     async def _channel(self) -> None:
         """The session channel's rows of runs executing elsewhere, in order."""
         while True:
-            run_id, seq = await self._heard.get()
+            run_id, after, seq = await self._heard.get()
             try:
-                await self._publish(run_id, seq)
+                await self._publish(run_id, after, seq)
             except (StoreError, NotFound) as exc:
                 log.warning("could not read the events of run %s: %s", run_id, exc)
 
-    async def _publish(self, run_id: str, seq: int) -> None:
-        after = self._published.get(run_id, 0)
-        if seq <= after:
-            return
+    async def _publish(self, run_id: str, after: int, seq: int) -> None:
+        """The rows (after, seq] of a run executing elsewhere, to its session's watchers."""
         session_id = self._session_of.get(run_id)
         if session_id is None:
             session_id = (await self.store.runs.get(run_id)).run.session_id
             self._session_of[run_id] = session_id
-        self._published[run_id] = seq
-        if not self.hub.watched(session_id):
+            if len(self._session_of) > SEEN_RUNS:
+                del self._session_of[next(iter(self._session_of))]
+        if not self.hub.watched(session_id) or seq <= after:
             return
-        rows = await self.store.events.read(run_id, after, seq - after)
-        for row in rows:
+        for row in await self.store.events.read(run_id, after, seq - after):
             self.hub.publish(session_id, row)
-        if rows and rows[-1][2] == "done":
-            self._published.pop(run_id, None)
-            self._session_of.pop(run_id, None)
 
     def _needed(self, session_id: str) -> Callable[[], bool]:
         return lambda: not self.table.idle(session_id)

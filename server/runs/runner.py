@@ -71,7 +71,7 @@ class Runner:
         self.driver.on_idle = self.peers.release
         self.followers = Followers(store, hub, self.table, self.peers)
         self.admission = Admission(
-            store, self.table, self.driver, self.pauses, settings.tools, self.peers
+            store, self.table, self.driver, self.pauses, settings.tools, peers=self.peers
         )
         self._drain: asyncio.Future[None] | None = None
         self._cancels: set[asyncio.Future[None]] = set()

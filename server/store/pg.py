@@ -256,26 +256,17 @@ class PgDatabase(Database):
         self._writer_loop.close()
 
     def _apply(self, ops: list[Any], batch: EventBatch, events: list[Statement]) -> list[Any]:
+        """The commit: first with no savepoints (each costs two round trips to the server);
+        if an operation fails, the transaction is rolled back and made again with each
+        operation in a savepoint of its own, so that one failing undoes only itself."""
         pg = self._pg
         assert pg is not None
-        conn = cast(sqlite3.Connection, pg)  # it has what the operations use of one
-        results: list[Any] = []
         began = time.perf_counter()
         try:
-            pg.run(pg.conn.execute("BEGIN"))
             try:
-                for sql, values in events:
-                    pg.execute(sql, values)
-                if batch.rows:  # heard by the other processes once this commits
-                    last = {row[0]: row[1] for row in batch.rows}
-                    for payload in announcements(self.me, last):
-                        pg.execute("SELECT pg_notify(?, ?)", (EVENTS, payload))
-                for pending in ops:
-                    results.append(_run_op(pg, conn, pending.op))
-                pg.run(pg.conn.execute("COMMIT"))
-            except BaseException:
-                pg.run(pg.conn.execute("ROLLBACK"))
-                raise
+                results = self._transaction(pg, ops, batch, events, isolated=False)
+            except _OpFailed:
+                results = self._transaction(pg, ops, batch, events, isolated=True)
             self.commits += 1
             self.meter.committed(time.perf_counter() - began, len(ops) + len(batch.rows))
             batch.rows, batch.committed = [], True
@@ -285,6 +276,39 @@ class PgDatabase(Database):
             return [error for _ in ops]
         return results
 
+    def _transaction(
+        self,
+        pg: PgConnection,
+        ops: list[Any],
+        batch: EventBatch,
+        events: list[Statement],
+        *,
+        isolated: bool,
+    ) -> list[Any]:
+        conn = cast(sqlite3.Connection, pg)  # it has what the operations use of one
+        results: list[Any] = []
+        pg.run(pg.conn.execute("BEGIN"))
+        try:
+            for sql, values in events:
+                pg.execute(sql, values)
+            if batch.rows:  # heard by the other processes once this commits
+                last = {row[0]: row[1] for row in batch.rows}
+                for payload in announcements(self.me, last):
+                    pg.execute("SELECT pg_notify(?, ?)", (EVENTS, payload))
+            for pending in ops:
+                if isolated:
+                    results.append(_run_op(pg, conn, pending.op))
+                    continue
+                try:
+                    results.append(pending.op(conn))
+                except Exception as exc:
+                    raise _OpFailed from exc
+            pg.run(pg.conn.execute("COMMIT"))
+        except BaseException:
+            pg.run(pg.conn.execute("ROLLBACK"))
+            raise
+        return results
+
     # -- reads ------------------------------------------------------------------------------
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         assert self._pool is not None
@@ -292,6 +316,10 @@ class PgDatabase(Database):
             return list(await self._pool.fetch(translate(sql), *params))
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"database read failed: {exc}") from exc
+
+
+class _OpFailed(Exception):
+    """An operation failed in a commit made without savepoints."""
 
 
 def _run_op(pg: PgConnection, conn: sqlite3.Connection, op: Any) -> Any:
