@@ -44,6 +44,7 @@ log = logging.getLogger("sessiond.store")
 
 PG_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.pg.sql"
 MIGRATE_LOCK = 0x5E55_10D0  # the advisory lock migrations take
+STATEMENTS = 1024  # prepared statements a connection keeps: the event log alone has 128
 T = TypeVar("T")
 
 
@@ -155,6 +156,8 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         args = [tuple(row) for row in rows]
+        if len(args) == 1:  # one row: a plain statement costs less than asyncpg's batch
+            return self.execute(sql, args[0])
         if args:
             try:
                 self.run(self.conn.executemany(translate(sql), args))
@@ -190,7 +193,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 async def connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(url)
+        return await asyncpg.connect(url, statement_cache_size=STATEMENTS)
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreError(f"cannot connect to the database: {exc}") from exc
 
