@@ -114,12 +114,18 @@ CREATE TABLE events (
 -- step 2: full-text search over message text
 -- In place of FTS5: one row per message with the same text (store/searchindex.py writes it),
 -- a generated tsvector of it under the `simple` configuration (words as they are, lowercased,
--- no stemming, as unicode61), and a GIN index. A message's row goes with it.
+-- no stemming) once every run of characters other than letters and digits is a space, as
+-- unicode61 splits words (PostgreSQL's parser would keep `notes_2.txt` as one file name);
+-- and a GIN index. A message's row goes with it.
+CREATE FUNCTION sessiond_words(text TEXT) RETURNS TEXT
+LANGUAGE sql IMMUTABLE AS $$ SELECT regexp_replace(text, '[^[:alnum:]]+', ' ', 'g') $$;
+
 CREATE TABLE message_search (
     message_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
     session_id TEXT NOT NULL,
     text       TEXT,
-    words      tsvector GENERATED ALWAYS AS (to_tsvector('simple', coalesce(text, ''))) STORED
+    words      tsvector GENERATED ALWAYS AS
+               (to_tsvector('simple', sessiond_words(coalesce(text, '')))) STORED
 );
 CREATE INDEX message_search_words ON message_search USING gin (words);
 CREATE INDEX message_search_by_session ON message_search (session_id);

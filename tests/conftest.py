@@ -16,19 +16,12 @@ from server.app import create_app
 from server.config import Settings
 from tests import pg
 from tests.live import ThreadServer
-from tests.pg import Cluster
-
-
-class Databases:
-    """The database the tests of a suite that runs on both (see `database`) are on now: a
-    PostgreSQL URL, or None for an SQLite file in the test's tmp_path."""
-
-    url: str | None = None
+from tests.pg import Cluster, Databases
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "db": Databases.url or str(tmp_path / "sessiond.db"),
+        "db": Databases.of(str(tmp_path)) or str(tmp_path / "sessiond.db"),
         "key_file": str(tmp_path / "sessiond.key") if Databases.url else None,
         "allow_roots": [str(tmp_path)],
         "event_flush_ms": 20.0,
@@ -100,11 +93,14 @@ def database(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "sqlite":
         yield "sqlite"
         return
-    Databases.url = pg.new_database(pg_server())
+    Databases.server = pg_server()
+    Databases.url = pg.new_database(Databases.server)
+    Databases.by_root = {}
     try:
         yield "postgres"
     finally:
-        Databases.url = None
+        Databases.url = Databases.server = None
+        Databases.by_root = {}
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ with one line saying why, or fail where SESSIOND_REQUIRE_PG=1 (CI) says so."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import glob
 import itertools
 import os
@@ -13,14 +16,58 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 from tests.live import free_port
 
+T = TypeVar("T")
 _names = itertools.count(1)
+
+
+class Databases:
+    """The database the tests of a suite that runs on both (conftest's `database`) are on
+    now: a PostgreSQL URL, or None for an SQLite file in the test's tmp_path. It lives here,
+    not in conftest, since pytest imports conftest under a name of its own and the tests
+    import `tests.conftest`: two modules, where this one is imported once."""
+
+    url: str | None = None
+    server: str | None = None  # the server it is on
+    by_root: dict[str, str] = {}  # a test's other folders (a second server) get their own
+
+    @classmethod
+    def of(cls, root: str) -> str | None:
+        """The PostgreSQL database for settings made in `root`: the test's first folder
+        gets `url`, each other folder a new database of its own."""
+        if cls.url is None or cls.server is None:
+            return None
+        if not cls.by_root:
+            cls.by_root[root] = cls.url
+        if root not in cls.by_root:
+            cls.by_root[root] = new_database(cls.server)
+        return cls.by_root[root]
+
+
+def sqlite_only(test: Callable[..., Any]) -> Callable[..., Any]:
+    """A test of SQLite's own file, tables or migrations: skipped on the PostgreSQL run."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if Databases.url is not None:
+            pytest.skip("about SQLite's own file and tables")
+        return test(*args, **kwargs)
+
+    return wrapper
+
+
+def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to its end on a loop of its own, from sync or async code alike."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 def binaries() -> Path | None:
@@ -106,8 +153,6 @@ class Cluster:
 
 def new_database(server_url: str) -> str:
     """A new, empty database on the server; its URL."""
-    import asyncio
-
     import asyncpg
 
     name = f"t{os.getpid()}_{next(_names)}_{int(time.monotonic() * 1000) % 100000}"
@@ -119,15 +164,13 @@ def new_database(server_url: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(make())
+    _in_thread(make)
     parts = urlsplit(server_url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def rows_of(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
     """The rows of a query on a PostgreSQL database, as tuples."""
-    import asyncio
-
     import asyncpg
 
     async def read() -> list[tuple[object, ...]]:
@@ -137,7 +180,7 @@ def rows_of(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
         finally:
             await conn.close()
 
-    return asyncio.run(read())
+    return _in_thread(read)
 
 
 def table_contents(url: str) -> dict[str, list[str]]:
@@ -155,8 +198,6 @@ def table_contents(url: str) -> dict[str, list[str]]:
 def writer_connection(url: str) -> tuple[Any, Callable[[], None]]:
     """The store's writer connection to a migrated database, driven from this thread, inside
     one transaction; and what closes it."""
-    import asyncio
-
     from server.store.pg import PgConnection, connect, migrate
 
     loop = asyncio.new_event_loop()

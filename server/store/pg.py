@@ -73,6 +73,7 @@ _PIECES = (
 )
 _LITERAL_OR_MARK = re.compile(r"'(?:[^']|'')*'|\?")
 _IS_VALUE = re.compile(r"\bIS \?")
+_MARK_IS_NULL = re.compile(r"\? IS NULL")  # a parameter alone has no type: it is text here
 _IS_NOT_ROW = re.compile(r"\bIS NOT \(")
 
 
@@ -82,6 +83,7 @@ def translate(sql: str) -> str:
     for sqlite_piece, pg_piece in _PIECES:
         sql = sql.replace(sqlite_piece, pg_piece)
     sql = _IS_VALUE.sub("IS NOT DISTINCT FROM ?", sql)
+    sql = _MARK_IS_NULL.sub("?::text IS NULL", sql)
     sql = _IS_NOT_ROW.sub("IS DISTINCT FROM (", sql)
     if sql.startswith("INSERT OR IGNORE INTO"):
         sql = "INSERT INTO" + sql[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"

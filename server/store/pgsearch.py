@@ -4,7 +4,8 @@ each message's text, in place of FTS5.
 The same answers as search.py's, in PostgreSQL's terms: a session matches when one of its
 messages holds every word of the query (each word a phrase of its parts, a word ending in
 `*` a prefix); its score is its best message's `ts_rank`, and it comes with the
-`ts_headline` snippets of its best-matching messages. The words reach PostgreSQL as
+`ts_headline` snippets of its best-matching messages (of the text as it was split into
+words: punctuation shows as spaces). The words reach PostgreSQL as
 parameters of `phraseto_tsquery`, so no input is a query syntax error.
 """
 
@@ -31,10 +32,10 @@ def query_of(q: str) -> tuple[str, list[str]]:
         body = word.rstrip("*")
         if body != word and body:
             params.append(body)
-            parts.append("to_tsquery('simple', quote_literal(?::text) || ':*')")
+            parts.append("to_tsquery('simple', quote_literal(sessiond_words(?::text)) || ':*')")
         else:
             params.append(word)
-            parts.append("phraseto_tsquery('simple', ?)")
+            parts.append("phraseto_tsquery('simple', sessiond_words(?::text))")
     return " && ".join(parts), params
 
 
@@ -80,7 +81,7 @@ class PgSearch:
         rows = await self.db.fetchall(
             f"WITH query AS (SELECT {expression} AS q) "
             "SELECT ms.session_id, m.id, m.seq, m.role, "
-            "ts_headline('simple', coalesce(ms.text, ''), query.q, ?) "
+            "ts_headline('simple', sessiond_words(coalesce(ms.text, '')), query.q, ?) "
             "FROM message_search ms JOIN messages m ON m.id = ms.message_id, query "
             f"WHERE ms.words @@ query.q AND ms.session_id IN ({marks}) "
             "ORDER BY ts_rank(ms.words, query.q) DESC, m.id",
