@@ -134,3 +134,11 @@ def test_copy_keeps_every_api_read(tmp_path: Path, pg_url: str) -> None:
     # into a database that has sessions already: refused, nothing changed
     assert main(["copy", "--from", file_settings.db, "--to", pg_url]) == 1
     assert asyncio.run(read()) == before
+
+
+def test_backup_and_doctor_refuse_a_postgresql_url(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://someone:secret@127.0.0.1:1/x"
+    assert main(["backup", "/tmp/never-written.db", "--db", url]) == 2
+    assert main(["doctor", "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "pg_dump" in err and "secret" not in err

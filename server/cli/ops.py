@@ -67,9 +67,22 @@ def _settings(args: argparse.Namespace) -> config.Settings | None:
         return None
 
 
+def _sqlite_settings(args: argparse.Namespace, command: str) -> config.Settings | None:
+    """Settings for a command that works on the SQLite file itself."""
+    settings = _settings(args)
+    if settings is not None and is_postgres(settings.db):
+        print(
+            f"sessiond: {command} works on an SQLite file; on PostgreSQL use its own tools "
+            "(pg_dump, pg_restore)",
+            file=sys.stderr,
+        )
+        return None
+    return settings
+
+
 def backup_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    settings = _settings(args)
+    settings = _sqlite_settings(args, "backup")
     if settings is None:
         return 2
     try:
@@ -86,7 +99,7 @@ def backup_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def doctor(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    settings = _settings(args)
+    settings = _sqlite_settings(args, "doctor")
     if settings is None:
         return 2
     checks = examine(settings.db, args.max_wal_bytes)
