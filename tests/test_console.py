@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,16 @@ class Console:
         return "".join(texts.all_inner_texts())
 
     def check_log(self, failures: int = 0) -> None:
-        """No errors but the `failures` requests the scenario meant to fail."""
+        """No errors but the `failures` requests the scenario meant to fail. The browser
+        reports a failed request's log line a moment after the page has shown the failure:
+        the lines are waited for (each wait lets Playwright deliver what came)."""
+
+        def refusals() -> int:
+            return sum(1 for e in self.errors if RESOURCE_ERROR.match(e))
+
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while refusals() < failures and time.monotonic() < deadline:
+            self.page.wait_for_timeout(20)
         refused = [e for e in self.errors if RESOURCE_ERROR.match(e)]
         others = [e for e in self.errors if not RESOURCE_ERROR.match(e)]
         assert others == [], others
