@@ -48,12 +48,13 @@ class Context:
         return self.root / "sessiond.db"
 
     async def sessiond(
-        self, env: dict[str, str] | None = None, root: Path | None = None
+        self, env: dict[str, str] | None = None, root: Path | None = None, db: str | None = None
     ) -> procs.Child:
-        """A `sessiond serve` child on the scenario's database, or on one in `root`."""
+        """A `sessiond serve` child on the scenario's database, or on one in `root`, or on
+        `db` (a PostgreSQL URL several children share)."""
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
-        child = procs.sessiond(root or self.root, env)
+        child = procs.sessiond(root or self.root, env, db)
         self.children.append(child)
         await child.start()
         if self.profile_dir is not None:

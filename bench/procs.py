@@ -130,7 +130,7 @@ class Child:
         return found[:limit]
 
 
-def sessiond(cwd: Path, extra_env: dict[str, str] | None = None) -> Child:
+def sessiond(cwd: Path, extra_env: dict[str, str] | None = None, db: str | None = None) -> Child:
     """`sessiond serve …`; BENCH_SESSIOND may name another command to run in its place (a
     build to compare, or a wrapper that patches the server for an experiment)."""
     argv = [
@@ -141,7 +141,7 @@ def sessiond(cwd: Path, extra_env: dict[str, str] | None = None) -> Child:
         "--port",
         "{port}",
         "--db",
-        str(cwd / "sessiond.db"),
+        db or str(cwd / "sessiond.db"),
         "--shutdown-grace",
         "2",
     ]

@@ -52,8 +52,8 @@ from server.runs.agentspec import default_agent
 from server.runs.channel import Hub
 from server.runs.runner import Runner, RunnerSettings
 from server.runs.sweeper import Sweeper
-from server.sealing import sealing_key
-from server.store import SqliteStore
+from server.sealing import key_file_of, sealing_key
+from server.store import open_store
 from server.store.lock import DatabaseLock
 from server.tools.base import ToolSettings
 from server.webhooks.sender import Sender, SenderSettings
@@ -115,6 +115,7 @@ def runner_settings(settings: Settings) -> RunnerSettings:
         run_max_s=settings.run_max_seconds,
         run_max_ceiling_s=settings.run_max_seconds_ceiling,
         log_content=settings.log_content,
+        lease_timeout_s=settings.lease_timeout_s,
     )
 
 
@@ -177,7 +178,12 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
     @asynccontextmanager
     async def _serving(app: Starlette) -> AsyncIterator[None]:
         meter = app.state.meter
-        store = SqliteStore(settings.db, event_flush_s=settings.event_flush_ms / 1000, meter=meter)
+        store = open_store(
+            settings.db,
+            event_flush_s=settings.event_flush_ms / 1000,
+            meter=meter,
+            lease_timeout_s=settings.lease_timeout_s,
+        )
         await store.open()
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -201,7 +207,8 @@ def create_app(settings: Settings, *, db_lock: DatabaseLock | None = None) -> St
             await runner.recover()
             app.state.store, app.state.runner = store, runner
             app.state.keys = KeyCache(store.keys, required=settings.auth == "required")
-            app.state.sealing_key = seal_key = sealing_key(settings.db)
+            key_file = settings.key_file or key_file_of(settings.db)
+            app.state.sealing_key = seal_key = sealing_key(key_file)
             secret = await tokens.load_secret(store.secrets, seal_key)
             app.state.tokens = tokens.StreamTokens(secret, settings.stream_token_ttl)
             sender = Sender(store.webhooks, seal_key, sender_settings(settings), meter)

@@ -19,10 +19,16 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 2323
-    db: str = "./data/sessiond.db"
+    db: str = "./data/sessiond.db"  # an SQLite file, or a postgresql:// URL
+    # The stream tokens' sealing key (None: `<db>.key` beside an SQLite file; for PostgreSQL
+    # ./data/sessiond-postgres.key). Every process on one PostgreSQL must have the same one.
+    key_file: str | None = None
     max_body_bytes: int = 1024 * 1024
     max_import_bytes: int = 64 * 1024 * 1024  # POST /sessions/import has a limit of its own
     sweep_interval_s: float = 60.0  # how often sessions past their TTL are deleted
+    # Several processes on one PostgreSQL: a process gone this long has lost its sessions'
+    # leases, and another interrupts its runs and repairs their histories.
+    lease_timeout_s: Positive = 15.0
     ping_s: float = 15.0
     sse_retry_ms: int = 3000
     sse_send_timeout_s: float = 30.0

@@ -16,12 +16,23 @@ _PAD = b"sessiond stream-token secret pad"
 _TAG = b"sessiond stream-token secret tag"
 
 
-def sealing_key(db_path: str) -> bytes:
-    """The sealing key of a database: in `<db>.key` beside it, made (owner-only) the first
+def key_file_of(db: str) -> str:
+    """Where a database's sealing key is kept unless the settings say (`--key-file`):
+    `<db>.key` beside an SQLite file; for a PostgreSQL database, which several processes
+    share, a file of the working directory's (each process must be given the same one)."""
+    if db == ":memory:":
+        return db
+    if db.startswith(("postgresql://", "postgres://")):
+        return "./data/sessiond-postgres.key"
+    return db + ".key"
+
+
+def sealing_key(path: str) -> bytes:
+    """The sealing key in the file `path` (see `key_file_of`), made (owner-only) the first
     time. An in-memory database gets one that lives as long as it does."""
-    if db_path == ":memory:":
+    if path == ":memory:":
         return secrets.token_bytes(32)
-    path = db_path + ".key"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -12,12 +14,15 @@ import pytest
 
 from server.app import create_app
 from server.config import Settings
+from tests import pg
 from tests.live import ThreadServer
+from tests.pg import Cluster, Databases
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "db": str(tmp_path / "sessiond.db"),
+        "db": Databases.of(str(tmp_path)) or str(tmp_path / "sessiond.db"),
+        "key_file": str(tmp_path / "sessiond.key") if Databases.url else None,
         "allow_roots": [str(tmp_path)],
         "event_flush_ms": 20.0,
     }
@@ -43,6 +48,59 @@ async def app_client(settings: Settings) -> AsyncIterator[AppClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app), AppClient(app) as client:
         yield client
+
+
+_cluster: Cluster | None = None
+
+
+def pg_server() -> str:
+    """A PostgreSQL server's URL for the tests: SESSIOND_TEST_PG_URL's, else a throwaway
+    cluster of the tests' own (started once, stopped at exit). Skips, or fails where
+    SESSIOND_REQUIRE_PG=1, when neither can be had."""
+    global _cluster
+    given = os.environ.get("SESSIOND_TEST_PG_URL")
+    if given:
+        return given
+    if _cluster is None:
+        bindir = pg.binaries()
+        problem = None
+        if bindir is None:
+            problem = (
+                "PostgreSQL is not installed (Debian package postgresql; see tests/system-deps.sh)"
+            )
+        elif importlib.util.find_spec("asyncpg") is None:
+            problem = "asyncpg is not installed (pip install -e '.[postgres]')"
+        if problem is not None:
+            if os.environ.get("SESSIOND_REQUIRE_PG") == "1":
+                pytest.fail(problem)
+            pytest.skip(f"no PostgreSQL: {problem}, or set SESSIOND_TEST_PG_URL")
+        assert bindir is not None
+        _cluster = pg.Cluster(bindir).start()
+        atexit.register(_cluster.stop)
+    return _cluster.url
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A new, empty PostgreSQL database."""
+    return pg.new_database(pg_server())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test once on each database: `make_settings` gives it a PostgreSQL database of its
+    own on the second run. A suite takes it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    Databases.server = pg_server()
+    Databases.url = pg.new_database(Databases.server)
+    Databases.by_root = {}
+    try:
+        yield "postgres"
+    finally:
+        Databases.url = Databases.server = None
+        Databases.by_root = {}
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
 #!/bin/sh
 # System packages some tests drive for real: headless Chromium (browser pages against a live
-# server) and bubblewrap (the command sandbox). Installed with apt when running as root and
-# missing; otherwise those tests skip, or fail where SESSIOND_TEST_STRICT=1 (CI) says so.
+# server), bubblewrap (the command sandbox) and PostgreSQL (the tests start a throwaway
+# cluster with its initdb and pg_ctl). Installed with apt when running as root and missing;
+# otherwise those tests skip, or fail where SESSIOND_TEST_STRICT=1 / SESSIOND_REQUIRE_PG=1
+# (CI) says so.
 set -u
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages for the tests:$missing"

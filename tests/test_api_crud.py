@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import app_client, make_settings, scripted_agent
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)

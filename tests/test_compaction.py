@@ -19,6 +19,8 @@ from tests.spec import Spec
 from tests.sse import collect, typed
 from tests.upstream import Reply, Upstream, anthropic_sse, json_error
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 KEY = "sk-ant-test-compaction"
 SUMMARY = "The user asked many questions about files; each was answered with a lookup."
 WINDOW, BUDGET = 20_000, 16_000

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,19 @@ class Console:
 
     def check_log(self, *refused: int) -> None:
         """No errors but failed requests the scenario made on purpose, of these statuses (each
-        at least once; the browser logs each failed request it sees)."""
-        statuses = [int(m.group(1)) for e in self.errors if (m := RESOURCE_ERROR.match(e))]
+        at least once). The browser reports a failed request's log line a moment after the
+        page has shown the failure: the lines are waited for (each wait lets Playwright
+        deliver what came)."""
+
+        def statuses() -> set[int]:
+            return {int(m.group(1)) for e in self.errors if (m := RESOURCE_ERROR.match(e))}
+
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not set(refused) <= statuses() and time.monotonic() < deadline:
+            self.page.wait_for_timeout(20)
         others = [e for e in self.errors if not RESOURCE_ERROR.match(e)]
         assert others == [], others
-        assert set(statuses) == set(refused), self.errors
+        assert statuses() == set(refused), self.errors
 
 
 def make_agent(url: str, script: list[dict[str, Any]], name: str, **extra: Any) -> str:

@@ -11,10 +11,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from server.ids import now
 from server.runs.sweeper import Sweeper
+from server.store import is_postgres
+from server.store.pg import translate
+from tests import pg
 from tests.conftest import AppClient, app_client, make_settings, scripted_agent
 from tests.waiting import until
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
 def run(coro: Any) -> Any:
@@ -29,7 +36,9 @@ async def session_with_agent(http: Any, script: list[Any], **session: Any) -> st
     return str(created.json()["id"])
 
 
-def rows(db: Path, sql: str, *params: Any) -> list[Any]:
+def rows(db: str, sql: str, *params: Any) -> list[Any]:
+    if is_postgres(db):
+        return pg.rows_of(db, translate(sql), *params)
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
 
@@ -118,7 +127,7 @@ async def driven_sweeper(http: AppClient) -> AsyncIterator[tuple[list[str], Tick
 
 def test_idle_session_expires_with_everything_it_holds(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    db = Path(settings.db)
+    db = settings.db
     script = [
         {"text": "Looking.", "tool_calls": [{"name": "list_files", "input": {}}]},
         {"text": "Done."},
@@ -214,7 +223,7 @@ def test_deleting_a_running_session_cancels_its_run(tmp_path: Path) -> None:
             assert (await http.get(f"/sessions/{sid}")).status_code == 404
             await http.flush()
 
-        db = Path(make_settings(tmp_path).db)
+        db = make_settings(tmp_path).db
         assert rows(db, "SELECT count(*) FROM runs") == [(0,)]
 
     run(go())

@@ -12,10 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
+from server.store import is_postgres
+from tests import pg
 from tests.conftest import app_client, make_settings, scripted_agent
 from tests.live import ThreadServer
 from tests.sse import collect, typed
 from tests.waiting import wait_until
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
 def run(coro: Any) -> Any:
@@ -33,6 +37,8 @@ async def texts(http: Any, sid: str) -> list[str]:
 
 
 def table_contents(db: str) -> dict[str, list[Any]]:
+    if is_postgres(db):
+        return dict(pg.table_contents(db))
     with sqlite3.connect(db) as conn:
         names = [
             row[0]

@@ -15,6 +15,9 @@ from server.models import TextBlock
 from server.store import SqliteStore, messages
 from server.store.sqlite import SCHEMA_PATH, _migrate, schema_steps
 from tests.conftest import app_client, make_settings, scripted_agent
+from tests.pg import sqlite_only
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
 def run(coro: Any) -> Any:
@@ -174,6 +177,7 @@ def test_bad_search_requests_are_400(tmp_path: Path, params: dict[str, str], fie
     run(go())
 
 
+@sqlite_only
 def test_upgrading_a_database_indexes_its_existing_messages(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db, isolation_level=None)
@@ -220,6 +224,7 @@ GROUP BY messages.rowid ORDER BY messages.rowid
 """
 
 
+@sqlite_only
 def test_every_write_path_indexes_the_text_the_step_2_trigger_did(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     script = [
@@ -249,6 +254,7 @@ def test_every_write_path_indexes_the_text_the_step_2_trigger_did(tmp_path: Path
         conn.close()
 
 
+@sqlite_only
 def test_a_failing_write_leaves_nothing_in_the_index(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
 

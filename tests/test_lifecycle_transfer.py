@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import app_client, make_settings, scripted_agent
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 TOOL_TURN = [
     {"text": "Looking.", "tool_calls": [{"name": "list_files", "input": {"path": "."}}]},
     {"text": "One file: notes.txt"},

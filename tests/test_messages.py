@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import scripted_agent
 from tests.live import ThreadServer
 from tests.sse import collect, events, typed
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 TOOL_THEN_ANSWER = [
     {"text": "Let me look.", "tool_calls": [{"name": "list_files", "input": {"path": "."}}]},

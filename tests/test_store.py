@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from server.errors import Conflict
-from server.store import SqliteStore
+from server.store import SqliteStore, open_store
 from server.store.sqlite import SCHEMA_PATH, SETTLE_MAX, TURN_BUSY_S, schema_steps
+from tests import pg
+from tests.pg import Databases
 
 
 def test_schema_is_applied_once_and_recorded_in_user_version(tmp_path: Path) -> None:
@@ -61,7 +63,8 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
 
 @asynccontextmanager
 async def opened(path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(str(path))
+    """The store on `path`, or on the PostgreSQL database `database` gives the test."""
+    store = open_store(Databases.url or str(path))
     await store.open()
     try:
         yield store
@@ -69,6 +72,7 @@ async def opened(path: Path) -> AsyncIterator[SqliteStore]:
         await store.close()
 
 
+@pytest.mark.usefixtures("database")
 def test_concurrent_writes_share_commits_and_a_failing_op_undoes_only_itself(
     tmp_path: Path,
 ) -> None:
@@ -143,9 +147,10 @@ def test_a_big_commit_hands_its_results_back_in_order_a_slice_per_loop_turn(
     asyncio.run(go())
 
 
+@pytest.mark.usefixtures("database")
 def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
     async def go() -> None:
-        store = SqliteStore(str(tmp_path / "e.db"), event_flush_s=0.05)
+        store = open_store(Databases.url or str(tmp_path / "e.db"), event_flush_s=0.05)
         await store.open()
         db = store.db
         await db.write(
@@ -176,6 +181,10 @@ def test_buffered_events_commit_in_batches_and_on_close(tmp_path: Path) -> None:
         assert len(await store.events.read("r", 0, 5000)) == 1000
         db.append_events([("r", 1001, "done", b"{}")])
         await store.close()
+        if Databases.url:
+            query = "SELECT max(last_seq) FROM events"
+            assert await asyncio.to_thread(pg.rows_of, Databases.url, query) == [(1001,)]
+            return
         check = sqlite3.connect(tmp_path / "e.db")
         assert check.execute("SELECT max(last_seq) FROM events").fetchone()[0] == 1001
         check.close()

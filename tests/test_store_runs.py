@@ -25,6 +25,7 @@ from server.store import Finish, NewRun, Stale, Step
 from server.store import runs as run_ops
 from server.store import sessions as session_ops
 from server.store.sqlite import SCHEMA_PATH, _connect_writer, _migrate, schema_steps
+from tests import pg
 
 SESSION = msgspec.structs.replace(
     new_session_record("a", "/w", name="named", ttl_seconds=60),
@@ -34,16 +35,22 @@ SESSION = msgspec.structs.replace(
 )
 
 
-@pytest.fixture
-def conn(tmp_path: Path) -> Any:
-    conn = _connect_writer(str(tmp_path / "r.db"))
-    _migrate(conn, schema_steps(SCHEMA_PATH.read_text()))
+@pytest.fixture(params=["sqlite", "postgres"])
+def conn(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The writer's connection, on each database (PostgreSQL's as the writer drives it, in a
+    transaction the test's length)."""
+    if request.param == "sqlite":
+        conn = _connect_writer(str(tmp_path / "r.db"))
+        _migrate(conn, schema_steps(SCHEMA_PATH.read_text()))
+        closing = conn.close
+    else:
+        conn, closing = pg.writer_connection(request.getfixturevalue("pg_url"))
     conn.execute(
         "INSERT INTO agents (id, name, provider, created_at, updated_at) "
         "VALUES ('a', 'a', 'echo', 'n', 'n'), ('b', 'b', 'echo', 'n', 'n')"
     )
     yield conn
-    conn.close()
+    closing()
 
 
 def new_session(conn: sqlite3.Connection, sid: str) -> None:

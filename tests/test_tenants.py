@@ -21,9 +21,12 @@ from server.cli import main
 from server.store import SqliteStore
 from server.store.sqlite import SCHEMA_PATH, schema_steps
 from tests.conftest import AppClient, app_client, make_settings
+from tests.pg import sqlite_only
 from tests.spec import Spec, load_spec, operations
 from tests.test_auth import bearer
 from tests.waiting import until
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 UNKNOWN = "01JZZZZZZZZZZZZZZZZZZZZZZZ"  # a well-formed id nobody has
 MARKER = "quokkamarker"
@@ -259,6 +262,7 @@ def test_idempotency_keys_are_each_tenants_own(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+@sqlite_only
 def test_a_database_from_before_tenants_keeps_everything_in_default(tmp_path: Path) -> None:
     """Made at schema step 7 with a named session, a turn and an idempotency key; opened by
     this server, it holds all of it in the tenant `default`, and a default key sees it."""

@@ -23,6 +23,8 @@ from tests.live import ThreadServer
 from tests.spec import Spec
 from tests.waiting import until
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 # -- signing -----------------------------------------------------------------------------
 def test_our_signature_is_one_the_standard_verifier_accepts() -> None:

@@ -14,6 +14,7 @@ from bench.scenarios import (
     provider,
     replay,
     responses,
+    scale,
     scrape,
     stream,
     turns,
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, ModuleType] = {
         provider,
         scrape,
         console,
+        scale,
     )
 }
 SMOKE_BUDGET_S = 20.0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from server.cli import chat
 from server.cli.commands import build_parser
 from server.cli.keys import keys
-from server.cli.ops import backup_command, config_show, doctor
+from server.cli.ops import backup_command, config_show, copy_command, doctor, migrate_command
 from server.cli.serve import serve
 from server.cli.sessions import sessions
 
@@ -30,4 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return backup_command(args)
     if args.command == "doctor":
         return doctor(args)
+    if args.command == "migrate":
+        return migrate_command(args)
+    if args.command == "copy":
+        return copy_command(args)
     return 2

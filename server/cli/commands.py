@@ -30,6 +30,8 @@ COMMANDS = {
     "masked",
     "backup": "copy the database consistently, even while a server writes to it",
     "doctor": "check the database (schema, integrity, WAL, stuck runs, broken histories)",
+    "migrate": "apply the schema steps a database lacks (SQLite file or PostgreSQL URL)",
+    "copy": "copy an SQLite database into an empty PostgreSQL one, every id and event intact",
 }
 
 
@@ -109,6 +111,16 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
             "allow_roots",
             "a folder under which session work_dirs may lie (repeatable)",
             "the current folder",
+        ),
+    )
+    serve.add_argument(
+        "--lease-timeout",
+        type=float,
+        dest="lease_timeout_s",
+        help=setting_help(
+            "lease_timeout_s",
+            "seconds after which the runs of a process gone from a shared PostgreSQL are "
+            "interrupted by another",
         ),
     )
     serve.add_argument(
@@ -366,6 +378,12 @@ def add_ops_commands(commands: Any) -> None:
         default=64 * MIB,
         help="a write-ahead log larger than this is a problem (default 64 MiB)",
     )
+    migrate = commands.add_parser("migrate", help=COMMANDS["migrate"])
+    migrate.add_argument("--db", help=setting_help("db", "SQLite file or postgresql:// URL"))
+    migrate.add_argument("--config", help="settings file (default ./sessiond.toml if present)")
+    copy = commands.add_parser("copy", help=COMMANDS["copy"])
+    copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    copy.add_argument("--to", dest="target", required=True, help="the postgresql:// URL")
     for parser in (backup, doctor):
         parser.add_argument("--db", help=setting_help("db", "SQLite file"))
         parser.add_argument("--config", help="settings file (default ./sessiond.toml if present)")

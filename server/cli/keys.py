@@ -18,7 +18,7 @@ from server.api.keys import issue
 from server.errors import ApiError
 from server.ids import now
 from server.models import ApiKey
-from server.store import SqliteStore, Store
+from server.store import Store, open_store
 
 
 def keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -37,7 +37,7 @@ def keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 async def _run(db: str, args: argparse.Namespace, out: TextIO) -> int:
-    store = SqliteStore(db)
+    store = open_store(db)
     await store.open()
     try:
         return await ACTIONS[args.action](store, args, out)

@@ -20,7 +20,8 @@ from server import config
 from server.app import create_app
 from server.cli import connections, logs
 from server.config import Settings
-from server.store import SqliteStore
+from server.store import open_store
+from server.store.kind import is_postgres, shown
 from server.store.lock import DatabaseInUse, DatabaseLock
 
 log = logging.getLogger("sessiond")
@@ -78,7 +79,7 @@ def log_start(settings: Settings, cfg: uvicorn.Config) -> None:
     cap = settings.max_connections or connections.default_max_connections()
     log.info(
         "database %s; listening on %s:%d; allowed roots: %s; CORS origins: %s",
-        Path(settings.db).resolve(),
+        shown(settings.db) if is_postgres(settings.db) else Path(settings.db).resolve(),
         cfg.host,
         cfg.port,
         ", ".join(settings.allow_roots) or "none",
@@ -120,7 +121,7 @@ def is_loopback(host: str) -> bool:
 async def exposure(settings: Settings) -> str | None:
     """Why the server must not start as configured (None: it may): auth required and no key,
     or auth off on an address other hosts reach, unless the operator said --insecure."""
-    store = SqliteStore(settings.db)
+    store = open_store(settings.db)
     await store.open()
     try:
         made = await store.keys.made()

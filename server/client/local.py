@@ -49,7 +49,7 @@ from server.runs.agentspec import check, default_agent, unusable_reason
 from server.runs.channel import Hub
 from server.runs.handle import RunHandle
 from server.runs.runner import Runner, RunnerSettings
-from server.store import DEFAULT_AGENT_ID, SessionFilter, SqliteStore
+from server.store import DEFAULT_AGENT_ID, SessionFilter, SqliteStore, open_store
 from server.store.lock import DatabaseLock
 from server.tools.base import ToolSettings
 
@@ -153,7 +153,7 @@ class AsyncLocalClient:
             raise
 
     async def _start(self) -> None:
-        store = SqliteStore(self.db)
+        store = open_store(self.db)
         await store.open()
         self._store = store
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0))

@@ -19,22 +19,33 @@ from typing import Any
 
 import msgspec
 
-from server.errors import ApiError, Archived, Conflict, SessionBusy, Unprocessable
+from server.errors import ApiError, Archived, Conflict, SessionBusy, StoreError, Unprocessable
 from server.ids import new_ulid, now
 from server.models import Agent, ClientTool, ContentBlock, Run, RunStatus, SessionRecord
 from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.driver import Driver
 from server.runs.pauses import Pauses
+from server.runs.peers import Peers
 from server.runs.table import LiveRuns
 from server.store import Begun, NewRun, Stale, Store
 from server.tools.base import ToolSettings
 
+KEY_WAITS, KEY_WAIT_S = 40, 0.05  # a repeated key's run, started by another process
+
 
 class Admission:
     def __init__(
-        self, store: Store, table: LiveRuns, driver: Driver, pauses: Pauses, tools: ToolSettings
+        self,
+        store: Store,
+        table: LiveRuns,
+        driver: Driver,
+        pauses: Pauses,
+        tools: ToolSettings,
+        *,
+        peers: Peers,
     ) -> None:
+        self.peers = peers
         self.store = store
         self.table = table
         self.driver = driver
@@ -87,7 +98,52 @@ class Admission:
             paused = await self.store.runs.paused(record.id)
             if paused is not None and self.table.get(paused.run.id) is None:
                 await self.pauses.close(paused, "cancelled")
-        return await self._open(record, agent, request, idempotency_key, expected)
+        if self.peers.shared and self.table.idle(record.id) and not self.peers.holds(record.id):
+            earlier = await self._lease(record.id, request, idempotency_key)
+            if earlier is not None:
+                return earlier
+        try:
+            return await self._open(record, agent, request, idempotency_key, expected)
+        except StoreError:
+            if idempotency_key is None:
+                raise
+            # another process started a run with this key meanwhile (the key is unique)
+            earlier = await self._earlier(idempotency_key, record.id, request)
+            if earlier is None:
+                raise
+            return earlier
+        finally:
+            self.peers.release(record.id)  # nothing in hand after all: the lease goes
+
+    async def _lease(
+        self, sid: str, request: RunRequest, key: str | None
+    ) -> ActiveRun | Run | None:
+        """Take the session's lease from the other processes on the database, by the busy
+        policy while one of them holds it; the run a repeated key started over there."""
+        if await self.peers.acquire(sid):
+            return None
+        if key is not None:  # the same key sent to the other process a moment ago?
+            for _ in range(KEY_WAITS):
+                earlier = await self._earlier(key, sid, request)
+                if earlier is not None:
+                    return earlier
+                if await self.peers.acquire(sid):
+                    return None
+                await asyncio.sleep(KEY_WAIT_S)
+        if request.if_busy == "reject":
+            held = await self.store.runs.page(sid, 1, None)
+            run_id = held.data[0].id if held.data else ""
+            raise SessionBusy(
+                f"session {sid} is busy with run {run_id} on another process; retry later, "
+                'or send "if_busy": "queue" or "interrupt"',
+                run_id=run_id,
+            )
+        if request.if_busy == "interrupt":
+            for run in (await self.store.runs.page(sid, 10, None)).data:
+                if run.status in ("running", "queued"):
+                    await self.peers.cancel_elsewhere(run.id, "interrupted")
+        await self.peers.wait_free(sid)
+        return None
 
     async def _earlier(
         self, key: str, session_id: str, request: RunRequest

@@ -65,6 +65,13 @@ class Hub:
             if not watchers:
                 del self._watchers[watcher.session_id]
 
+    def watching(self) -> bool:
+        """Anyone watches any session."""
+        return bool(self._watchers)
+
+    def watched(self, session_id: str) -> bool:
+        return session_id in self._watchers
+
     def publish(self, session_id: str, item: EventRow) -> None:
         for watcher in self._watchers.get(session_id, ()):
             watcher.push(item)

@@ -49,6 +49,8 @@ class RunnerSettings(msgspec.Struct, frozen=True):
     run_max_ceiling_s: float = 86400.0  # … and the longest any agent gets
     # The run's end is logged with its user message and tool inputs too (--log-content).
     log_content: bool = False
+    # Processes on one database: how long a dead one's leases last (see peers.py).
+    lease_timeout_s: float = 15.0
 
     def deadline_s(self, agent: Agent) -> float:
         return min(agent.max_run_seconds or self.run_max_s, self.run_max_ceiling_s)
@@ -76,6 +78,8 @@ class Driver:
         self.settings = settings
         self.compactor = Compactor(store, histories, provider_ctx)
         self.ended: Callable[[], None] = _nothing  # after each run's end is stored
+        # Told when a session has nothing left in hand here (its lease may go: peers.py).
+        self.on_idle: Callable[[str], None] = _idle
 
     def new_log(self, run_id: str, session_id: str, first_seq: int) -> RunLog:
         """A run log whose rows go to the store's event log and the session channel."""
@@ -373,6 +377,7 @@ class Driver:
         active.log.finish()
         active.done.set()
         self.table.drop(active)
+        self.on_idle(sid)
         self._ended(active, status, stop_reason)
         self.ended()
 
@@ -435,3 +440,7 @@ def _nothing() -> None:
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("background write failed: %s", future.exception())
+
+
+def _idle(session_id: str) -> None:
+    return None

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from server.errors import NotFound
 from server.events import EventRow
 from server.runs.active import ActiveRun
 from server.runs.channel import Hub
+from server.runs.peers import Peers
 from server.runs.runlog import RunLog
 from server.runs.signals import Quiet
 from server.runs.table import LiveRuns
@@ -17,7 +19,8 @@ REPLAY_PAGE = 2000
 
 
 class Followers:
-    def __init__(self, store: Store, hub: Hub, table: LiveRuns) -> None:
+    def __init__(self, store: Store, hub: Hub, table: LiveRuns, peers: Peers | None = None) -> None:
+        self.peers = peers
         self.store = store
         self.hub = hub
         self.table = table
@@ -31,7 +34,7 @@ class Followers:
         log to replay: a reader that comes to it late still gets its events)."""
         active = self.table.get(run_id) or known
         if active is None:
-            async for rows in self._replay(run_id, after, None):
+            async for rows in self._elsewhere(run_id, after, ping_s):
                 yield rows
             return
         runlog = active.log
@@ -52,6 +55,47 @@ class Followers:
                 yield batch
         finally:
             quiet.close()
+
+    async def _elsewhere(
+        self, run_id: str, after: int, ping_s: float
+    ) -> AsyncIterator[list[EventRow]]:
+        """A run this process does not hold: its log, and on another process's word (or each
+        quiet time, for word missed) what was added to it, until `done`. One process alone on
+        its database only replays."""
+        peers = self.peers
+        if peers is None or not peers.shared:
+            async for rows in self._replay(run_id, after, None):
+                yield rows
+            return
+        quiet = Quiet(ping_s)
+        try:
+            while True:
+                waiter = peers.waiter(run_id, quiet)  # before the read: nothing missed
+                ended = False
+                async for rows in self._replay(run_id, after, None):
+                    yield rows
+                    after = rows[-1][1]
+                    ended = rows[-1][2] == "done"
+                if ended:
+                    peers.forget(run_id, waiter)
+                    return
+                if not await self._unfinished(run_id):  # it ended since the read: the rest
+                    peers.forget(run_id, waiter)
+                    async for rows in self._replay(run_id, after, None):
+                        yield rows
+                    return
+                if not await waiter:
+                    peers.forget(run_id, waiter)
+                    yield []
+        finally:
+            quiet.close()
+
+    async def _unfinished(self, run_id: str) -> bool:
+        try:
+            stored = await self.store.runs.get(run_id)
+        except NotFound:
+            return False
+        return stored.run.status in ("running", "queued")
 
     async def _stored(self, runlog: RunLog, after: int) -> AsyncIterator[list[EventRow]]:
         """The run's events after `after` that memory no longer holds, from the database."""

@@ -51,7 +51,7 @@ async def interrupt_unfinished(store: Store) -> int:
     count = 0
     for stored in await store.runs.unfinished():
         if stored.run.status != "requires_action":  # a paused run survives restarts as it is
-            await _interrupt(store, stored.run)
+            await interrupt_run(store, stored.run)
             count += 1
     await store.sessions.idle_orphans()
     if count:
@@ -59,7 +59,8 @@ async def interrupt_unfinished(store: Store) -> int:
     return count
 
 
-async def _interrupt(store: Store, run: Run) -> None:
+async def interrupt_run(store: Store, run: Run) -> None:
+    """End one run a dead process left: its closing events, its history repaired."""
     rows = await store.events.read(run.id, 0, 10**9)
     seen, _ = usage_from_log(rows)
     delta = Usage(

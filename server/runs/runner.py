@@ -15,6 +15,7 @@ and stores each step; `Followers` reads a run's or a session's events back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from server.compaction import fixed_tokens
@@ -33,6 +34,7 @@ from server.runs.followers import Followers
 from server.runs.handle import RunHandle
 from server.runs.histories import Histories
 from server.runs.pauses import Pauses
+from server.runs.peers import Peers
 from server.runs.recovery import interrupt_unfinished
 from server.runs.table import LiveRuns
 from server.session import History
@@ -67,10 +69,15 @@ class Runner:
             meter=meter,
         )
         meter.watch_runs(self.table.count)
-        self.followers = Followers(store, hub, self.table)
         self.pauses = Pauses(store, self.table, self.driver, settings.tools)
-        self.admission = Admission(store, self.table, self.driver, self.pauses, settings.tools)
+        self.peers = Peers(store, hub, self.table, self._cancel_here, settings.lease_timeout_s)
+        self.driver.on_idle = self.peers.release
+        self.followers = Followers(store, hub, self.table, self.peers)
+        self.admission = Admission(
+            store, self.table, self.driver, self.pauses, settings.tools, peers=self.peers
+        )
         self._drain: asyncio.Future[None] | None = None
+        self._cancels: set[asyncio.Future[None]] = set()
 
     # -- starting runs ----------------------------------------------------------------------
     async def submit(
@@ -154,9 +161,32 @@ class Runner:
         active = self.table.get(run.id)
         if active is not None:
             await self.driver.cancel(active)
+        elif run.status in ("running", "queued") and self.peers.shared:
+            await self._cancel_elsewhere(run)
         elif run.status == "requires_action":
             paused = await self.store.runs.get(run.id)
             await self.pauses.close(paused, "cancelled")
+
+    async def _cancel_elsewhere(self, run: Run) -> None:
+        """Ask the process running it to cancel the run, and wait until its end is out (a
+        minute at most; a process that died meanwhile has its runs interrupted instead)."""
+        await self.peers.cancel_elsewhere(run.id)
+        after = await self.store.events.last_seq(run.id)
+
+        async def ended() -> None:
+            async for _ in self.follow(run.id, after, 1.0):
+                pass
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended(), 60)
+
+    def _cancel_here(self, run_id: str, status: str) -> None:
+        """Another process was asked to stop a run this one is running."""
+        active = self.table.get(run_id)
+        if active is not None and status in ("cancelled", "interrupted"):
+            task = asyncio.ensure_future(self.driver.cancel(active, status))
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
 
     async def stop_session(self, session_id: str) -> None:
         """Before a session is deleted: stop its runs and close its watchers."""
@@ -188,6 +218,7 @@ class Runner:
             )
         live = self.table.all()
         await asyncio.gather(*(self.driver.cancel(a, "interrupted") for a in live))
+        await self.peers.stop()
         self.hub.close()
 
     async def compact(self, record: SessionRecord) -> Message:
@@ -215,5 +246,10 @@ class Runner:
         self.driver.ended = callback
 
     async def recover(self) -> int:
-        """At start-up: end the runs a dead process left unfinished."""
+        """At start-up: end the runs a dead process left unfinished. With other processes on
+        the database, only those whose session no live process holds (peers.py), and from
+        now on whenever a process dies."""
+        if self.peers.shared:
+            await self.peers.start()
+            return await self.peers.scan()
         return await interrupt_unfinished(self.store)

@@ -151,3 +151,6 @@ class Signal:
     def discard(self, waiter: asyncio.Future[bool]) -> None:
         if waiter in self._waiters:
             self._waiters.remove(waiter)
+
+    def waiting(self) -> bool:
+        return bool(self._waiters)

@@ -18,6 +18,7 @@ from server.runs.runner import Runner
 from server.store import Store
 
 log = logging.getLogger("sessiond.sweeper")
+SWEEP_JOB = "ttl-sweep"
 
 
 class Sweeper:
@@ -73,6 +74,10 @@ class Sweeper:
         while True:
             await self.sleep(self.interval_s)
             try:
-                await self.sweep()
+                if await self.store.cluster.take_job(SWEEP_JOB):  # one process sweeps
+                    try:
+                        await self.sweep()
+                    finally:
+                        await self.store.cluster.end_job(SWEEP_JOB)
             except Exception:
                 log.exception("the TTL sweep failed; trying again in %.0f s", self.interval_s)

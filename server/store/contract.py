@@ -22,7 +22,7 @@ already checked: any tenant. The built-in agent is the default tenant's and visi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -320,7 +320,81 @@ class WebhookStore(Protocol):
     ) -> Page[WebhookDelivery]: ...  # newest first
 
 
+class ClusterStore(Protocol):
+    """What several processes on one database need of it (PostgreSQL): a lease per session,
+    held by the one process that runs it; word of new events, cancels and freed sessions from
+    the others; jobs that run once across processes. On SQLite one process has the file (its
+    lock), `shared` is False and every method is trivial."""
+
+    shared: bool
+
+    async def start(
+        self,
+        on_events: Callable[[list[tuple[str, int]]], None],
+        on_cancel: Callable[[str, str], None],
+        on_free: Callable[[str], None],
+    ) -> None:
+        """Listen: `on_events` gets (run id, last seq) of events another process committed,
+        `on_cancel` a run id another process was asked to stop, and the status to stop it with
+        (cancelled, interrupted), `on_free` a session id
+        another process let go of."""
+        ...
+
+    def holds(self, session_id: str) -> bool: ...
+    async def hold(self, session_id: str) -> bool:
+        """Take the session's lease; False while another process holds it."""
+        ...
+
+    async def let_go(self, session_id: str, unless: Callable[[], bool]) -> None:
+        """Give the lease back, unless `unless()` says (when it is its turn) it is needed."""
+        ...
+
+    async def cancel_elsewhere(self, run_id: str, status: str) -> None: ...
+    async def take_job(self, job: str) -> bool:
+        """True: this process does `job` now (`end_job` when done); False: another does."""
+        ...
+
+    async def end_job(self, job: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class LocalCluster:
+    """One process has the database: every lease is its own."""
+
+    shared = False
+
+    async def start(
+        self,
+        on_events: Callable[[list[tuple[str, int]]], None],
+        on_cancel: Callable[[str, str], None],
+        on_free: Callable[[str], None],
+    ) -> None:
+        return None
+
+    def holds(self, session_id: str) -> bool:
+        return True
+
+    async def hold(self, session_id: str) -> bool:
+        return True
+
+    async def let_go(self, session_id: str, unless: Callable[[], bool]) -> None:
+        return None
+
+    async def cancel_elsewhere(self, run_id: str, status: str) -> None:
+        return None
+
+    async def take_job(self, job: str) -> bool:
+        return True
+
+    async def end_job(self, job: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class Store(Protocol):
+    cluster: ClusterStore
     keys: KeyStore
     webhooks: WebhookStore
     secrets: SecretStore

@@ -15,6 +15,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from server.store.kind import is_postgres
+
 
 class DatabaseInUse(Exception):
     """Another live process serves this database."""
@@ -32,7 +34,7 @@ class DatabaseLock:
 
     def acquire(self) -> DatabaseLock:
         """Take the lock or raise DatabaseInUse naming the database and its holder."""
-        if self._fd is not None or self.db == ":memory:":
+        if self._fd is not None or self.db == ":memory:" or is_postgres(self.db):
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -51,7 +51,7 @@ def highlighted(marked: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(text), spans
 
 
-def _after(cursor: str | None) -> tuple[float, str] | None:
+def after_cursor(cursor: str | None) -> tuple[float, str] | None:
     if not cursor:
         return None
     score, session_id = decode_cursor(cursor, 2)
@@ -66,7 +66,7 @@ class Search:
 
     async def page(self, tenant: str, q: str, limit: int, cursor: str | None) -> Page[SearchResult]:
         query = match_query(q)
-        after = _after(cursor)
+        after = after_cursor(cursor)
         if not query:
             return Page([], None)
         columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
