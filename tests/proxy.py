@@ -20,6 +20,7 @@ class CuttingProxy:
         self.heads: list[bytes] = []
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -28,9 +29,19 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
             with self._lock:
-                self._open += [client, upstream]
+                closed = self._closed
+                if not closed:
+                    self._open += [client, upstream]
+            if closed:  # accepted as the proxy closed: nothing may outlive it
+                client.close()
+                upstream.close()
+                return
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
@@ -56,5 +67,7 @@ class CuttingProxy:
             end.close()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self.listener.close()
         self.cut()

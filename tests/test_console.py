@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from tests.conftest import scripted_agent
 from tests.live import ProcessServer
+from tests.proxy import CuttingProxy
 from tests.waiting import wait_until
 
 TIMEOUT_MS = 30_000
@@ -509,13 +510,11 @@ def test_a_busy_session_offers_queue_or_interrupt(served: ProcessServer, browser
 def test_a_dropped_network_mid_reply_goes_on_without_a_gap(
     served: ProcessServer, browser: Browser
 ) -> None:
-    from tests.test_stream_tokens import CuttingProxy
-
     agent = make_agent(served.url, [{"text": LONG_REPLY}], "cut", options={"token_delay_ms": 50})
     sid = make_session(served.url, agent)
     proxy = CuttingProxy(served.port)
+    console = Console(browser, proxy.url)
     try:
-        console = Console(browser, proxy.url)
         page = console.open(f"#/sessions/{sid}")
         console.by("message-input").fill("go")
         console.by("send").click()
@@ -533,4 +532,5 @@ def test_a_dropped_network_mid_reply_goes_on_without_a_gap(
         # the cut itself may log one failed request of the page's own (a poll in flight)
         assert [e for e in console.errors if not e.startswith("Failed to load resource")] == []
     finally:
+        console.page.close()  # no more requests through the relay (the list polls)
         proxy.close()
