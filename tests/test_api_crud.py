@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from server.ids import now
 from tests.conftest import app_client, make_settings, scripted_agent
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
@@ -61,7 +63,11 @@ def test_session_crud_round_trip(tmp_path: Path) -> None:
 def test_sessions_list_newest_activity_first_with_cursor(tmp_path: Path) -> None:
     async def go() -> None:
         async with app_client(make_settings(tmp_path)) as http:
-            ids = [(await http.post("/sessions", json={})).json()["id"] for _ in range(5)]
+            made = [(await http.post("/sessions", json={})).json() for _ in range(5)]
+            ids = [m["id"] for m in made]
+            # timestamps have milliseconds: touch the first once the clock is past the last
+            # one's, or the two tie and the id decides
+            wait_until(lambda: now() > made[-1]["updated_at"], "the clock to move on")
             await http.put(f"/sessions/{ids[0]}", json={"title": "touched"})
             seen: list[str] = []
             cursor = None
