@@ -13,59 +13,24 @@ way out.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import time
 from pathlib import Path
 
-import httpx
 import msgspec
 
 from bench import workload
 from bench.harness import JSON_BODY, Api, Context
 from bench.report import Figure, Result, median, ratio
+from bench.scenarios.stream import Read, curl, httpx_read
 
 NAME = "responses"
 TITLE = "one 20,000-token reply via /v1/responses, against the native stream"
 BUDGET_S = 90.0
 
 
-class Read:
-    def __init__(self, status: int, seconds: float, data: bytes) -> None:
-        self.status = status
-        self.seconds = seconds
-        self.events = data.count(b"\nevent: ") + data.startswith(b"event: ")
-        self.completed = b"event: done" in data or b"event: response.completed" in data
-
-
-async def curl(url: str, body: bytes, out: Path) -> Read:
-    argv = ["curl", "-sN", "-X", "POST", "-H", "Content-Type: application/json"]
-    argv += ["-d", body.decode(), "-o", str(out), "-w", "%{http_code} %{time_total}", url]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
-    try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    status, seconds = stdout.decode().split()
-    return Read(int(status), float(seconds), out.read_bytes())
-
-
-async def httpx_read(url: str, body: bytes, out: Path) -> Read:
-    headers = {"Content-Type": "application/json"}
-    async with httpx.AsyncClient(timeout=60) as http:
-        started = time.perf_counter()
-        chunks: list[bytes] = []
-        async with http.stream("POST", url, content=body, headers=headers) as response:
-            async for chunk in response.aiter_raw():
-                chunks.append(chunk)
-        return Read(response.status_code, time.perf_counter() - started, b"".join(chunks))
-
-
 async def read(url: str, body: bytes, out: Path) -> Read:
     reader = curl if shutil.which("curl") else httpx_read
-    got = await reader(url, body, out)
+    got = await reader(url, out, "", body)
     if got.status != 200 or not got.completed:
         raise RuntimeError(f"{url}: HTTP {got.status}, {got.events} events, no end")
     return got

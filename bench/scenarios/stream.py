@@ -33,7 +33,10 @@ class Read:
         self.status = status
         self.seconds = seconds
         self.events = data.count(b"\nevent: ") + data.startswith(b"event: ")
-        self.completed = b"event: done" in data and b'"status":"completed"' in data
+        # a native stream's done (completed), or the Responses stream's own last event
+        self.completed = (
+            b"event: done" in data and b'"status":"completed"' in data
+        ) or b"event: response.completed" in data
 
 
 async def curl(url: str, out: Path, headers: str = "", body: bytes = JSON_BODY) -> Read:
