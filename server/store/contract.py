@@ -299,6 +299,11 @@ class WebhookStore(Protocol):
 
     async def due(self, now_unix: float, limit: int) -> list[Outgoing]: ...  # oldest due first
     async def next_due(self) -> float | None: ...  # unix time of the earliest pending
+    def queued(self) -> int:
+        """How many rows this process has written to the outbox so far (a count that only
+        grows): a run's end that wrote none leaves nothing for the sender to look for."""
+        ...
+
     async def attempted(
         self,
         delivery_id: str,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import re
 import secrets
 import sqlite3
@@ -134,14 +135,54 @@ class PgCursor:
         return self.rows
 
 
+class HeldCursor:
+    """The cursor of a statement held back to be sent with others: no rows, and a rowcount
+    that sends it (with what was held before it) when it is asked for."""
+
+    __slots__ = ("_count", "_pg")
+
+    def __init__(self, pg: PgConnection) -> None:
+        self._pg = pg
+        self._count: int | None = None
+
+    @property
+    def rowcount(self) -> int:
+        if self._count is None:
+            self._count = self._pg.send_through(self)
+        return self._count
+
+    def fetchone(self) -> Any:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
+class Unsent(Exception):
+    """Statements held back failed when they were sent: which operation's, nobody knows here
+    (deliberately not an `sqlite3.Error`, which an operation could take for its own)."""
+
+
 class PgConnection:
-    """An asyncpg connection, driven from the writer thread as a sqlite3 one would be."""
+    """An asyncpg connection, driven from the writer thread as a sqlite3 one would be.
+
+    Each call is a round trip to the server, and a turn of the writer thread's own event loop.
+    With `holding` on (the writer's commits), a statement whose rows nobody reads (an insert,
+    an update without RETURNING) is held back and sent with the next one that returns rows, or
+    with the COMMIT: several statements, their values written into the text as literals, in
+    one simple query. A statement that returns rows is sent as a prepared one, as before."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
         self.loop = loop
         self.conn = conn
+        self.holding = False
+        self.held: list[tuple[str, HeldCursor | None]] = []
+        self.written: set[str] = set()  # the tables held statements write ("*": any)
+        self.began: bool | None = None  # a transaction held (False) or sent (True)
+        self.trips = 0  # round trips made, for the tests and the curious
 
     def run(self, step: Coroutine[Any, Any, T]) -> T:
+        self.trips += 1
         return self.loop.run_until_complete(step)
 
     def cursor(self) -> PgConnection:
@@ -149,28 +190,162 @@ class PgConnection:
         name and by index as sqlite3.Row does, whatever `row_factory` it then sets."""
         return self
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor | HeldCursor:
         statement = translate(sql)
-        try:
-            if _RETURNS_ROWS.search(statement):
+        if _RETURNS_ROWS.search(statement):
+            if self.held and not self._may_pass(statement):
+                self.send()
+            try:
                 rows = self.run(self.conn.fetch(statement, *params))
-                return PgCursor(rows, len(rows))
+            except asyncpg.PostgresError as exc:
+                raise _as_sqlite_error(exc) from exc
+            return PgCursor(rows, len(rows))
+        if self.holding:
+            text = inline(statement, params)
+            if text is not None:
+                cursor = HeldCursor(self)
+                self.held.append((text, cursor))
+                self.written |= _written(statement)
+                return cursor
+            self.send()
+        try:
             status = self.run(self.conn.execute(statement, *params))
         except asyncpg.PostgresError as exc:
             raise _as_sqlite_error(exc) from exc
-        last = status.rsplit(" ", 1)[-1]
-        return PgCursor([], int(last) if last.isdigit() else -1)
+        return PgCursor([], _count(status))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         args = [tuple(row) for row in rows]
-        if len(args) == 1:  # one row: a plain statement costs less than asyncpg's batch
-            return self.execute(sql, args[0])
-        if args:
+        if len(args) == 1 or (self.holding and args):  # one row: a plain statement is cheaper
+            for row in args:
+                self.execute(sql, row)
+        elif args:
             try:
                 self.run(self.conn.executemany(translate(sql), args))
             except asyncpg.PostgresError as exc:
                 raise _as_sqlite_error(exc) from exc
         return PgCursor([], len(args))
+
+    def _may_pass(self, statement: str) -> bool:
+        """Whether a statement that returns rows may go before what is held: inside a
+        transaction already begun, and reading no table a held statement writes, it reads
+        the same rows either way (the schema has no triggers; a failure anywhere makes the
+        commit again, each statement in its turn)."""
+        written = self.written
+        return self.began is True and "*" not in written and _tables(statement).isdisjoint(written)
+
+    def hold(self, text: str) -> None:
+        """A statement (its values in it, writing no table) to go with the next ones sent."""
+        self.held.append((text, None))
+        if text == "BEGIN":
+            self.began = False
+
+    def send(self, last: str | None = None) -> None:
+        """Everything held back, and `last` after it, in one round trip."""
+        if last is not None:
+            self.held.append((last, None))
+        if self.held:
+            self._send(len(self.held))
+
+    def send_through(self, cursor: HeldCursor) -> int:
+        """What is held up to `cursor`'s statement, which comes last: its rowcount."""
+        for i, (_, held) in enumerate(self.held):
+            if held is cursor:
+                return self._send(i + 1)
+        raise RuntimeError("the statement was sent already")  # its count was kept then
+
+    def _send(self, upto: int) -> int:
+        texts = [text for text, _ in self.held[:upto]]
+        del self.held[:upto]
+        if not self.held:
+            self.written.clear()
+        if self.began is False:
+            self.began = True
+        try:
+            status = self.run(self.conn.execute(";\n".join(texts)))
+        except (asyncpg.PostgresError, sqlite3.Error) as exc:
+            self.held.clear()
+            raise Unsent(str(exc)) from exc
+        return _count(status)
+
+    def drop_held(self) -> None:
+        self.held.clear()
+        self.written.clear()
+        self.began = None
+
+
+_NAMED = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+(\w+)", re.IGNORECASE)
+_WRITES = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE)\s+(\w+)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tables(statement: str) -> frozenset[str]:
+    """Every table a statement names."""
+    return frozenset(name.lower() for name in _NAMED.findall(statement))
+
+
+@functools.lru_cache(maxsize=4096)
+def _written(statement: str) -> frozenset[str]:
+    """The tables a held statement may change: an INSERT's or UPDATE's own and any it reads
+    (a conservative reach), or "*" for anything else (a DELETE cascades)."""
+    if not _WRITES.match(statement) or re.search(r"\bDELETE\b", statement, re.IGNORECASE):
+        return frozenset("*")
+    return _tables(statement)
+
+
+def _count(status: str) -> int:
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+_PLACE = re.compile(r"'(?:[^']|'')*'|\$\d+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _pieces(statement: str) -> tuple[str, ...]:
+    """A translated statement cut at its placeholders ($1, $2… in order, each used once)."""
+    pieces, at = [], 0
+    for match in _PLACE.finditer(statement):
+        if match.group(0).startswith("$"):
+            pieces.append(statement[at : match.start()])
+            at = match.end()
+    pieces.append(statement[at:])
+    return tuple(pieces)
+
+
+def inline(statement: str, params: Sequence[Any]) -> str | None:
+    """The statement with its values written in as literals (None: a value that has no
+    literal here, so the statement goes on its own with its parameters). Strings are quoted
+    as standard SQL (quotes doubled; the connection has standard_conforming_strings on, so a
+    backslash is itself), bytes as bytea hex."""
+    pieces = _pieces(statement)
+    if len(pieces) != len(params) + 1:
+        return None
+    out = [pieces[0]]
+    for value, piece in zip(params, pieces[1:], strict=True):
+        literal = _literal(value)
+        if literal is None:
+            return None
+        out.append(literal)
+        out.append(piece)
+    return "".join(out)
+
+
+def _literal(value: Any) -> str | None:
+    if value is None:
+        return "NULL"
+    kind = type(value)
+    if kind is str:
+        return "'" + value.replace("'", "''") + "'" if "\x00" not in value else None
+    if kind is int or kind is bool:  # (a bool as SQLite keeps it: no column is boolean)
+        return str(int(value)) if value >= 0 else f"({int(value)})"  # `- -1` would be `--`
+    if kind is float:
+        if not math.isfinite(value):
+            return None
+        return repr(value) if value >= 0 else f"({value!r})"
+    if kind is bytes or kind is bytearray or kind is memoryview:
+        return "'\\x" + bytes(value).hex() + "'::bytea"
+    return None
 
 
 # -- the schema -----------------------------------------------------------------------------
@@ -200,7 +375,11 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 async def connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(url, statement_cache_size=STATEMENTS)
+        return await asyncpg.connect(
+            url,
+            statement_cache_size=STATEMENTS,
+            server_settings={"standard_conforming_strings": "on"},  # what `inline` quotes for
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreError(f"cannot connect to the database: {exc}") from exc
 
@@ -224,12 +403,17 @@ class PgDatabase(Database):
         self._pg: PgConnection | None = None
         self.me = secrets.token_hex(6)  # this process, in what it announces
 
+    @property
+    def round_trips(self) -> int:
+        """Round trips the writer has made to the server so far."""
+        return self._pg.trips if self._pg is not None else 0
+
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._pg = await loop.run_in_executor(self._thread, self._connect_writer)
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self._reader_count
+                self.url, min_size=1, max_size=self._reader_count, reset=_kept_as_is
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot connect to the database: {exc}") from exc
@@ -295,16 +479,25 @@ class PgDatabase(Database):
         *,
         isolated: bool,
     ) -> list[Any]:
+        """One transaction. Without savepoints, statements whose results nobody reads are held
+        back and sent together (BEGIN with the first of them, the last with COMMIT): a commit
+        costs a round trip, and one more for each statement that returns rows, with what was
+        held before it. With a savepoint per operation, each statement goes on its own, so
+        that a failure is the operation's own, raised where the operation can see it."""
         conn = cast(sqlite3.Connection, pg)  # it has what the operations use of one
         results: list[Any] = []
-        pg.run(pg.conn.execute("BEGIN"))
+        pg.holding = not isolated
         try:
+            if isolated:
+                pg.run(pg.conn.execute("BEGIN"))
+            else:
+                pg.hold("BEGIN")
             for sql, values in events:
                 pg.execute(sql, values)
             if batch.rows:  # heard by the other processes once this commits
                 last = {row[0]: row[1] for row in batch.rows}
                 for payload in announcements(self.me, last):
-                    pg.execute("SELECT pg_notify(?, ?)", (EVENTS, payload))
+                    pg.hold(f"SELECT pg_notify('{EVENTS}', {_literal(payload)})")
             for pending in ops:
                 if isolated:
                     results.append(_run_op(pg, conn, pending.op))
@@ -313,10 +506,20 @@ class PgDatabase(Database):
                     results.append(pending.op(conn))
                 except Exception as exc:
                     raise _OpFailed from exc
-            pg.run(pg.conn.execute("COMMIT"))
+            if isolated:
+                pg.run(pg.conn.execute("COMMIT"))
+            else:
+                try:
+                    pg.send("COMMIT")
+                except Unsent as exc:
+                    raise _OpFailed from exc
+                pg.began = None
         except BaseException:
+            pg.drop_held()
             pg.run(pg.conn.execute("ROLLBACK"))
             raise
+        finally:
+            pg.holding = False
         return results
 
     # -- reads ------------------------------------------------------------------------------
@@ -326,6 +529,12 @@ class PgDatabase(Database):
             return list(await self._pool.fetch(translate(sql), *params))
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"database read failed: {exc}") from exc
+
+
+async def _kept_as_is(conn: asyncpg.Connection) -> None:
+    """A reader goes back to the pool as it is: reads change nothing of a connection's
+    session (no settings, locks or listeners), so the reset query asyncpg would send on each
+    release, a round trip per read, has nothing to undo."""
 
 
 class _OpFailed(Exception):

@@ -121,8 +121,13 @@ class PgCluster:
             if session_id not in self._held or unless():
                 return
             self._held.discard(session_id)
-            await self._ask("SELECT pg_advisory_unlock($1, hashtext($2))", _SESSIONS, session_id)
-            await self._ask("SELECT pg_notify($1, $2)", FREED, f"{self.me} {session_id}")
+            await self._ask(  # one round trip: the lock given back, and word of it
+                "SELECT pg_advisory_unlock($1, hashtext($2)), pg_notify($3, $4)",
+                _SESSIONS,
+                session_id,
+                FREED,
+                f"{self.me} {session_id}",
+            )
 
     async def cancel_elsewhere(self, run_id: str, status: str) -> None:
         async with self._mutex:

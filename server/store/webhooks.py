@@ -51,6 +51,7 @@ def enqueue(
         "next_attempt_at, created_at, created_unix) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (f"msg_{new_ulid()}", session_id, run_id, kind, url, secret, payload, unix, now, unix),
     )
+    _QUEUED[0] += 1  # (a commit that then fails only costs the sender a look)
 
 
 def _iso(unix: float | None) -> str | None:
@@ -60,9 +61,15 @@ def _iso(unix: float | None) -> str | None:
     return f"{stamp}.{int(unix * 1000) % 1000:03d}Z"
 
 
+_QUEUED = [0]  # outbox rows written by this process (by any store in it: a count, no more)
+
+
 class Webhooks:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def queued(self) -> int:
+        return _QUEUED[0]
 
     async def due(self, now_unix: float, limit: int) -> list[Outgoing]:
         rows = await self.db.fetchall(
