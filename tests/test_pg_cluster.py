@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import pg
 from tests.conftest import scripted_agent
 from tests.live import ProcessServer
 from tests.sse import collect, events, typed
@@ -148,9 +149,12 @@ def test_kill_a_mid_run_and_b_interrupts_it_within_the_lease_timeout(
     assert sent.status_code == 200, sent.text
 
 
-def test_fifty_messages_raced_from_both_processes_are_each_answered_once(
-    pair: tuple[ProcessServer, ProcessServer], tmp_path: Path
+def test_fifty_messages_raced_from_both_processes_are_each_answered_once_in_ticket_order(
+    pair: tuple[ProcessServer, ProcessServer], tmp_path: Path, pg_url: str
 ) -> None:
+    """Arrival is the order the database handed out the session's queue tickets (each
+    message's run is stored queued with the next one as its request comes in): the runs
+    must have run in that order, whichever process took each message."""
     a, b = pair
     sid = new_session(a.url, tmp_path, [{"text": "ok"}])
 
@@ -179,6 +183,10 @@ def test_fifty_messages_raced_from_both_processes_are_each_answered_once(
         assert answer["run_id"] == user["run_id"]
     runs = httpx.get(f"{b.url}/sessions/{sid}/runs?limit=100").json()["data"]
     assert len(runs) == 50 and {r["status"] for r in runs} == {"completed"}
+    tickets = dict(pg.rows_of(pg_url, "SELECT id, ticket FROM runs WHERE session_id = $1", sid))
+    assert sorted(tickets.values()) == list(range(1, 51))  # one each, none lost
+    answered = [user["run_id"] for user in messages[::2]]  # in the order the history has them
+    assert [tickets[run_id] for run_id in answered] == list(range(1, 51))
 
 
 def test_an_idempotency_key_repeated_across_processes_starts_one_run(

@@ -151,16 +151,15 @@ def test_values_written_into_held_statements_read_back_as_they_were(pg_url: str)
         -7,
         2**62,
         -1.5e-9,
-        b"\x00\xffbytes'",
         None,
     ]
-    statement = "SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::float8, $6::bytea, $7::text"
+    statement = "SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::float8, $6::text"
     text = inline(statement, values)
     assert text is not None and "$" not in text.replace("$1 ", "")
     assert pg.rows_of(pg_url, text) == [tuple(values)]
     assert pg.rows_of(pg_url, inline("SELECT 1 - $1::bigint", [-1]) or "") == [(2,)]  # no `--`
     assert inline("SELECT $1", [float("nan")]) is None  # no literal: sent with its parameter
-    assert inline("SELECT $1", [object()]) is None
+    assert inline("SELECT $1", [b"bytes"]) is None
 
 
 def test_a_commit_sends_what_nobody_reads_with_the_next_read_or_the_commit(pg_url: str) -> None:
