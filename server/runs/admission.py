@@ -14,6 +14,7 @@ changed session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +33,7 @@ from server.store import Begun, NewRun, Stale, Store
 from server.tools.base import ToolSettings
 
 KEY_WAITS, KEY_WAIT_S = 40, 0.05  # a repeated key's run, started by another process
+PASSING_S = 1.0  # a lease held with nothing running: how long it may take to come free
 
 
 class Admission:
@@ -137,6 +139,12 @@ class Admission:
                 await asyncio.sleep(KEY_WAIT_S)
         if request.if_busy == "reject":
             held = await self.store.runs.page(sid, 1, None)
+            if not held.data or held.data[0].status not in ("running", "queued"):
+                # nothing runs: the lease is passing (a scan having a look, a process letting
+                # go as its run ends), and a moment is all it takes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.peers.wait_free(sid), PASSING_S)
+                    return None
             run_id = held.data[0].id if held.data else ""
             raise SessionBusy(
                 f"session {sid} is busy with run {run_id} on another process; retry later, "

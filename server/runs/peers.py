@@ -254,7 +254,11 @@ class Peers:
                     run.id in self._waiting or await self.cluster.ticket_served(run.id)
                 ):
                     continue  # waiting for its ticket's turn in a live process
-                if self.cluster.holds(sid) or not await self.cluster.hold(sid):
+                if self.cluster.holds(sid):
+                    continue
+                if (await self.store.runs.get(run.id)).run.status not in ("running", "queued"):
+                    continue  # ended since the list was read: its lease is not the scan's to take
+                if not await self.cluster.hold(sid):
                     continue  # held: its process is alive
                 try:
                     now_stored = await self.store.runs.get(run.id)

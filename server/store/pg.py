@@ -177,7 +177,8 @@ class PgConnection:
         self.conn = conn
         self.holding = False
         self.held: list[tuple[str, HeldCursor | None]] = []
-        self.written: set[str] = set()  # the tables held statements write ("*": any)
+        self.written: set[tuple[str, str]] = set()  # (table, column) held statements write
+        self.named: set[str] = set()  # the tables held statements name
         self.began: bool | None = None  # a transaction held (False) or sent (True)
         self.trips = 0  # round trips made, for the tests and the curious
 
@@ -205,7 +206,9 @@ class PgConnection:
             if text is not None:
                 cursor = HeldCursor(self)
                 self.held.append((text, cursor))
-                self.written |= _written(statement)
+                named, writes, _ = _shape(statement)
+                self.named |= named
+                self.written |= writes
                 return cursor
             self.send()
         try:
@@ -228,11 +231,19 @@ class PgConnection:
 
     def _may_pass(self, statement: str) -> bool:
         """Whether a statement that returns rows may go before what is held: inside a
-        transaction already begun, and reading no table a held statement writes, it reads
-        the same rows either way (the schema has no triggers; a failure anywhere makes the
-        commit again, each statement in its turn)."""
-        written = self.written
-        return self.began is True and "*" not in written and _tables(statement).isdisjoint(written)
+        transaction already begun, reading no column a held statement writes (a held insert:
+        any of its table's), and writing no table a held statement names, it has the same
+        effect and rows either way, and so have they (the schema has no triggers; a failure
+        anywhere makes the commit again, each statement in its turn)."""
+        if self.began is not True:
+            return False
+        named, writes, words = _shape(statement)
+        for table, column in self.written:
+            if table == "*":
+                return False
+            if table in named and (column == "*" or column in words or "*" in words):
+                return False
+        return all(table != "*" and table not in self.named for table, _ in writes)
 
     def hold(self, text: str) -> None:
         """A statement (its values in it, writing no table) to go with the next ones sent."""
@@ -259,6 +270,7 @@ class PgConnection:
         del self.held[:upto]
         if not self.held:
             self.written.clear()
+            self.named.clear()
         if self.began is False:
             self.began = True
         try:
@@ -271,26 +283,39 @@ class PgConnection:
     def drop_held(self) -> None:
         self.held.clear()
         self.written.clear()
+        self.named.clear()
         self.began = None
 
 
 _NAMED = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+(\w+)", re.IGNORECASE)
-_WRITES = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE)\s+(\w+)", re.IGNORECASE)
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+_UPDATE = re.compile(r"^\s*UPDATE\s+(\w+)\s+SET\s", re.IGNORECASE)
+_SET_COLUMN = re.compile(r"(?:\bSET|,)\s*(\w+)\s*=", re.IGNORECASE)
+_WORD = re.compile(r"\w+|\*")
+_DERIVED = frozenset({"message_search"})  # tables with generated columns: any change is all
+Shape = tuple[frozenset[str], frozenset[tuple[str, str]], frozenset[str]]
 
 
 @functools.lru_cache(maxsize=4096)
-def _tables(statement: str) -> frozenset[str]:
-    """Every table a statement names."""
-    return frozenset(name.lower() for name in _NAMED.findall(statement))
-
-
-@functools.lru_cache(maxsize=4096)
-def _written(statement: str) -> frozenset[str]:
-    """The tables a held statement may change: an INSERT's or UPDATE's own and any it reads
-    (a conservative reach), or "*" for anything else (a DELETE cascades)."""
-    if not _WRITES.match(statement) or re.search(r"\bDELETE\b", statement, re.IGNORECASE):
-        return frozenset("*")
-    return _tables(statement)
+def _shape(statement: str) -> Shape:
+    """What a statement touches: the tables it names, the (table, column) pairs it may write
+    ("*" for every column, ("*", "*") for anything: a DELETE cascades), and its words (the
+    columns it may read among them, and "*" if it has one)."""
+    named = frozenset(name.lower() for name in _NAMED.findall(statement))
+    words = frozenset(word.lower() for word in _WORD.findall(statement))
+    writes: frozenset[tuple[str, str]] = frozenset()
+    if inserted := _INSERT.match(statement):
+        writes = frozenset({(inserted.group(1).lower(), "*")})
+    elif updated := _UPDATE.match(statement):
+        table = updated.group(1).lower()
+        if "SET (" in statement.upper() or table in _DERIVED:
+            writes = frozenset({(table, "*")})
+        else:  # every `column =` of the statement: more than it sets, never fewer
+            columns = _SET_COLUMN.findall(statement)
+            writes = frozenset((table, column.lower()) for column in columns)
+    elif re.search(r"\b(DELETE|TRUNCATE|ALTER|DROP|CREATE)\b", statement, re.IGNORECASE):
+        writes = frozenset({("*", "*")})
+    return named, writes, words
 
 
 def _count(status: str) -> int:
