@@ -1,8 +1,9 @@
 """Two `sessiond serve` processes on one PostgreSQL: a run executing on one is followed live
 on the other, a process killed mid-run has its run interrupted by the other within the lease
 timeout, messages raced at one session from both with `if_busy: queue` are each answered
-once, a repeated Idempotency-Key starts one run, and a cancel reaches the run wherever it
-executes."""
+once and in the order of their tickets, a repeated Idempotency-Key starts one run, a cancel
+reaches the run wherever it executes, and a paused run resumed on the other process takes
+the session there."""
 
 from __future__ import annotations
 
