@@ -212,3 +212,44 @@ def test_a_commit_sends_what_nobody_reads_with_the_next_read_or_the_commit(pg_ur
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_commit_postgresql_rolled_back_is_never_reported_as_stored(pg_url: str) -> None:
+    """An operation that swallows a refusal leaves PostgreSQL's transaction aborted, and its
+    COMMIT then answers ROLLBACK: no operation of that commit may be told it was stored."""
+
+    async def go() -> None:
+        store = PgStore(pg_url)
+        await store.open()
+        try:
+            db = store.db
+            insert = (
+                "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+                "VALUES (?, ?, 'echo', 'now', 'now') RETURNING id"
+            )
+            await db.write(lambda conn: conn.execute(insert, ("a1", "taken")).fetchone())
+
+            def swallowing(conn: sqlite3.Connection) -> str:
+                try:
+                    conn.execute(insert, ("a2", "taken"))
+                except sqlite3.IntegrityError:
+                    return "swallowed"
+                return "stored"
+
+            def plain(conn: sqlite3.Connection) -> str:
+                conn.execute(insert, ("a3", "other"))
+                return "stored"
+
+            # the swallowing one last: nothing after it meets the aborted transaction
+            results = await asyncio.gather(
+                db.write(plain), db.write(swallowing), return_exceptions=True
+            )
+            rows = {r[0] for r in await db.fetchall("SELECT id FROM agents")}
+            if results[0] == "stored":
+                assert "a3" in rows
+            else:
+                assert isinstance(results[0], Exception) and "a3" not in rows
+        finally:
+            await store.close()
+
+    asyncio.run(go())

@@ -187,23 +187,27 @@ class Admission:
             created_at=created,
             expected=expected,
         )
-        if key:
-            self.keys[key] = run.id
+        await self.peers.serving(run.id)
         try:
-            await self.store.tickets.take(new)
-        finally:
             if key:
-                self.keys.pop(key, None)
-        try:
-            await self.peers.wait_turn(run.id, sid)
-        except (TicketCancelled, asyncio.CancelledError) as exc:
-            await asyncio.shield(self._cancel_waiting(active))
-            if isinstance(exc, asyncio.CancelledError):
+                self.keys[key] = run.id
+            try:
+                await self.store.tickets.take(new)
+            finally:
+                if key:
+                    self.keys.pop(key, None)
+            try:
+                await self.peers.wait_turn(run.id, sid)
+            except (TicketCancelled, asyncio.CancelledError) as exc:
+                await asyncio.shield(self._cancel_waiting(active))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return active
+            except BaseException:
+                await asyncio.shield(self._cancel_waiting(active, "interrupted"))
                 raise
-            return active
-        except BaseException:
-            await asyncio.shield(self._cancel_waiting(active, "interrupted"))
-            raise
+        finally:
+            await asyncio.shield(self.peers.served(run.id))
         self.table.admit(active)  # queued, and the session free here: next in its queue
         self.driver.start_next(sid)
         return active

@@ -126,7 +126,6 @@ class Peers:
         quiet = Quiet(self.lease_timeout_s)
         signal = self._turns.setdefault(session_id, Signal())
         try:
-            await self.cluster.hold_ticket(run_id)
             while True:
                 waiter = signal.next(quiet)  # before looking: a move meanwhile is not missed
                 if await self._my_turn(run_id, session_id):
@@ -141,7 +140,14 @@ class Peers:
             self._waiting.pop(run_id, None)
             if not signal.waiting():
                 self._turns.pop(session_id, None)
-            await asyncio.shield(self.cluster.let_ticket_go(run_id))
+
+    async def serving(self, run_id: str) -> None:
+        """Mark this process alive to serve the queued run (taken before the run is stored,
+        so a scan never finds it unmarked while its process lives)."""
+        await self.cluster.hold_ticket(run_id)
+
+    async def served(self, run_id: str) -> None:
+        await self.cluster.let_ticket_go(run_id)
 
     async def _my_turn(self, run_id: str, session_id: str) -> bool:
         if not self.table.idle(session_id):

@@ -181,6 +181,7 @@ class PgConnection:
         self.named: set[str] = set()  # the tables held statements name
         self.began: bool | None = None  # a transaction held (False) or sent (True)
         self.trips = 0  # round trips made, for the tests and the curious
+        self.status = ""  # the command tag of the last statement sent with others
 
     def run(self, step: Coroutine[Any, Any, T]) -> T:
         self.trips += 1
@@ -278,6 +279,7 @@ class PgConnection:
         except (asyncpg.PostgresError, sqlite3.Error) as exc:
             self.held.clear()
             raise Unsent(str(exc)) from exc
+        self.status = status
         return _count(status)
 
     def drop_held(self) -> None:
@@ -529,14 +531,18 @@ class PgDatabase(Database):
                     results.append(pending.op(conn))
                 except Exception as exc:
                     raise _OpFailed from exc
+            # a transaction an error aborted ends in a ROLLBACK, however it is asked to end
             if isolated:
-                pg.run(pg.conn.execute("COMMIT"))
+                if pg.run(pg.conn.execute("COMMIT")) != "COMMIT":
+                    raise sqlite3.OperationalError("the transaction was rolled back")
             else:
                 try:
                     pg.send("COMMIT")
                 except Unsent as exc:
                     raise _OpFailed from exc
                 pg.began = None
+                if pg.status != "COMMIT":  # an operation swallowed a refusal: each in turn
+                    raise _OpFailed
         except BaseException:
             pg.drop_held()
             pg.run(pg.conn.execute("ROLLBACK"))
