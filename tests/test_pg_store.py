@@ -159,7 +159,8 @@ def test_values_written_into_held_statements_read_back_as_they_were(pg_url: str)
     assert pg.rows_of(pg_url, text) == [tuple(values)]
     assert pg.rows_of(pg_url, inline("SELECT 1 - $1::bigint", [-1]) or "") == [(2,)]  # no `--`
     assert inline("SELECT $1", [float("nan")]) is None  # no literal: sent with its parameter
-    assert inline("SELECT $1", [b"bytes"]) is None
+    assert pg.rows_of(pg_url, inline("SELECT $1::bytea", [b"\x00\xff'"]) or "") == [(b"\x00\xff'",)]
+    assert inline("SELECT $1", [b"x" * 10_000]) is None  # big: sent as it is
 
 
 def test_a_commit_sends_what_nobody_reads_with_the_next_read_or_the_commit(pg_url: str) -> None:

@@ -46,6 +46,7 @@ log = logging.getLogger("sessiond.store")
 PG_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.pg.sql"
 MIGRATE_LOCK = 0x5E55_10D0  # the advisory lock migrations take
 STATEMENTS = 1024  # prepared statements a connection keeps: the event log alone has 128
+INLINE_BYTES = 8192  # bytes values a statement held back may carry, written in hex
 T = TypeVar("T")
 
 
@@ -344,13 +345,21 @@ def inline(statement: str, params: Sequence[Any]) -> str | None:
     """The statement with its values written in as literals (None: a value that has no
     literal here, so the statement goes on its own with its parameters). Strings are quoted
     as standard SQL (quotes doubled; the connection has standard_conforming_strings on, so a
-    backslash is itself)."""
+    backslash is itself); bytes as hex, up to INLINE_BYTES a statement: a commit of a
+    thousand streams' event chunks goes as it is, with its parameters (bench scale)."""
     pieces = _pieces(statement)
     if len(pieces) != len(params) + 1:
         return None
     out = [pieces[0]]
+    room = INLINE_BYTES
     for value, piece in zip(params, pieces[1:], strict=True):
-        literal = _literal(value)
+        if type(value) is bytes:
+            room -= len(value)
+            if room < 0:
+                return None
+            literal: str | None = "'\\x" + value.hex() + "'::bytea"
+        else:
+            literal = _literal(value)
         if literal is None:
             return None
         out.append(literal)
@@ -370,7 +379,7 @@ def _literal(value: Any) -> str | None:
         if not math.isfinite(value):
             return None
         return repr(value) if value >= 0 else f"({value!r})"
-    return None  # bytes too: the event log's chunks go as they are, not in hex (bench scale)
+    return None
 
 
 # -- the schema -----------------------------------------------------------------------------
