@@ -25,10 +25,7 @@ from server.store.kind import is_postgres, shown
 from server.store.lock import DatabaseInUse, DatabaseLock
 
 log = logging.getLogger("sessiond")
-# Young objects alive before a first-generation collection (Python's default: 700), and
-# first-generation collections before a second-generation one (Python's: 10).
-GC_THRESHOLD = 5_000
-GC_THRESHOLD_1 = 10
+GC_THRESHOLD = 20_000  # allocations between first-generation collections (Python's default: 700)
 
 
 class Server(uvicorn.Server):
@@ -93,19 +90,13 @@ def log_start(settings: Settings, cfg: uvicorn.Config) -> None:
 
 def tune_gc() -> None:
     """Fewer, cheaper collections for a long-running server. Everything loaded by now lives as
-    long as the process: frozen, no collection walks it again.
-
-    A first-generation collection walks every young container still alive, and it comes when
-    the threshold's count of them is reached: the threshold is the length of each pause, not
-    the total work (that follows how fast objects outlive their youth: about one an event,
-    a stored event's row held until its commit). At 20,000 the pauses were 10 to 40 ms on a
-    thousand streams, each delaying every event due meanwhile (bench many, p99 lag); at
-    5,000 they are a quarter of that, four times as often, for the same total. The second
-    generation's pause is as many first-generation collections' survivors as its threshold,
-    so it is kept at Python's own 10."""
+    long as the process: frozen, no collection walks it again. Streams allocate a few
+    short-lived containers per event, so the default first threshold (700) meant a collection
+    every few dozen events; most of what a stream allocates is freed by reference counting
+    anyway, and what forms cycles waits a little longer to be freed."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, GC_THRESHOLD_1, 20)
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
 def quiet_logging_overhead() -> None:
