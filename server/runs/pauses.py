@@ -81,6 +81,11 @@ class Pauses:
         """A run paused for client tools gets their results and goes on from its next step."""
         self.table.check_open()
         record = await self.store.sessions.get(session_key, tenant)
+        ending = self.table.get(run_id)
+        if ending is not None and ending.finishing and ending.session_id == record.id:
+            # Its `requires_action` and `done` are out before its end is stored: a client
+            # that answers at once waits for that end, not a 409.
+            await ending.done.wait()
         paused = await self.store.runs.get(run_id, record.id)
         run = paused.run
         if run.status != "requires_action" or self.table.get(run.id) is not None:
