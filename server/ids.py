@@ -34,7 +34,7 @@ def new_ulid() -> str:
             rand = _last_rand = (_last_rand + 1) & _RAND_MAX
         else:
             _last_ms, _prefix = ms, _spell50(ms)
-            rand = _last_rand = int.from_bytes(_random10(), "big")
+            rand = _last_rand = int.from_bytes(_random(10), "big")
         return _prefix + _spell80(rand)
 
 
@@ -61,12 +61,19 @@ def _spell80(v: int) -> str:
     )
 
 
-def _random10() -> bytes:
+def _random(n: int) -> bytes:
     global _pool, _pool_at
-    if _pool_at + 10 > len(_pool):
+    if _pool_at + n > len(_pool):
         _pool, _pool_at = os.urandom(_BLOCK), 0
-    _pool_at += 10
-    return _pool[_pool_at - 10 : _pool_at]
+    _pool_at += n
+    return _pool[_pool_at - n : _pool_at]
+
+
+def token_hex(nbytes: int) -> str:
+    """`nbytes` random bytes in hex, from the same pool as the ULIDs: for ids that must not
+    repeat (a request's), not for secrets, which come from `secrets`."""
+    with _lock:
+        return _random(nbytes).hex()
 
 
 def _drop_pool() -> None:

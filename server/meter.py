@@ -34,8 +34,9 @@ class Meter:
     def provider_failed(self, provider: str) -> None:
         """One provider request that ended in an error."""
 
-    def committed(self, seconds: float, rows: int) -> None:
-        """One database transaction: how long it took, how many rows it changed."""
+    def committed(self, seconds: float, rows: int, cpu_s: float) -> None:
+        """One database transaction: how long it took, how many rows it changed, and the CPU
+        time the writer thread spent on it."""
 
     def events_sent(self, count: int) -> None:
         """One write of `count` events to a stream."""

@@ -77,6 +77,11 @@ class PrometheusMeter(Meter):
             buckets=ROW_BUCKETS,
             registry=registry,
         )
+        self.writer_cpu = Counter(
+            "sessiond_db_writer_cpu_seconds",
+            "CPU seconds the database writer thread spent in transactions",
+            registry=registry,
+        )
         self.requests = Counter(
             "sessiond_http_requests",
             "HTTP requests answered, by route template and status",
@@ -134,9 +139,10 @@ class PrometheusMeter(Meter):
     def provider_failed(self, provider: str) -> None:
         self._child(self.provider_requests, provider, "error").inc()
 
-    def committed(self, seconds: float, rows: int) -> None:
+    def committed(self, seconds: float, rows: int, cpu_s: float) -> None:
         self.commit_seconds.observe(seconds)
         self.commit_rows.observe(rows)
+        self.writer_cpu.inc(cpu_s)
 
     def events_sent(self, count: int) -> None:
         self.events.inc(count)

@@ -85,6 +85,9 @@ def test_a_run_with_one_tool_call_moves_each_series_by_what_it_did(tmp_path: Pat
             assert moved("sessiond_db_commit_seconds_count") == made
             assert moved("sessiond_db_commit_rows_count") == made
             assert moved("sessiond_db_commit_rows_sum") >= 4  # run, 4 messages, session…
+            # the writer thread's CPU in those commits: some, and no more than their wall time
+            cpu = moved("sessiond_db_writer_cpu_seconds_total")
+            assert 0 < cpu <= moved("sessiond_db_commit_seconds_sum") + 0.01
             route = "/sessions/{session_id}/message"
             assert moved("sessiond_http_requests_total", route=route, status="200") == 1
             assert value(after, "sessiond_runs_active") == 0

@@ -112,6 +112,18 @@ async def drive_aiohttp(
     return load, time.perf_counter() - started
 
 
+WRITER_CPU = b"sessiond_db_writer_cpu_seconds_total "
+
+
+async def writer_cpu_s(port: int, headers: str = "") -> float | None:
+    """The server's database writer thread's CPU seconds so far, from GET /metrics."""
+    response = await client.call(port, "GET", "/metrics", headers=headers)
+    for line in response.body.splitlines():
+        if line.startswith(WRITER_CPU):
+            return float(line[len(WRITER_CPU) :])
+    return None
+
+
 class Side:
     """One server's share of the alternated rounds."""
 
@@ -122,12 +134,19 @@ class Side:
         self.load = Load()
         self.elapsed = 0.0
         self.cpu = 0.0
+        self.writer_cpu: float | None = 0.0
         self.rates: list[float] = []
 
     async def round(self, seconds: float) -> None:
         cpu = self.server.cpu_s()
+        writer = await writer_cpu_s(self.server.port, self.headers)
         load, elapsed = await drive(self.server.port, self.paths, JSON_BODY, seconds, self.headers)
         self.cpu += self.server.cpu_s() - cpu
+        writer_after = await writer_cpu_s(self.server.port, self.headers)
+        if writer is None or writer_after is None or self.writer_cpu is None:
+            self.writer_cpu = None
+        else:
+            self.writer_cpu += writer_after - writer
         self.elapsed += elapsed
         self.load.latencies += load.latencies
         self.load.errors += load.errors
@@ -189,6 +208,9 @@ async def run(ctx: Context, result: Result) -> None:
     result.add(
         Figure("server CPU per turn", per_turn, "ms", base_per_turn, ratio(per_turn, base_per_turn))
     )
+    if off.writer_cpu is not None:
+        writer_per_turn = off.writer_cpu / max(1, len(ours.latencies)) * 1000
+        result.add(Figure("… of it the database writer thread", writer_per_turn, "ms"))
     result.add(Figure("errors", len(ours.errors), "", target="0", ok=not ours.errors))
     keyed_rate = len(on.load.latencies) / on.elapsed
     share = statistics.median([a / b for a, b in zip(on.rates, off.rates, strict=True) if b])

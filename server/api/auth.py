@@ -14,6 +14,7 @@ process) has never been tried, so it works at its first use.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,14 +68,27 @@ class KeyCache:
         self._unknown: OrderedDict[str, float] = OrderedDict()  # digest → when looked up
         self._made = 0
         self._counted = -FRESH_S  # when the keys were last counted
+        self._counting: asyncio.Future[int] | None = None  # the count being read, if any
 
     async def enabled(self) -> bool:
         if self.required:
             return True
         if self.clock() - self._counted >= FRESH_S:
-            self._made = await self.keys.made()
-            self._counted = self.clock()
+            self._made = await self._count()
         return self._made > 0
+
+    async def _count(self) -> int:
+        """The number of keys made; requests that find the last count stale together share
+        one read (32 clients used to send 32 reads a second)."""
+        if self._counting is None:
+            self._counting = asyncio.ensure_future(self.keys.made())
+            self._counting.add_done_callback(self._counted_now)
+        return await asyncio.shield(self._counting)
+
+    def _counted_now(self, counting: asyncio.Future[int]) -> None:
+        self._counting = None
+        if not counting.cancelled() and counting.exception() is None:
+            self._counted = self.clock()
 
     async def find(self, key: str) -> ApiKey | None:
         """The key's record; None if it is unknown or revoked."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.ids import token_hex
 from server.meter import Meter
 
 log = logging.getLogger("sessiond.http")
@@ -35,7 +35,7 @@ def request_id(scope: Scope) -> str:
             if _GOOD_ID.fullmatch(text):
                 return text
             break
-    return secrets.token_hex(8)
+    return token_hex(8)
 
 
 def route_of(scope: Scope) -> str:

@@ -10,6 +10,7 @@ where the line is made, and never holds a key; message content and tool input on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -76,10 +77,62 @@ def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes the lines an event loop's turn makes together, at the end
+    of that turn: a short blocking turn makes two lines (its request's and its run's), and 32
+    clients' turns finish in the same few turns of the loop, so one system call carries many
+    lines instead of one each (bench turns). A line made where no loop runs (start-up, the
+    writer thread, a command), or on a second loop while the first holds lines, is written at
+    once. `flush` and `close` write what is held, so an orderly exit loses nothing; a kill -9
+    loses at most the lines of the turn it interrupts."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._held: list[str] = []
+        self._holder: asyncio.AbstractEventLoop | None = None  # the loop that will write them
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or (self._held and loop is not self._holder):
+            super().emit(record)
+            return
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        if not self._held:
+            self._holder = loop
+            loop.call_soon(self._write_held)
+        self._held.append(line)
+
+    def _write_held(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        held, self._held, self._holder = self._held, [], None
+        if held:
+            try:
+                self.stream.write("".join(held))
+                self.stream.flush()
+            except Exception:  # as logging does: a broken stream must not stop the server
+                if logging.raiseExceptions:
+                    sys.stderr.write("--- logging error: could not write log lines ---\n")
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+            super().flush()
+
+
 def setup(log_format: str | None, level: str) -> None:
     """The root logger's one handler, on stderr, in the chosen format; uvicorn's loggers
     propagate to it (`sessiond serve` gives uvicorn no logging config of its own)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TurnHandler(sys.stderr)
     handler.setFormatter(formatter(chosen(log_format)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

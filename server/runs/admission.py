@@ -27,13 +27,12 @@ from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.driver import Driver
 from server.runs.pauses import Pauses
-from server.runs.peers import Peers, TicketCancelled
+from server.runs.peers import PASSING_S, Peers, TicketCancelled
 from server.runs.table import LiveRuns
 from server.store import Begun, NewRun, Stale, Store
 from server.tools.base import ToolSettings
 
 KEY_WAITS, KEY_WAIT_S = 40, 0.05  # a repeated key's run, started by another process
-PASSING_S = 1.0  # a lease held with nothing running: how long it may take to come free
 
 
 class Admission:

@@ -4,6 +4,8 @@ new message abandons it, or it is cancelled."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from server.errors import Conflict, InvalidRequest, SessionBusy
@@ -22,7 +24,7 @@ from server.models import (
 from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.driver import Driver
-from server.runs.peers import Peers
+from server.runs.peers import PASSING_S, Peers
 from server.runs.stops import stop_message
 from server.runs.table import LiveRuns
 from server.session import answer_all
@@ -84,6 +86,11 @@ class Pauses:
         """A run paused for client tools gets their results and goes on from its next step."""
         self.table.check_open()
         record = await self.store.sessions.get(session_key, tenant)
+        ending = self.table.get(run_id)
+        if ending is not None and ending.finishing and ending.session_id == record.id:
+            # Its `requires_action` and `done` are out before its end is stored: a client
+            # that answers at once waits for that end, not a 409.
+            await ending.done.wait()
         paused = await self.store.runs.get(run_id, record.id)
         run = paused.run
         if run.status != "requires_action" or self.table.get(run.id) is not None:
@@ -114,9 +121,13 @@ class Pauses:
         resumed it meanwhile."""
         assert self.peers is not None
         if not await self.peers.acquire(sid):
-            raise SessionBusy(
-                f"session {sid} is busy on another process; retry later", run_id=paused.run.id
-            )
+            try:  # the process that paused it may be letting the session go as it stores that
+                await asyncio.wait_for(self.peers.wait_free(sid), PASSING_S)
+            except TimeoutError:
+                raise SessionBusy(
+                    f"session {sid} is busy on another process; retry later",
+                    run_id=paused.run.id,
+                ) from None
         paused = await self.store.runs.get(paused.run.id, sid)
         run = paused.run
         if run.status != "requires_action" or self.table.get(run.id) is not None:

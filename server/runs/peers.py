@@ -37,6 +37,7 @@ from server.store import Store
 log = logging.getLogger("sessiond.peers")
 SCAN_JOB = "orphan-scan"
 SEEN_RUNS = 50_000  # runs executing elsewhere whose last seq is kept
+PASSING_S = 1.0  # a lease held with nothing running: how long it may take to come free
 
 
 class Peers:

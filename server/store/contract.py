@@ -297,13 +297,9 @@ class WebhookStore(Protocol):
     """The outbox of run-end webhooks: a row is written with the run's end (`RunStore.finish`,
     `close`), when the session or its run's agent has a webhook URL."""
 
+    def written(self) -> int: ...  # outbox rows this process has written: moves with each
     async def due(self, now_unix: float, limit: int) -> list[Outgoing]: ...  # oldest due first
     async def next_due(self) -> float | None: ...  # unix time of the earliest pending
-    def queued(self) -> int:
-        """How many rows this process has written to the outbox so far (a count that only
-        grows): a run's end that wrote none leaves nothing for the sender to look for."""
-        ...
-
     async def attempted(
         self,
         delivery_id: str,

@@ -489,14 +489,15 @@ class PgDatabase(Database):
         operation in a savepoint of its own, so that one failing undoes only itself."""
         pg = self._pg
         assert pg is not None
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         try:
             try:
                 results = self._transaction(pg, ops, batch, events, isolated=False)
             except _OpFailed:
                 results = self._transaction(pg, ops, batch, events, isolated=True)
             self.commits += 1
-            self.meter.committed(time.perf_counter() - began, len(ops) + len(batch.rows))
+            took, used = time.perf_counter() - began, time.thread_time() - cpu
+            self.meter.committed(took, len(ops) + len(batch.rows), used)
             batch.rows, batch.committed = [], True
         except (sqlite3.Error, asyncpg.PostgresError, OSError) as exc:
             log.error("commit failed: %s", exc)

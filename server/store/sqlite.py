@@ -340,7 +340,7 @@ class Database:
         conn = self._writer
         assert conn is not None
         results: list[Any] = []
-        began, changes = time.perf_counter(), conn.total_changes
+        began, cpu, changes = time.perf_counter(), time.thread_time(), conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             eventlog.write(conn, events)
@@ -349,7 +349,8 @@ class Database:
             _run_deferred(conn)
             conn.execute("COMMIT")
             self.commits += 1
-            self.meter.committed(time.perf_counter() - began, conn.total_changes - changes)
+            took, used = time.perf_counter() - began, time.thread_time() - cpu
+            self.meter.committed(took, conn.total_changes - changes, used)
             batch.rows, batch.committed = [], True
         except sqlite3.Error as exc:
             conn.deferred = []

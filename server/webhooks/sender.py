@@ -6,7 +6,8 @@ the retries of many endpoints hit by one outage spread out; a delivery still fai
 made; an attempt cut off by a shutdown is not, and is made again at the next start, with
 the same `webhook-id`: delivery is at least once, and a receiver tells repeats by that id.
 
-The sender wakes when a run ends (`wake`), when an attempt is due, and every `poll_s`.
+The sender wakes when a run end wrote to the outbox (`wake`, called at every run's end, looks
+at the store's count of rows written first), when an attempt is due, and every `poll_s`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Sender:
             timeout=httpx.Timeout(settings.timeout_s), follow_redirects=False
         )
         self._wake = asyncio.Event()
-        self._queued = -1  # the store's count of queued deliveries when last woken
+        self._seen = -1  # the store's count of outbox rows written, as of the last round
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._gate = asyncio.Semaphore(settings.concurrency)
@@ -77,11 +78,8 @@ class Sender:
         await self.store.reschedule(self.settings.retry_base_s, RETRY_CAP_S)
 
     def wake(self) -> None:
-        """A run has ended: a look at the outbox if its end queued a delivery (a run's end
-        that queued none, the usual case, costs no read: bench turns, bench scale)."""
-        queued = self.store.queued()
-        if queued != self._queued:
-            self._queued = queued
+        """A run's end is stored: look at the outbox if it may have written to it."""
+        if self.store.written() != self._seen:
             self._wake.set()
 
     async def stop(self) -> None:
@@ -116,6 +114,7 @@ class Sender:
             self._wake.clear()
 
     async def _round(self) -> None:
+        self._seen = self.store.written()
         for item in await self.store.due(time.time(), BATCH):
             if item.id in self._inflight:
                 continue
