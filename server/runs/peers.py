@@ -3,8 +3,10 @@
 
 - A session is run by the process that holds its lease: admission takes it before a run
   starts (`acquire`), the driver gives it back once the session has nothing left in hand
-  (`release`). While another process holds it, `if_busy` decides: reject; queue, waiting
-  until the session is let go; interrupt, asking the holder to cancel its run first.
+  (`release`). While another process holds it, `if_busy` decides: reject (after a moment
+  when nothing runs: a lease passing between processes); queue, in ticket order (below);
+  interrupt, asking the holder to cancel its run first. A paused run's resume takes the
+  lease too.
 - Queue order across processes: a message sent with `if_busy: queue` is stored at once as a
   queued run with the session's next ticket (store `tickets`), and waits (`wait_turn`) until
   its ticket is the lowest still waiting, the session has nothing in hand here and the lease
