@@ -246,3 +246,10 @@ CREATE TABLE webhook_attempts (
     at          TEXT NOT NULL,
     PRIMARY KEY (delivery_id, attempt)
 );
+
+-- step 10: queue tickets
+-- As SQLite's step 10: the tickets a session has handed out, each queued run's own, and the
+-- index a process reads the session's first waiting ticket by.
+ALTER TABLE sessions ADD COLUMN tickets BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN ticket BIGINT;
+CREATE INDEX runs_ticketed ON runs (session_id, ticket) WHERE status = 'queued';

@@ -404,3 +404,11 @@ CREATE TABLE webhook_attempts (
     at          TEXT NOT NULL,
     PRIMARY KEY (delivery_id, attempt)
 ) WITHOUT ROWID;
+
+-- step 10: queue tickets
+-- On a database several processes share, a message sent with `if_busy: queue` takes a ticket
+-- as it arrives: `sessions.tickets` counts the session's tickets handed out, `runs.ticket` is
+-- the run's, and queued runs start in ticket order, whichever process holds them. (One
+-- process on SQLite orders its queue in memory and hands out none.)
+ALTER TABLE sessions ADD COLUMN tickets INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN ticket INTEGER;

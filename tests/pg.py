@@ -141,6 +141,11 @@ class Cluster:
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def socket_url(self) -> str:
+        """The same server over its Unix socket, as a client on the same host connects."""
+        return f"postgresql://{self.user}@/postgres?host={self.root}&port={self.port}"
+
     def stop(self) -> None:
         subprocess.run(
             _as_postgres(

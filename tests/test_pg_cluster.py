@@ -1,8 +1,9 @@
 """Two `sessiond serve` processes on one PostgreSQL: a run executing on one is followed live
 on the other, a process killed mid-run has its run interrupted by the other within the lease
 timeout, messages raced at one session from both with `if_busy: queue` are each answered
-once, a repeated Idempotency-Key starts one run, and a cancel reaches the run wherever it
-executes."""
+once and in the order of their tickets, a repeated Idempotency-Key starts one run, a cancel
+reaches the run wherever it executes, and a paused run resumed on the other process takes
+the session there."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import pg
 from tests.conftest import scripted_agent
 from tests.live import ProcessServer
 from tests.sse import collect, events, typed
@@ -148,9 +150,12 @@ def test_kill_a_mid_run_and_b_interrupts_it_within_the_lease_timeout(
     assert sent.status_code == 200, sent.text
 
 
-def test_fifty_messages_raced_from_both_processes_are_each_answered_once(
-    pair: tuple[ProcessServer, ProcessServer], tmp_path: Path
+def test_fifty_messages_raced_from_both_processes_are_each_answered_once_in_ticket_order(
+    pair: tuple[ProcessServer, ProcessServer], tmp_path: Path, pg_url: str
 ) -> None:
+    """Arrival is the order the database handed out the session's queue tickets (each
+    message's run is stored queued with the next one as its request comes in): the runs
+    must have run in that order, whichever process took each message."""
     a, b = pair
     sid = new_session(a.url, tmp_path, [{"text": "ok"}])
 
@@ -179,6 +184,10 @@ def test_fifty_messages_raced_from_both_processes_are_each_answered_once(
         assert answer["run_id"] == user["run_id"]
     runs = httpx.get(f"{b.url}/sessions/{sid}/runs?limit=100").json()["data"]
     assert len(runs) == 50 and {r["status"] for r in runs} == {"completed"}
+    tickets = dict(pg.rows_of(pg_url, "SELECT id, ticket FROM runs WHERE session_id = $1", sid))
+    assert sorted(tickets.values()) == list(range(1, 51))  # one each, none lost
+    answered = [user["run_id"] for user in messages[::2]]  # in the order the history has them
+    assert [tickets[run_id] for run_id in answered] == list(range(1, 51))
 
 
 def test_an_idempotency_key_repeated_across_processes_starts_one_run(
@@ -274,3 +283,71 @@ def test_the_session_channel_on_b_carries_a_run_executing_on_a(
         return {k: v for k, v in event.json.items() if k != "run_id"}
 
     assert [bare(e) for e in got] == [bare(e) for e in replay]
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "executor": "client",
+}
+
+
+def test_a_run_paused_on_a_and_resumed_on_b_takes_the_session_there(
+    pair: tuple[ProcessServer, ProcessServer], tmp_path: Path
+) -> None:
+    """The resume on B takes the session's lease: while the resumed run goes on there, A
+    refuses a new message for the session (it would otherwise run beside it), and takes one
+    once B is done with it."""
+    a, b = pair
+    script = [
+        {"text": "Checking.", "tool_calls": [{"name": "get_weather", "input": {"city": "P"}}]},
+        {"text": WORDS},
+        {"text": "next"},
+    ]
+    body = scripted_agent(script, name=f"w{time.monotonic_ns()}", tools=[WEATHER])
+    body["options"]["token_delay_ms"] = 40
+    agent = httpx.post(f"{a.url}/agents", json=body).json()["id"]
+    made = httpx.post(f"{a.url}/sessions", json={"agent_id": agent, "work_dir": str(tmp_path)})
+    sid = made.json()["id"]
+    paused = httpx.post(f"{a.url}/sessions/{sid}/message", json={"message": "go"}, timeout=60)
+    run_id = paused.json()["run_id"]
+    run = httpx.get(f"{a.url}/sessions/{sid}/runs/{run_id}").json()
+    assert run["status"] == "requires_action", run
+    [call] = run["pending_tool_calls"]
+    results = {"results": [{"tool_use_id": call["id"], "content": "sunny"}]}
+    resumed: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+    streaming: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def resume() -> None:
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            http.stream(
+                "POST", f"{b.url}/sessions/{sid}/runs/{run_id}/tool_results", json=results
+            ) as response,
+        ):
+            assert response.status_code == 200, await response.aread()
+            got = []
+            async for event in events(response):
+                got.append(event)
+                if event.event == "text_delta" and not streaming.done():
+                    streaming.set_result(None)
+                if event.event == "done":
+                    break
+            resumed.set_result(typed(got))
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(asyncio.run, resume())
+    streaming.result(30)  # the resumed run is producing its reply on B
+    refused = httpx.post(f"{a.url}/sessions/{sid}/message", json={"message": "now"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["type"] == "session_busy"
+    got = resumed.result(60)
+    pool.shutdown()
+    assert got[-1].json["status"] == "completed"
+    assert "".join(e.json["text"] for e in got if e.event == "text_delta") == WORDS
+    after = httpx.post(f"{a.url}/sessions/{sid}/message", json={"message": "again"}, timeout=60)
+    assert after.status_code == 200, after.text
+    runs = httpx.get(f"{a.url}/sessions/{sid}/runs").json()["data"]
+    assert [r["id"] for r in runs] == [after.json()["run_id"], run_id]
+    assert runs[1]["status"] == "completed"

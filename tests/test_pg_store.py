@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from server.cli import main
-from server.store.pg import PG_SCHEMA_PATH, translate
+from server.store.pg import PG_SCHEMA_PATH, PgStore, inline, translate
 from server.store.sqlite import SCHEMA_PATH, schema_steps
 from tests import pg
 from tests.conftest import app_client, make_settings, scripted_agent
@@ -142,3 +142,115 @@ def test_backup_and_doctor_refuse_a_postgresql_url(capsys: pytest.CaptureFixture
     assert main(["doctor", "--db", url]) == 2
     err = capsys.readouterr().err
     assert "pg_dump" in err and "secret" not in err
+
+
+def test_values_written_into_held_statements_read_back_as_they_were(pg_url: str) -> None:
+    values = [
+        "it's a \\ backslash; -- not a comment $1 '' ",
+        "ünïcødé ✓",
+        -7,
+        2**62,
+        -1.5e-9,
+        None,
+    ]
+    statement = "SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::float8, $6::text"
+    text = inline(statement, values)
+    assert text is not None and "$" not in text.replace("$1 ", "")
+    assert pg.rows_of(pg_url, text) == [tuple(values)]
+    assert pg.rows_of(pg_url, inline("SELECT 1 - $1::bigint", [-1]) or "") == [(2,)]  # no `--`
+    assert inline("SELECT $1", [float("nan")]) is None  # no literal: sent with its parameter
+    assert pg.rows_of(pg_url, inline("SELECT $1::bytea", [b"\x00\xff'"]) or "") == [(b"\x00\xff'",)]
+    assert inline("SELECT $1", [b"x" * 10_000]) is None  # big: sent as it is
+
+
+def test_a_commit_sends_what_nobody_reads_with_the_next_read_or_the_commit(pg_url: str) -> None:
+    """Writes held back ride with the next round trip: a commit of ten operations (an insert,
+    a read of another table, an insert) costs a round trip each and two more, not five each;
+    a rowcount asked for is there; a held insert that fails fails its own operation only."""
+
+    async def go() -> None:
+        store = PgStore(pg_url)
+        await store.open()
+        try:
+            db = store.db
+
+            def op(n: int):  # type: ignore[no-untyped-def]
+                def write(conn: sqlite3.Connection) -> tuple[int, int]:
+                    insert = (
+                        "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+                        "VALUES (?, ?, 'echo', 'now', 'now')"
+                    )
+                    name = "same" if n in (3, 4) else f"b{n}"  # the second "same" fails
+                    conn.execute(insert, (f"a{n}", name))
+                    (sessions,) = conn.execute("SELECT count(*) FROM sessions").fetchone()
+                    conn.execute(insert, (f"c{n}", f"d{n}"))
+                    changed = conn.execute(
+                        "UPDATE agents SET updated_at = 'later' WHERE id IN (?, ?)",
+                        (f"a{n}", f"c{n}"),
+                    ).rowcount
+                    return sessions, changed
+
+                return write
+
+            await db.flush()
+            trips, commits = db.round_trips, db.commits
+            results = await asyncio.gather(
+                *(db.write(op(n)) for n in range(10)), return_exceptions=True
+            )
+            assert db.commits == commits + 1
+            failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+            assert failed == [4], results
+            assert all(r == (0, 2) for i, r in enumerate(results) if i != 4)
+            rows = await db.fetchall("SELECT id FROM agents ORDER BY id")
+            assert len(rows) == 18 and "a4" not in {r[0] for r in rows}
+            # the failure made the commit again, an operation at a time: count a clean one
+            trips = db.round_trips
+            results = await asyncio.gather(*(db.write(op(n)) for n in range(10, 20)))
+            assert results == [(0, 2)] * 10
+            # each: a read (what was held goes first), a rowcount; and BEGIN, COMMIT
+            assert db.round_trips - trips <= 2 * 10 + 2
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_commit_postgresql_rolled_back_is_never_reported_as_stored(pg_url: str) -> None:
+    """An operation that swallows a refusal leaves PostgreSQL's transaction aborted, and its
+    COMMIT then answers ROLLBACK: no operation of that commit may be told it was stored."""
+
+    async def go() -> None:
+        store = PgStore(pg_url)
+        await store.open()
+        try:
+            db = store.db
+            insert = (
+                "INSERT INTO agents (id, name, provider, created_at, updated_at) "
+                "VALUES (?, ?, 'echo', 'now', 'now') RETURNING id"
+            )
+            await db.write(lambda conn: conn.execute(insert, ("a1", "taken")).fetchone())
+
+            def swallowing(conn: sqlite3.Connection) -> str:
+                try:
+                    conn.execute(insert, ("a2", "taken"))
+                except sqlite3.IntegrityError:
+                    return "swallowed"
+                return "stored"
+
+            def plain(conn: sqlite3.Connection) -> str:
+                conn.execute(insert, ("a3", "other"))
+                return "stored"
+
+            # the swallowing one last: nothing after it meets the aborted transaction
+            results = await asyncio.gather(
+                db.write(plain), db.write(swallowing), return_exceptions=True
+            )
+            rows = {r[0] for r in await db.fetchall("SELECT id FROM agents")}
+            if results[0] == "stored":
+                assert "a3" in rows
+            else:
+                assert isinstance(results[0], Exception) and "a3" not in rows
+        finally:
+            await store.close()
+
+    asyncio.run(go())

@@ -2,7 +2,8 @@
 
 The same machine runs, in one scenario: one `sessiond serve` on an SQLite file, and two on
 one PostgreSQL database (a throwaway cluster from the Debian package's binaries, as the tests
-start, sharing the machine's cores; or the server SESSIOND_TEST_PG_URL names).
+start, sharing the machine's cores, reached over its Unix socket as a client on the same host
+would; or the server SESSIOND_TEST_PG_URL names).
 
 - Turns: 32 clients, each on its own session, send short blocking turns back to back for
   10 s; on PostgreSQL half the clients talk to each process. turns/s of the pair against the
@@ -41,7 +42,7 @@ def _server_url(ctx: Context) -> tuple[str, object | None]:
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
     cluster = pg.Cluster(bindir).start()
-    return cluster.url, cluster
+    return cluster.socket_url, cluster  # on the same host: its Unix socket, not loopback TCP
 
 
 async def _turns(children: list[procs.Child], seconds: float) -> tuple[float, list[str]]:

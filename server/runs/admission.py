@@ -14,6 +14,7 @@ changed session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from typing import Any
 
@@ -26,7 +27,7 @@ from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.driver import Driver
 from server.runs.pauses import Pauses
-from server.runs.peers import Peers
+from server.runs.peers import PASSING_S, Peers, TicketCancelled
 from server.runs.table import LiveRuns
 from server.store import Begun, NewRun, Stale, Store
 from server.tools.base import ToolSettings
@@ -98,6 +99,11 @@ class Admission:
             paused = await self.store.runs.paused(record.id)
             if paused is not None and self.table.get(paused.run.id) is None:
                 await self.pauses.close(paused, "cancelled")
+        if self.peers.shared and request.if_busy == "queue":
+            try:
+                return await self._queue_in_turn(record, agent, request, idempotency_key, expected)
+            finally:
+                self.peers.release(record.id)  # (kept if the run holds the session now)
         if self.peers.shared and self.table.idle(record.id) and not self.peers.holds(record.id):
             earlier = await self._lease(record.id, request, idempotency_key)
             if earlier is not None:
@@ -132,6 +138,12 @@ class Admission:
                 await asyncio.sleep(KEY_WAIT_S)
         if request.if_busy == "reject":
             held = await self.store.runs.page(sid, 1, None)
+            if not held.data or held.data[0].status not in ("running", "queued"):
+                # nothing runs: the lease is passing (a scan having a look, a process letting
+                # go as its run ends), and a moment is all it takes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.peers.wait_free(sid), PASSING_S)
+                    return None
             run_id = held.data[0].id if held.data else ""
             raise SessionBusy(
                 f"session {sid} is busy with run {run_id} on another process; retry later, "
@@ -144,6 +156,68 @@ class Admission:
                     await self.peers.cancel_elsewhere(run.id, "interrupted")
         await self.peers.wait_free(sid)
         return None
+
+    async def _queue_in_turn(
+        self,
+        record: SessionRecord,
+        agent: Agent,
+        request: RunRequest,
+        key: str | None,
+        expected: SessionRecord | None,
+    ) -> ActiveRun:
+        """`if_busy: queue` on a shared database: the run is stored queued with the session's
+        next ticket as it arrives, waits for its ticket's turn across every process
+        (peers.wait_turn), then joins this process's queue, alone, and starts as a queued run
+        does (its message enters the history as it begins)."""
+        sid = record.id
+        if key is not None and key in self.keys:
+            raise Conflict("a run with this Idempotency-Key is being started; retry")
+        created = now()
+        run = Run(new_ulid(), sid, agent.id, "queued", created)
+        active = ActiveRun(run, request, agent, self.driver.new_log(run.id, sid, 1))
+        new = NewRun(
+            id=run.id,
+            session_id=sid,
+            agent_id=agent.id,
+            status="queued",
+            input=request.content,
+            options=_options(request),
+            idempotency_key=key,
+            created_at=created,
+            expected=expected,
+        )
+        await self.peers.serving(run.id)
+        try:
+            if key:
+                self.keys[key] = run.id
+            try:
+                await self.store.tickets.take(new)
+            finally:
+                if key:
+                    self.keys.pop(key, None)
+            try:
+                await self.peers.wait_turn(run.id, sid)
+            except (TicketCancelled, asyncio.CancelledError) as exc:
+                await asyncio.shield(self._cancel_waiting(active))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return active
+            except BaseException:
+                await asyncio.shield(self._cancel_waiting(active, "interrupted"))
+                raise
+        finally:
+            await asyncio.shield(self.peers.served(run.id))
+        self.table.admit(active)  # queued, and the session free here: next in its queue
+        self.driver.start_next(sid)
+        return active
+
+    async def _cancel_waiting(self, active: ActiveRun, status: str = "cancelled") -> None:
+        """A ticketed run that never started: its end stored, the queue moved on."""
+        self.table.admit(active)
+        try:
+            await self.driver.cancel(active, status)
+        finally:
+            await self.peers.queue_moved(active.session_id)
 
     async def _earlier(
         self, key: str, session_id: str, request: RunRequest

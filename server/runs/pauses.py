@@ -4,6 +4,8 @@ new message abandons it, or it is cancelled."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from server.errors import Conflict, InvalidRequest, SessionBusy
@@ -14,6 +16,7 @@ from server.models import (
     ErrorInfo,
     Message,
     PendingToolCall,
+    Run,
     ToolResultBlock,
     ToolUseBlock,
     Usage,
@@ -21,6 +24,7 @@ from server.models import (
 from server.runs import agentspec
 from server.runs.active import ActiveRun, RunRequest
 from server.runs.driver import Driver
+from server.runs.peers import PASSING_S, Peers
 from server.runs.stops import stop_message
 from server.runs.table import LiveRuns
 from server.session import answer_all
@@ -34,6 +38,7 @@ class Pauses:
         self.table = table
         self.driver = driver
         self.tools = tools
+        self.peers: Peers | None = None  # the other processes on a shared database
 
     async def close(self, paused: StoredRun, status: str) -> None:
         """End a run paused for client tools: calls without a result get error results (the
@@ -96,6 +101,42 @@ class Pauses:
             raise SessionBusy(
                 f"session {record.id} is busy with run {blocker.id}", run_id=blocker.id
             )
+        if self.peers is not None and self.peers.shared and not self.peers.holds(record.id):
+            try:
+                paused, run = await self._leased(paused, record.id)
+            except BaseException:
+                self.peers.release(record.id)
+                raise
+        try:
+            return await self._resume(record.id, paused, run, supplied)
+        except BaseException:
+            if self.peers is not None:
+                self.peers.release(record.id)  # (kept while the resumed run holds it)
+            raise
+
+    async def _leased(self, paused: StoredRun, sid: str) -> tuple[StoredRun, Run]:
+        """On a shared database a resumed run takes its session's lease like a new run, so
+        two processes never run one session at once: refused while another process holds
+        it; and the run read again once the lease is held, since another process may have
+        resumed it meanwhile."""
+        assert self.peers is not None
+        if not await self.peers.acquire(sid):
+            try:  # the process that paused it may be letting the session go as it stores that
+                await asyncio.wait_for(self.peers.wait_free(sid), PASSING_S)
+            except TimeoutError:
+                raise SessionBusy(
+                    f"session {sid} is busy on another process; retry later",
+                    run_id=paused.run.id,
+                ) from None
+        paused = await self.store.runs.get(paused.run.id, sid)
+        run = paused.run
+        if run.status != "requires_action" or self.table.get(run.id) is not None:
+            raise Conflict(f"run {run.id} is {run.status}, not waiting for tool results")
+        return paused, run
+
+    async def _resume(
+        self, sid: str, paused: StoredRun, run: Run, supplied: list[ToolResultBlock]
+    ) -> ActiveRun:
         request = msgspec.convert({**paused.options, "content": []}, RunRequest)
         agent = await self.store.agents.get(run.agent_id, None)
         agent = agentspec.offered(agent, self.tools)
@@ -105,7 +146,7 @@ class Pauses:
             msgspec.structs.replace(run, status="running", pending_tool_calls=[]),
             request,
             agent,
-            self.driver.new_log(run.id, record.id, first_seq),
+            self.driver.new_log(run.id, sid, first_seq),
         )
         active.completed = active.recorded = run.usage
         active.run_seconds = paused.run_seconds
@@ -113,7 +154,7 @@ class Pauses:
         results, earlier = await self.in_call_order(run.id, [*paused.held, *supplied])
         stamp = now()
         try:
-            message = await self.store.runs.resume(run.id, record.id, results, stamp)
+            message = await self.store.runs.resume(run.id, sid, results, stamp)
         except BaseException:
             self.table.drop(active)
             raise

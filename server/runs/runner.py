@@ -72,6 +72,7 @@ class Runner:
         self.pauses = Pauses(store, self.table, self.driver, settings.tools)
         self.peers = Peers(store, hub, self.table, self._cancel_here, settings.lease_timeout_s)
         self.driver.on_idle = self.peers.release
+        self.pauses.peers = self.peers  # a resume takes the session's lease
         self.followers = Followers(store, hub, self.table, self.peers)
         self.admission = Admission(
             store, self.table, self.driver, self.pauses, settings.tools, peers=self.peers

@@ -22,6 +22,7 @@ from server.store.contract import (
     Step,
     Store,
     StoredRun,
+    TicketStore,
     TransferStore,
     WebhookStore,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Step",
     "Store",
     "StoredRun",
+    "TicketStore",
     "TransferStore",
     "WebhookStore",
     "is_postgres",

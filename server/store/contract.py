@@ -321,6 +321,14 @@ class WebhookStore(Protocol):
     ) -> Page[WebhookDelivery]: ...  # newest first
 
 
+class TicketStore(Protocol):
+    """Queue tickets on a shared database (tickets.py): a queued run stored with the
+    session's next ticket, and the first one waiting."""
+
+    def take(self, new: NewRun) -> asyncio.Future[int]: ...  # the run stored queued; its ticket
+    async def first(self, session_id: str) -> str | None: ...  # the lowest ticket's run id
+
+
 class ClusterStore(Protocol):
     """What several processes on one database need of it (PostgreSQL): a lease per session,
     held by the one process that runs it; word of new events, cancels and freed sessions from
@@ -351,6 +359,19 @@ class ClusterStore(Protocol):
         ...
 
     async def cancel_elsewhere(self, run_id: str, status: str) -> None: ...
+    async def hold_ticket(self, run_id: str) -> None:
+        """Say this process is alive to serve the queued run (until `let_ticket_go`)."""
+        ...
+
+    async def let_ticket_go(self, run_id: str) -> None: ...
+    async def ticket_served(self, run_id: str) -> bool:
+        """Whether a live process (another: this one knows its own) waits to run it."""
+        ...
+
+    async def queue_moved(self, session_id: str) -> None:
+        """Tell the other processes the session's queue changed (`on_free` there)."""
+        ...
+
     async def take_job(self, job: str) -> bool:
         """True: this process does `job` now (`end_job` when done); False: another does."""
         ...
@@ -384,6 +405,18 @@ class LocalCluster:
     async def cancel_elsewhere(self, run_id: str, status: str) -> None:
         return None
 
+    async def hold_ticket(self, run_id: str) -> None:
+        return None
+
+    async def let_ticket_go(self, run_id: str) -> None:
+        return None
+
+    async def ticket_served(self, run_id: str) -> bool:
+        return False
+
+    async def queue_moved(self, session_id: str) -> None:
+        return None
+
     async def take_job(self, job: str) -> bool:
         return True
 
@@ -406,6 +439,7 @@ class Store(Protocol):
     events: EventStore
     search: SearchStore
     transfer: TransferStore
+    tickets: TicketStore
 
     @property
     def commits(self) -> int: ...  # transactions committed so far (the benchmarks count them)

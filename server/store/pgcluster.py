@@ -12,6 +12,9 @@ and jobs done once.
   events themselves are read from the table. A cancel for a run another process is running
   goes on `sessiond_cancel`, a lease given back on `sessiond_free`. A process hears its own
   announcements too and drops them by the id.
+- A queued run waiting for its ticket's turn (tickets.py) is marked alive by an advisory lock
+  on its id, held while its process waits to serve it: a scan that finds the lock free knows
+  the process is gone, and interrupts the run.
 - A periodic job (the TTL sweep, the scan for runs of dead processes) takes an advisory lock
   of its own, tried and never waited for: one process does it each time.
 """
@@ -30,7 +33,7 @@ from server.errors import StoreError
 log = logging.getLogger("sessiond.store")
 
 EVENTS, CANCELS, FREED = "sessiond_events", "sessiond_cancel", "sessiond_free"
-_SESSIONS, _JOBS = 0x5E55, 0x10B5  # the advisory locks' first keys: leases, jobs
+_SESSIONS, _JOBS, _TICKETS = 0x5E55, 0x10B5, 0x71C7  # advisory locks' first keys
 PAYLOAD_MAX = 7900
 
 
@@ -59,6 +62,7 @@ class PgCluster:
         self._conn: asyncpg.Connection | None = None
         self._mutex = asyncio.Lock()
         self._held: set[str] = set()
+        self._tickets: set[str] = set()  # queued runs this process waits to serve
 
     async def start(
         self,
@@ -121,12 +125,44 @@ class PgCluster:
             if session_id not in self._held or unless():
                 return
             self._held.discard(session_id)
-            await self._ask("SELECT pg_advisory_unlock($1, hashtext($2))", _SESSIONS, session_id)
-            await self._ask("SELECT pg_notify($1, $2)", FREED, f"{self.me} {session_id}")
+            await self._ask(  # one round trip: the lock given back, and word of it
+                "SELECT pg_advisory_unlock($1, hashtext($2)), pg_notify($3, $4)",
+                _SESSIONS,
+                session_id,
+                FREED,
+                f"{self.me} {session_id}",
+            )
 
     async def cancel_elsewhere(self, run_id: str, status: str) -> None:
         async with self._mutex:
             await self._ask("SELECT pg_notify($1, $2)", CANCELS, f"{run_id} {status}")
+
+    async def hold_ticket(self, run_id: str) -> None:
+        async with self._mutex:
+            await self._ask("SELECT pg_advisory_lock($1, hashtext($2))", _TICKETS, run_id)
+            self._tickets.add(run_id)
+
+    async def let_ticket_go(self, run_id: str) -> None:
+        async with self._mutex:
+            if run_id in self._tickets:
+                self._tickets.discard(run_id)
+                await self._ask("SELECT pg_advisory_unlock($1, hashtext($2))", _TICKETS, run_id)
+
+    async def ticket_served(self, run_id: str) -> bool:
+        if run_id in self._tickets:
+            return True
+        async with self._mutex:
+            got = await self._ask(
+                "SELECT pg_try_advisory_lock($1, hashtext($2)) "
+                "AND pg_advisory_unlock($1, hashtext($2))",
+                _TICKETS,
+                run_id,
+            )
+            return not got
+
+    async def queue_moved(self, session_id: str) -> None:
+        async with self._mutex:
+            await self._ask("SELECT pg_notify($1, $2)", FREED, f"{self.me} {session_id}")
 
     async def take_job(self, job: str) -> bool:
         async with self._mutex:
@@ -151,4 +187,5 @@ class PgCluster:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             self._held.clear()
+            self._tickets.clear()
             await conn.close()

@@ -19,6 +19,7 @@ from server.store.contract import (
     SearchStore,
     SecretStore,
     SessionStore,
+    TicketStore,
     TransferStore,
     WebhookStore,
 )
@@ -30,6 +31,7 @@ from server.store.search import Search
 from server.store.secrets import Secrets
 from server.store.sessions import Sessions
 from server.store.sqlite import Database
+from server.store.tickets import Tickets
 from server.store.transfer import Transfer
 from server.store.webhooks import Webhooks
 
@@ -55,6 +57,7 @@ class SqliteStore:
         self.runs: RunStore = Runs(self.db)
         self.events: EventStore = Events(self.db)
         self.transfer: TransferStore = Transfer(self.db)
+        self.tickets: TicketStore = Tickets(self.db)
 
     @property
     def commits(self) -> int:
