@@ -341,6 +341,7 @@ def test_agents_are_created_and_edited(served: ProcessServer, browser: Browser) 
     console.by("agent-save").click()
     expect(page).to_have_url(re.compile(r"#/agents/[0-9A-Z]{26}$"))
     agent_id = page.url.rsplit("/", 1)[1]
+    expect(console.by("agent-save")).to_have_text("Save agent")  # the stored agent's form
     expect(console.by("agent-system")).to_have_value("Be brief.")
     console.by("agent-max-steps").fill("3")
     console.by("agent-save").click()

@@ -668,8 +668,11 @@ async function agentsView(editId) {
       const saved = editing ? await api.call("PUT", `/agents/${editing.id}`, body) : await api.call("POST", "/agents", body);
       clearError();
       await sidebar.loadAgents();
-      location.hash = `#/agents/${saved.id}`;
-      await show();
+      // A new hash is shown by the hashchange listener; showing it here too raced two renders
+      // of this view, and an edit made in the first could be lost with it.
+      const target = `#/agents/${saved.id}`;
+      if (location.hash === target) await show();
+      else location.hash = target;
     });
   });
   return el("section", { class: "agents" }, el("div", { class: "chat-head" }, el("h2", { text: "Agents" }), el("a", { href: "#/agents", text: "New agent" })), list, form);
