@@ -81,7 +81,9 @@ class HeadHeld:
                 self._release.cancel()
                 self._release = None
             self._transport.write(head + bytes(data))
-        elif data[:7] == b"HTTP/1." and not self._transport.is_closing():
+        elif (
+            type(data) is bytes and data.startswith(b"HTTP/1.") and not self._transport.is_closing()
+        ):
             self._head = bytes(data)
             self._release = self._loop.call_soon(self.flush)
         else:

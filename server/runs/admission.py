@@ -172,20 +172,9 @@ class Admission:
         sid = record.id
         if key is not None and key in self.keys:
             raise Conflict("a run with this Idempotency-Key is being started; retry")
-        created = now()
-        run = Run(new_ulid(), sid, agent.id, "queued", created)
+        run = Run(new_ulid(), sid, agent.id, "queued", now())
         active = ActiveRun(run, request, agent, self.driver.new_log(run.id, sid, 1))
-        new = NewRun(
-            id=run.id,
-            session_id=sid,
-            agent_id=agent.id,
-            status="queued",
-            input=request.content,
-            options=_options(request),
-            idempotency_key=key,
-            created_at=created,
-            expected=expected,
-        )
+        new = _new_run(run, request, key, expected)
         await self.peers.serving(run.id)
         try:
             if key:
@@ -265,18 +254,7 @@ class Admission:
         self.table.admit(active)
         if key:
             self.keys[key] = active.id
-        options = _options(request)
-        new = NewRun(
-            id=run.id,
-            session_id=sid,
-            agent_id=agent.id,
-            status=status,
-            input=request.content,
-            options=options,
-            idempotency_key=key,
-            created_at=created,
-            expected=expected,
-        )
+        new = _new_run(run, request, key, expected)
         written = self.store.runs.start(new)
         if status == "running":  # its task waits for the same commit: no turn of the loop lost
             active.record = record
@@ -354,6 +332,23 @@ def _request_of(content: list[ContentBlock], options: dict[str, Any]) -> RunRequ
         return msgspec.convert({**options, "content": content}, RunRequest)
     except msgspec.ValidationError:
         return None
+
+
+def _new_run(
+    run: Run, request: RunRequest, key: str | None, expected: SessionRecord | None
+) -> NewRun:
+    """What the store keeps of a run as it is admitted."""
+    return NewRun(
+        id=run.id,
+        session_id=run.session_id,
+        agent_id=run.agent_id,
+        status=run.status,
+        input=request.content,
+        options=_options(request),
+        idempotency_key=key,
+        created_at=run.created_at,
+        expected=expected,
+    )
 
 
 def _options(request: RunRequest) -> dict[str, Any]:
